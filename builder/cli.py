@@ -1,0 +1,345 @@
+"""The command line. The only module that prints or exits.
+
+Exit codes: 0 success; 2 invalid recipe, impossible combination or bad usage; 3 smoke test
+failed; 1 anything else (engine unreachable, build failed), with a one-line cause and a hint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from builder import __version__
+from builder.errors import MlbuildError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EPILOG_EXIT = "Exit codes: 0 ok, 1 failure (engine, build), 2 invalid recipe or usage, 3 smoke test failed."
+
+
+class Output:
+    """Where messages go: progress on stderr (unless quiet or --json), results on stdout."""
+
+    def __init__(self, json_mode: bool = False, quiet: bool = False):
+        self.json_mode = json_mode
+        self.quiet = quiet or json_mode
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            click.echo(click.style("==> ", fg="blue", bold=True) + text, err=True)
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            click.echo(click.style("  | ", dim=True) + text, err=True)
+
+    def result(self, doc: Any, text: str) -> None:
+        if self.json_mode:
+            click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            click.echo(text)
+
+
+def handle_errors(fn: F) -> F:
+    """Typed errors become one or two lines and a stable exit code; no traceback unless --debug."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        debug = bool((ctx.find_root().obj or {}).get("debug"))
+        try:
+            return fn(*args, **kwargs)
+        except MlbuildError as exc:
+            if debug:
+                raise
+            _show_error(exc)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_error(exc: MlbuildError) -> None:
+    from builder.settings import redact
+
+    click.echo(click.style("error: ", fg="red", bold=True) + redact(exc.message), err=True)
+    for line in exc.details:
+        click.echo("  " + redact(line), err=True)
+    if exc.hint:
+        click.echo(click.style("hint: ", fg="yellow") + redact(exc.hint), err=True)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG_EXIT,
+)
+@click.version_option(__version__, prog_name="mlbuild")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """mlbuild: build small, reproducible ML container images from a short recipe.
+
+    \b
+    A recipe names a framework (pytorch, tensorflow, jax, sklearn), a Python and a CUDA
+    version (or cpu), and extra packages. mlbuild resolves it against a compatibility
+    matrix, renders a Dockerfile, builds it on your Docker engine, smoke-tests the image
+    and tags it.
+
+    \b
+    Examples:
+      mlbuild resolve recipes/sklearn-cpu.yaml          what would be built, and why
+      mlbuild render recipes/sklearn-cpu.yaml -o Dockerfile
+      mlbuild build recipes/sklearn-cpu.yaml            build, smoke-test, tag
+      mlbuild smoke mlbuild/sklearn-cpu:latest --gpu required
+      mlbuild base bootstrap --suite bookworm --tag mlbuild/debian:bookworm
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _recipe_arg() -> Callable[[F], F]:
+    return click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+
+
+json_option = click.option("--json", "json_mode", is_flag=True, help="Print one JSON document.")
+
+
+@main.command()
+@_recipe_arg()
+@json_option
+@click.option("--base-image", metavar="REF", help="Use this base image instead of the resolved one.")
+@handle_errors
+def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
+    """Resolve RECIPE against the compatibility matrix and show every decision.
+
+    \b
+    Example:
+      mlbuild resolve recipes/pytorch-gpu.yaml --json | jq .framework_version
+    """
+    from builder.pipeline import load_and_resolve
+
+    _, spec = load_and_resolve(recipe, base_image)
+    doc = spec.to_dict()
+    text = "\n".join(
+        [
+            f"{spec.name}: {spec.framework} {spec.framework_version}, Python {spec.python}, "
+            + ("CPU" if spec.cuda == "cpu" else f"CUDA {spec.cuda} ({spec.variant})"),
+            f"  base image   {spec.base_image}",
+            f"  cuDNN        {spec.cudnn or '-'}",
+            f"  min driver   {spec.min_driver or '-'}",
+            f"  GPU archs    {' '.join(spec.archs) or '-'}",
+            f"  index        {spec.index_url or 'default'}",
+            "  packages     " + ("\n               ".join(spec.packages) or "-"),
+            "  why:",
+            *[f"    - {r}" for r in spec.reasons],
+        ]
+    )
+    Output(json_mode).result(doc, text)
+
+
+@main.command()
+@_recipe_arg()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+@click.option("--base-image", metavar="REF", help="Use this base image instead of the resolved one.")
+@handle_errors
+def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
+    """Print the Dockerfile for RECIPE (the same recipe always gives the same bytes)."""
+    from builder.pipeline import load_and_resolve
+    from builder.render import render as render_spec
+
+    _, spec = load_and_resolve(recipe, base_image)
+    text = render_spec(spec)
+    if output:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, output)  # never a half-written file
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _settings_options(fn: F) -> F:
+    fn = click.option("--ca-bundle", type=click.Path(dir_okay=False), help="CA bundle for build steps (default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE). Never left in the image.")(fn)
+    fn = click.option("--index-url", metavar="URL", help="pip index for build steps (default: $PIP_INDEX_URL or the site config).")(fn)
+    fn = click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL", help="Extra pip index (repeatable).")(fn)
+    return fn
+
+
+@main.command()
+@_recipe_arg()
+@click.option("--base-image", metavar="REF", help="Build on this base image instead of the resolved one.")
+@click.option("--tag", "tags", multiple=True, metavar="REF", help="Extra tag, e.g. registry:5000/team/x:v1 (repeatable).")
+@click.option("--no-smoke", is_flag=True, help="Skip the smoke test (the image still gets its tags).")
+@click.option("--gpu", "gpu_mode", type=click.Choice(["auto", "required", "off"]), help="GPU smoke mode (default: the recipe's smoke.gpu).")
+@click.option("--gpu-access", type=click.Choice(["toolkit", "cdi", "devices"]), help="Force one way of giving the GPU to the container.")
+@_settings_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@json_option
+@handle_errors
+def build(
+    recipe: Path, base_image: str | None, tags: tuple[str, ...], no_smoke: bool,
+    gpu_mode: str | None, gpu_access: str | None, ca_bundle: str | None, index_url: str | None,
+    extra_index_urls: tuple[str, ...], quiet: bool, json_mode: bool,
+) -> None:  # fmt: skip
+    """Build RECIPE into an image, smoke-test it, and tag it.
+
+    The image gets a readable tag (e.g. sklearn1.5.2-py3.11-cpu) and an immutable content tag
+    (spec-<hash>) only after its smoke test passed.
+
+    \b
+    Examples:
+      mlbuild build recipes/sklearn-cpu.yaml
+      mlbuild build recipes/sklearn-cpu.yaml --base-image mlbuild/debian:bookworm --json
+      mlbuild build train.yaml --ca-bundle corp-ca.pem --index-url https://pypi.corp/simple
+    """
+    from builder.engine import Engine
+    from builder.pipeline import build as run_build
+    from builder.recipe import load_recipe
+    from builder.settings import load_settings
+
+    out = Output(json_mode, quiet)
+    load_recipe(recipe)  # report recipe problems before touching the engine
+    settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
+    engine = Engine.connect()
+    result = run_build(
+        recipe, engine=engine, settings=settings, base_image=base_image, extra_tags=tags,
+        run_smoke=not no_smoke, gpu_mode=gpu_mode, gpu_access=gpu_access, say=out.say,
+        on_line=out.line,
+    )  # fmt: skip
+    smoke_line = "skipped"
+    if result.smoke:
+        smoke_line = "passed" + (f" (GPU {result.smoke.gpu_status}" + (f": {result.smoke.gpu_reason}" if result.smoke.gpu_reason else "") + ")")
+    text = "\n".join([
+        f"image   {result.image_id}",
+        *[f"tag     {t}" for t in result.tags],
+        f"size    {result.size_bytes / 1e6:.1f} MB",
+        f"smoke   {smoke_line}",
+        f"time    {result.seconds:.1f} s",
+    ])  # fmt: skip
+    out.result(result.to_dict(), text)
+
+
+@main.command("smoke")
+@click.argument("image")
+@click.option("--gpu", "gpu_mode", type=click.Choice(["auto", "required", "off"]), default="auto", show_default=True, help="auto: test the GPU where one is present; required: fail without one.")
+@click.option("--gpu-access", type=click.Choice(["toolkit", "cdi", "devices"]), help="Force one way of giving the GPU to the container.")
+@json_option
+@handle_errors
+def smoke_cmd(image: str, gpu_mode: str, gpu_access: str | None, json_mode: bool) -> None:
+    """Run the smoke probe inside IMAGE (any image built by mlbuild).
+
+    Expectations come from the image's own labels. Exit 3 when a check fails, or with
+    --gpu required when no GPU could be reached.
+    """
+    from builder.engine import Engine
+    from builder.errors import SmokeFailed, UsageError
+    from builder.smoke import smoke
+    from builder.spec import ResolvedSpec
+
+    engine = Engine.connect()
+    spec = ResolvedSpec.from_labels(engine.labels(image))
+    if spec is None:
+        raise UsageError(f"{image} was not built by mlbuild (no org.mlbuild.spec label)")
+    report = smoke(engine, image, spec, gpu_mode, gpu_access)
+    lines = [f"{'ok  ' if c.status == 'passed' else c.status[:4]:4} {c.name}: {c.detail}" for c in report.checks]
+    lines.append(f"GPU: {report.gpu_status}" + (f" via {report.gpu_access}" if report.gpu_access else "") + (f" ({report.gpu_reason})" if report.gpu_reason else ""))
+    Output(json_mode).result(report.to_dict(), "\n".join(lines))
+    if not report.passed:
+        raise SmokeFailed(
+            f"smoke test failed for {image}",
+            details=[f"{c.name}: {c.detail}" for c in report.failures()],
+        )
+
+
+@main.command()
+@click.argument("image")
+@json_option
+@handle_errors
+def inspect(image: str, json_mode: bool) -> None:
+    """Show what IMAGE says about itself: its resolved spec, read from its labels."""
+    from builder.engine import Engine
+    from builder.errors import UsageError
+    from builder.render import summary
+    from builder.spec import ResolvedSpec
+
+    engine = Engine.connect()
+    attrs = engine.inspect(image)
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    spec = ResolvedSpec.from_labels(labels)
+    if spec is None:
+        raise UsageError(f"{image} was not built by mlbuild (no org.mlbuild.spec label)")
+    doc = {
+        "image_id": attrs["Id"],
+        "tags": attrs.get("RepoTags") or [],
+        "digests": attrs.get("RepoDigests") or [],
+        "size_bytes": attrs.get("Size"),
+        "labels": {k: v for k, v in labels.items() if k != "org.mlbuild.spec"},
+        "spec": spec.to_dict(),
+    }
+    text = "\n".join([
+        f"{spec.name}: {summary(spec)}",
+        f"  image     {attrs['Id']}",
+        f"  tags      {', '.join(doc['tags']) or '-'}",
+        f"  digests   {', '.join(doc['digests']) or '-'}",
+        f"  size      {(attrs.get('Size') or 0) / 1e6:.1f} MB",
+        f"  base      {spec.base_image}",
+        f"  driver    >= {spec.min_driver}" if spec.min_driver else "  driver    -",
+        f"  created   {labels.get('org.opencontainers.image.created', '-')}",
+    ])  # fmt: skip
+    Output(json_mode).result(doc, text)
+
+
+@main.group()
+def base() -> None:
+    """Base images for sites that cannot pull from a registry."""
+
+
+@base.command("bootstrap")
+@click.option("--suite", required=True, type=click.Choice(["bullseye", "bookworm", "trixie"]), help="Debian release (Python 3.9, 3.11, 3.13).")
+@click.option("--tag", "tag", metavar="REF", help="Image reference to create (default: mlbuild/debian:SUITE).")
+@click.option("--mirror", metavar="URL", help="Debian archive (default: the one this host's apt sources use).")
+@click.option("-q", "--quiet", is_flag=True)
+@json_option
+@handle_errors
+def base_bootstrap(suite: str, tag: str | None, mirror: str | None, quiet: bool, json_mode: bool) -> None:
+    """Make a Debian base image with debootstrap, for air-gapped sites.
+
+    Needs root and debootstrap (apt-get install debootstrap). About 30 s and 200 MB.
+
+    \b
+    Example:
+      mlbuild base bootstrap --suite bookworm --tag mlbuild/debian:bookworm
+    """
+    from builder.base import bootstrap
+    from builder.engine import Engine
+
+    out = Output(json_mode, quiet)
+    engine = Engine.connect()
+    made = bootstrap(engine, suite, tag or f"mlbuild/debian:{suite}", mirror, say=out.say)
+    out.result(made, f"image   {made['image_id']}\ntag     {made['tag']}\nsize    {made['size_bytes'] / 1e6:.1f} MB\nmirror  {made['mirror']}")
+
+
+@main.command()
+@json_option
+@handle_errors
+def doctor(json_mode: bool) -> None:
+    """Check this host: Docker engine, GPUs and driver, GPU access modes, disk."""
+    from builder.doctor import run_checks
+
+    findings = run_checks()
+    worst = max((f["severity"] for f in findings), key=["ok", "info", "warning", "error"].index, default="ok")
+    lines = [f"{f['severity']:8} {f['what']}" + (f"\n         remedy: {f['remedy']}" if f.get("remedy") else "") for f in findings]
+    Output(json_mode).result({"findings": findings, "worst": worst}, "\n".join(lines))
+    if worst == "error":
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

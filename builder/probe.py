@@ -1,0 +1,489 @@
+#!/usr/bin/env python3
+"""mlbuild's smoke probe: a stand-alone script shipped in every image at /opt/mlbuild/probe.py.
+
+Standard library plus the framework only, so a teammate can run it with plain docker:
+    docker run --rm IMAGE python /opt/mlbuild/probe.py [--gpu auto|required|off]
+It prints one JSON document: what it found, every check with passed / failed / not-run and
+why, and "ok". GPU checks that could not run are reported as not-run with the reason, never as
+passed. Expectations come from /opt/mlbuild/spec.json (the image's resolved spec).
+
+`--observe IMPORT_NAME` instead reports the Python and framework it finds (used on base images
+that already carry a framework).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import importlib
+import json
+import os
+import platform
+import re
+import site
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+PROBE_VERSION = 1
+SPEC_PATH = "/opt/mlbuild/spec.json"
+# CUDA user-space libraries whose soname major is the CUDA major (cuDNN has its own).
+CUDA_LIBS = ("libcudart", "libcublas", "libcublasLt", "libcufft", "libcusparse", "libcusolver",
+             "libcurand", "libnvrtc", "libnvJitLink")
+LIB_DIRS = ("/usr/local/cuda*/lib64", "/usr/local/cuda*/targets/*/lib", "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu")
+
+
+class Report:
+    def __init__(self) -> None:
+        self.checks: list[dict[str, Any]] = []
+        self.facts: dict[str, Any] = {}
+
+    def check(self, name: str, status: str, detail: str = "") -> None:
+        self.checks.append({"name": name, "status": status, "detail": detail})
+
+    def run(self, name: str, fn: Callable[[], str]) -> bool:
+        """Run one check; an exception is a failure with its last line as the detail."""
+        try:
+            detail = fn()
+        except Exception as exc:  # noqa: BLE001 - every failure must be reported, not raised
+            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            self.check(name, "failed", last[:500])
+            return False
+        self.check(name, "passed", detail)
+        return True
+
+    def document(self) -> dict[str, Any]:
+        ok = all(c["status"] != "failed" for c in self.checks)
+        return {"probe": PROBE_VERSION, "ok": ok, **self.facts, "checks": self.checks}
+
+
+def base_version(text: str) -> str:
+    """'2.5.1+cu124' -> '2.5.1'; '1.5.2' -> '1.5.2'."""
+    return re.split(r"[+]", text, maxsplit=1)[0]
+
+
+def site_dirs() -> list[str]:
+    dirs = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+    return sorted(set(dirs))
+
+
+def cuda_library_majors() -> dict[str, Any]:
+    """Every CUDA library file in the image, and the CUDA majors they belong to."""
+    patterns = []
+    for d in site_dirs():
+        patterns += [f"{d}/nvidia/*/lib/*.so*", f"{d}/nvidia/cu*/lib/*.so*", f"{d}/torch/lib/*.so*",
+                     f"{d}/tensorflow/*.so*", f"{d}/jaxlib/**/*.so*"]
+    patterns += [f"{d}/*.so*" for d in LIB_DIRS]
+    found: dict[str, set[str]] = {}
+    cudnn: set[str] = set()
+    for pattern in patterns:
+        for path in glob.glob(pattern, recursive=True):
+            name = os.path.basename(path)
+            m = re.match(r"^(lib[A-Za-z]+)(?:-[0-9a-f]{8})?\.so\.(\d+)", name)
+            if not m:
+                continue
+            lib, major = m.group(1), m.group(2)
+            if lib in CUDA_LIBS:
+                found.setdefault(major, set()).add(path)
+            elif lib.startswith("libcudnn"):
+                cudnn.add(major)
+    return {
+        "cuda_majors": sorted(found),
+        "files": {k: sorted(v)[:20] for k, v in sorted(found.items())},
+        "cudnn_majors": sorted(cudnn),
+    }
+
+
+def driver_version() -> str | None:
+    """The host driver as seen from inside the container: NVML, else /proc."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        if nvml.nvmlInit_v2() == 0:
+            buf = ctypes.create_string_buffer(96)
+            if nvml.nvmlSystemGetDriverVersion(buf, 96) == 0:
+                return buf.value.decode()
+    except OSError:
+        pass
+    try:
+        with open("/proc/driver/nvidia/version") as fh:
+            m = re.search(r"Kernel Module\s+([0-9.]+)", fh.read())
+            return m.group(1) if m else None
+    except OSError:
+        return None
+
+
+def arch_covers(capability: tuple[int, int], archs: list[str]) -> bool:
+    """SASS for this exact sm_XY, or PTX (compute_XY) at or below it that the driver can JIT."""
+    sm = capability[0] * 10 + capability[1]
+    for a in archs:
+        m = re.match(r"^(sm|compute)_(\d+)", a)
+        if not m:
+            continue
+        n = int(m.group(2))
+        if m.group(1) == "sm" and n == sm:
+            return True
+        if m.group(1) == "compute" and n <= sm:
+            return True
+    return False
+
+
+def close(a: list[float], b: list[float], rtol: float = 1e-2, atol: float = 1e-3) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= atol + rtol * abs(y) for x, y in zip(a, b))
+
+
+# ---- frameworks ---------------------------------------------------------------------------------
+def probe_torch(r: Report, gpu: str) -> None:
+    import torch
+
+    fw = r.facts["framework"]
+    fw["cuda_build"] = torch.version.cuda
+    fw["cudnn"] = _cudnn_text(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
+    fw["archs"] = list(torch.cuda.get_arch_list()) if hasattr(torch.cuda, "get_arch_list") else []
+
+    def cpu() -> str:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(64, 64, generator=g)
+        inv = torch.linalg.inv(a @ a.T + 64 * torch.eye(64))
+        err = (inv @ (a @ a.T + 64 * torch.eye(64)) - torch.eye(64)).abs().max().item()
+        assert err < 1e-3, f"inverse error {err}"
+        return f"64x64 inverse on CPU, max error {err:.1e}"
+
+    r.run("compute.cpu", cpu)
+    if not _gpu_wanted(r, gpu):
+        return
+    if not torch.cuda.is_available():
+        _no_gpu(r, gpu, "torch.cuda.is_available() is False" + _cuda_init_error(torch))
+        return
+    devices = []
+    for i in range(torch.cuda.device_count()):
+        cap = torch.cuda.get_device_capability(i)
+        devices.append({"index": i, "name": torch.cuda.get_device_name(i),
+                        "capability": f"{cap[0]}.{cap[1]}",
+                        "arch_covered": arch_covers(cap, fw["archs"])})
+    r.facts["gpu"]["devices"] = devices
+
+    def arch() -> str:
+        missing = [d["name"] + " sm_" + d["capability"].replace(".", "") for d in devices if not d["arch_covered"]]
+        assert not missing, f"no kernel image for {', '.join(missing)} in {' '.join(fw['archs'])}"
+        return f"{' '.join(fw['archs'])} cover " + ", ".join(f"sm_{d['capability'].replace('.', '')}" for d in devices)
+
+    r.run("gpu.arch", arch)
+
+    def matmul() -> str:
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randn(512, 512, generator=g), torch.randn(512, 512, generator=g)
+        want = (a.double() @ b.double()).float()
+        for i in range(torch.cuda.device_count()):
+            got = (a.cuda(i) @ b.cuda(i)).cpu()
+            diff = ((got - want).abs().max() / want.abs().max()).item()
+            assert diff < 1e-2, f"device {i}: GPU matmul differs from CPU by {diff:.2e}"
+        torch.cuda.synchronize()
+        return f"512x512 matmul on {torch.cuda.device_count()} device(s) matches CPU (rel. diff < 1e-2)"
+
+    r.run("gpu.matmul", matmul)
+
+    def conv() -> str:
+        assert torch.backends.cudnn.is_available(), "cuDNN is not available to torch"
+        g = torch.Generator().manual_seed(0)
+        x, w = torch.randn(4, 3, 32, 32, generator=g), torch.randn(8, 3, 3, 3, generator=g)
+        want = torch.nn.functional.conv2d(x.double(), w.double()).float()
+        with torch.backends.cudnn.flags(enabled=True):
+            got = torch.nn.functional.conv2d(x.cuda(), w.cuda()).cpu()
+        diff = ((got - want).abs().max() / want.abs().max()).item()
+        assert diff < 1e-2, f"cuDNN conv2d differs from CPU by {diff:.2e}"
+        return f"cuDNN {fw['cudnn']} conv2d matches CPU"
+
+    r.run("gpu.cudnn_conv", conv)
+
+    def nccl() -> str:
+        import torch.distributed as dist
+
+        assert dist.is_available() and dist.is_nccl_available(), "torch.distributed has no NCCL"
+        v = torch.cuda.nccl.version()
+        return "NCCL " + (".".join(map(str, v)) if isinstance(v, tuple) else str(v))
+
+    r.run("gpu.nccl", nccl)
+
+
+def _cuda_init_error(torch: Any) -> str:
+    try:
+        torch.cuda.init()
+    except Exception as exc:  # noqa: BLE001
+        return f" ({str(exc).splitlines()[0][:300]})"
+    return ""
+
+
+def probe_tensorflow(r: Report, gpu: str) -> None:
+    import tensorflow as tf
+
+    fw = r.facts["framework"]
+    info = dict(tf.sysconfig.get_build_info())
+    fw["cuda_build"] = info.get("cuda_version") or None
+    fw["cudnn"] = info.get("cudnn_version") or None
+    fw["archs"] = str(info.get("cuda_compute_capabilities") or "").split(",") if info.get("cuda_compute_capabilities") else []
+
+    def cpu() -> str:
+        with tf.device("/CPU:0"):
+            a = tf.random.stateless_normal((64, 64), seed=(1, 2))
+            s = float(tf.reduce_sum(tf.matmul(a, tf.transpose(a))))
+        assert s == s, "NaN"
+        return "64x64 matmul on CPU"
+
+    r.run("compute.cpu", cpu)
+    if not _gpu_wanted(r, gpu):
+        return
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        _no_gpu(r, gpu, "tf.config.list_physical_devices('GPU') is empty")
+        return
+    r.facts["gpu"]["devices"] = [
+        {"index": i, "name": tf.config.experimental.get_device_details(d).get("device_name", d.name),
+         "capability": ".".join(map(str, tf.config.experimental.get_device_details(d).get("compute_capability", ())))}
+        for i, d in enumerate(gpus)
+    ]
+
+    def matmul() -> str:
+        a = tf.random.stateless_normal((512, 512), seed=(1, 2))
+        b = tf.random.stateless_normal((512, 512), seed=(3, 4))
+        with tf.device("/CPU:0"):
+            want = tf.matmul(tf.cast(a, tf.float64), tf.cast(b, tf.float64))
+        with tf.device("/GPU:0"):
+            got = tf.matmul(a, b)
+        diff = float(tf.reduce_max(tf.abs(tf.cast(got, tf.float64) - want)) / tf.reduce_max(tf.abs(want)))
+        assert diff < 1e-2, f"GPU matmul differs from CPU by {diff:.2e}"
+        return "512x512 matmul on GPU matches CPU"
+
+    r.run("gpu.matmul", matmul)
+
+    def conv() -> str:
+        x = tf.random.stateless_normal((4, 32, 32, 3), seed=(5, 6))
+        w = tf.random.stateless_normal((3, 3, 3, 8), seed=(7, 8))
+        with tf.device("/CPU:0"):
+            want = tf.nn.conv2d(x, w, 1, "VALID")
+        with tf.device("/GPU:0"):
+            got = tf.nn.conv2d(x, w, 1, "VALID")
+        diff = float(tf.reduce_max(tf.abs(got - want)) / tf.reduce_max(tf.abs(want)))
+        assert diff < 1e-2, f"cuDNN conv2d differs from CPU by {diff:.2e}"
+        return f"cuDNN {fw['cudnn']} conv2d matches CPU"
+
+    r.run("gpu.cudnn_conv", conv)
+
+
+def probe_jax(r: Report, gpu: str) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    fw = r.facts["framework"]
+    fw["cuda_build"] = None
+    try:
+        from jax._src.lib import cuda_versions  # type: ignore[attr-defined]
+
+        if cuda_versions is not None:
+            fw["cuda_build"] = _version_from_int(cuda_versions.cuda_runtime_build_version())
+            fw["cudnn"] = _cudnn_text(cuda_versions.cudnn_build_version())
+    except Exception:  # noqa: BLE001 - private API; absent on CPU builds
+        pass
+
+    def product(device: Any) -> float:
+        a = jnp.arange(256 * 256, dtype=jnp.float32).reshape(256, 256) / 65536.0
+        f = jax.jit(lambda x: (x @ x.T).sum())
+        return float(f(jax.device_put(a, device)))
+
+    def cpu() -> str:
+        v = product(jax.devices("cpu")[0])
+        assert v == v, "NaN"
+        r.facts["framework"]["cpu_product"] = v
+        return "jitted 256x256 product on CPU"
+
+    r.run("compute.cpu", cpu)
+    if not _gpu_wanted(r, gpu):
+        return
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError as exc:
+        _no_gpu(r, gpu, f"jax.devices('gpu') failed: {str(exc).splitlines()[0][:300]}")
+        return
+    r.facts["gpu"]["devices"] = [{"index": d.id, "name": getattr(d, "device_kind", str(d))} for d in gpus]
+
+    def jitted() -> str:
+        ref = r.facts["framework"].get("cpu_product")
+        for d in gpus:
+            v = product(d)
+            assert ref is None or abs(v - ref) <= 1e-2 * abs(ref), f"{d}: {v} != CPU {ref}"
+        return f"jitted product on {len(gpus)} GPU(s) matches CPU"
+
+    r.run("gpu.jit", jitted)
+
+
+def probe_sklearn(r: Report, gpu: str) -> None:
+    def fit() -> str:
+        from sklearn.datasets import make_classification
+        from sklearn.linear_model import LogisticRegression
+
+        x, y = make_classification(n_samples=200, n_features=8, random_state=0)
+        score = LogisticRegression(max_iter=500).fit(x, y).score(x, y)
+        assert score > 0.8, f"training accuracy {score:.2f} is too low"
+        return f"LogisticRegression on 200 samples: accuracy {score:.2f}"
+
+    r.run("compute.cpu", fit)
+    r.facts["framework"]["cuda_build"] = None
+    if gpu != "off":
+        r.facts["gpu"]["status"] = "not-applicable"
+        r.facts["gpu"]["reason"] = "scikit-learn runs on the CPU only"
+
+
+PROBES = {"torch": probe_torch, "tensorflow": probe_tensorflow, "jax": probe_jax,
+          "sklearn": probe_sklearn}
+
+
+def _cudnn_text(v: int | None) -> str | None:
+    if not v:
+        return None
+    return f"{v // 10000}.{(v % 10000) // 100}.{v % 100}" if v >= 10000 else f"{v // 1000}.{(v % 1000) // 100}.{v % 100}"
+
+
+def _version_from_int(v: int | None) -> str | None:
+    """CUDA's integer versions: 12030 -> '12.3'."""
+    return f"{v // 1000}.{(v % 1000) // 10}" if v else None
+
+
+def _gpu_wanted(r: Report, gpu: str) -> bool:
+    g = r.facts["gpu"]
+    g["driver"] = driver_version()
+    if gpu == "off":
+        g["status"], g["reason"] = "not-run", "--gpu off"
+        r.check("gpu", "not-run", "--gpu off")
+        return False
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        _no_gpu(r, gpu, "no /dev/nvidia* device in this container (no GPU given to it)")
+        return False
+    return True
+
+
+def _no_gpu(r: Report, gpu: str, reason: str) -> None:
+    g = r.facts["gpu"]
+    g["status"], g["reason"] = ("failed" if gpu == "required" else "not-run"), reason
+    r.check("gpu", "failed" if gpu == "required" else "not-run", reason)
+
+
+def load_spec(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
+    r = Report()
+    started = time.monotonic()
+    py = platform.python_version()
+    want_py = spec.get("python")
+    r.facts["python"] = {"version": py, "executable": sys.executable}
+    if want_py and want_py != "from-base":
+        if ".".join(py.split(".")[:2]) == want_py:
+            r.check("python", "passed", f"Python {py}")
+        else:
+            r.check("python", "failed", f"Python {want_py} expected, found {py}")
+    else:
+        r.check("python", "passed", f"Python {py}")
+    import_name = spec.get("import_name") or "torch"
+    fw: dict[str, Any] = {"import": import_name}
+    r.facts["framework"] = fw
+    r.facts["gpu"] = {"status": "not-run", "reason": "", "devices": []}
+    try:
+        module = importlib.import_module(import_name)
+    except Exception as exc:  # noqa: BLE001
+        r.check("framework.import", "failed", f"import {import_name}: {exc}"[:500])
+        r.facts["elapsed_s"] = round(time.monotonic() - started, 2)
+        return r.document()
+    fw["version"] = str(getattr(module, "__version__", ""))
+    fw["path"] = os.path.dirname(getattr(module, "__file__", "") or "")
+    r.check("framework.import", "passed", f"import {import_name} {fw['version']}")
+    try:
+        PROBES[import_name](r, gpu)
+    except Exception as exc:  # noqa: BLE001
+        r.check("framework.probe", "failed", traceback.format_exception_only(type(exc), exc)[-1].strip())
+    _compare(r, spec)
+    r.facts["cuda_libraries"] = cuda_library_majors()
+    majors = r.facts["cuda_libraries"]["cuda_majors"]
+    if len(majors) > 1:
+        r.check("cuda.libraries", "failed", f"CUDA libraries of several majors in the image: {', '.join(majors)}")
+    elif majors:
+        r.check("cuda.libraries", "passed", f"CUDA libraries all of major {majors[0]}")
+    if any(c["name"].startswith("gpu.") for c in r.checks):
+        failed = [c for c in r.checks if c["name"].startswith("gpu.") and c["status"] == "failed"]
+        r.facts["gpu"]["status"] = "failed" if failed else "passed"
+    r.facts["elapsed_s"] = round(time.monotonic() - started, 2)
+    return r.document()
+
+
+def _compare(r: Report, spec: dict[str, Any]) -> None:
+    """The framework must be exactly the resolved build: its version and its CUDA build."""
+    fw = r.facts["framework"]
+    want_v = spec.get("framework_version")
+    want_cuda = spec.get("cuda") or "cpu"
+    if not want_v or want_v == "from-base":
+        return
+    found_v, found_cuda = fw.get("version", ""), fw.get("cuda_build")
+    depth = 1 if spec.get("cuda_match") == "major" else 2
+    if want_cuda == "from-base":
+        cuda_ok = True
+    elif want_cuda == "cpu":
+        cuda_ok = not found_cuda
+    else:
+        cuda_ok = bool(found_cuda) and (
+            str(found_cuda).split(".")[:depth] == want_cuda.split(".")[:depth]
+        )
+    expected = want_v + ("" if want_cuda in ("cpu", "from-base") else f" (CUDA {want_cuda})")
+    shown = found_v + (f" (CUDA {found_cuda})" if found_cuda else " (no CUDA)")
+    name = spec.get("framework", "framework")
+    if base_version(found_v) == want_v and cuda_ok:
+        r.check("framework.build", "passed", f"{name} {shown} as resolved")
+    else:
+        r.check("framework.build", "failed", f"{name} {expected} expected, found {shown}")
+
+
+def observe(import_name: str) -> dict[str, Any]:
+    """Facts about a base image's Python and framework (framework_from_base)."""
+    doc: dict[str, Any] = {
+        "python": platform.python_version(),
+        # inside a virtual environment keep its own path: its packages come with it
+        "python_bin": sys.executable,
+        "site_packages": site_dirs() or site.getsitepackages(),
+    }
+    try:
+        module = importlib.import_module(import_name)
+        doc["framework_version"] = base_version(str(getattr(module, "__version__", "")))
+        doc["framework_version_full"] = str(getattr(module, "__version__", ""))
+        if import_name == "torch":
+            doc["cuda_build"] = module.version.cuda
+            doc["cudnn"] = _cudnn_text(module.backends.cudnn.version()) if module.backends.cudnn.is_available() else None
+            doc["archs"] = list(module.cuda.get_arch_list())
+        elif import_name == "tensorflow":
+            info = dict(module.sysconfig.get_build_info())
+            doc["cuda_build"], doc["cudnn"] = info.get("cuda_version"), info.get("cudnn_version")
+    except Exception as exc:  # noqa: BLE001
+        doc["error"] = f"import {import_name}: {exc}"[:500]
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpu", choices=("auto", "required", "off"), default="auto")
+    ap.add_argument("--spec", default=SPEC_PATH, help="resolved spec JSON (default: %(default)s)")
+    ap.add_argument("--observe", metavar="IMPORT_NAME", help="report the Python and framework found")
+    args = ap.parse_args(argv)
+    if args.observe:
+        print(json.dumps(observe(args.observe), sort_keys=True))
+        return 0
+    doc = probe(load_spec(args.spec), args.gpu)
+    print(json.dumps(doc, sort_keys=True))
+    return 0 if doc["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

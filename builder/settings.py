@@ -1,0 +1,166 @@
+"""Site build settings: CA bundle, pip index mirrors and proxies.
+
+These are configuration of the site, not of the recipe: they come from command-line options,
+then the environment, then a site config file (`$MLBUILD_CONFIG`, `~/.config/mlbuild/config.yaml`,
+`/etc/mlbuild/config.yaml`). They reach only the builder stage (files in `build-settings/`) or
+predefined proxy build arguments, which Docker keeps out of the image's history, so none of them
+stays in the final image. URLs may carry credentials: `redact()` hides them in every output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from builder.errors import UsageError
+
+CA_ENV = ("MLBUILD_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+CONFIG_PATHS = ("~/.config/mlbuild/config.yaml", "/etc/mlbuild/config.yaml")
+_CRED_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
+
+
+def redact(text: str) -> str:
+    """Hide user:password in every URL of `text`."""
+    return _CRED_RE.sub(lambda m: f"{m.group('scheme')}***@", text)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    ca_bundle: Path | None = None
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    trusted_hosts: tuple[str, ...] = ()
+    proxies: tuple[tuple[str, str], ...] = ()
+    variant_indexes: tuple[tuple[str, str], ...] = ()  # mirrors of framework variant indexes
+    sources: tuple[str, ...] = field(default=(), compare=False)  # where each setting came from
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in output, images or records."""
+        out = []
+        for url in (self.index_url, *self.extra_index_urls, *(v for _, v in self.proxies)):
+            if url:
+                parts = urlsplit(url)
+                if parts.password:
+                    out.append(parts.password)
+                if parts.username and parts.password:
+                    out.append(f"{parts.username}:{parts.password}")
+        return out
+
+    def variant_index(self, variant: str, default: str | None) -> str | None:
+        return dict(self.variant_indexes).get(variant, default)
+
+    def build_args(self) -> dict[str, str]:
+        """Only Docker's predefined proxy arguments: they are left out of `docker history`."""
+        return dict(self.proxies)
+
+    def write_build_settings(self, folder: Path) -> None:
+        """The builder stage's pip.conf (and CA bundle), copied into that stage only."""
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = ["[global]"]
+        if self.index_url:
+            lines.append(f"index-url = {self.index_url}")
+        if self.extra_index_urls:
+            lines.append("extra-index-url = " + " ".join(self.extra_index_urls))
+        if self.trusted_hosts:
+            lines.append("trusted-host = " + " ".join(self.trusted_hosts))
+        if self.ca_bundle:
+            (folder / "ca.crt").write_bytes(self.ca_bundle.read_bytes())
+            lines.append("cert = /tmp/mlbuild-build/ca.crt")
+        (folder / "pip.conf").write_text("\n".join(lines) + "\n")
+
+    def describe(self) -> list[str]:
+        out = []
+        if self.ca_bundle:
+            out.append(f"CA bundle: {self.ca_bundle}")
+        if self.index_url:
+            out.append(f"pip index: {redact(self.index_url)}")
+        for url in self.extra_index_urls:
+            out.append(f"pip extra index: {redact(url)}")
+        for k, v in self.proxies:
+            out.append(f"{k}: {redact(v)}")
+        return out
+
+
+def load_settings(
+    *,
+    ca_bundle: str | None = None,
+    index_url: str | None = None,
+    extra_index_urls: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+) -> BuildSettings:
+    """Options win over the environment, which wins over the site config file."""
+    environ = os.environ if env is None else env
+    config = _read_config(config_path or environ.get("MLBUILD_CONFIG"))
+    sources: list[str] = []
+
+    ca: str | None = ca_bundle
+    if ca:
+        sources.append("CA bundle from --ca-bundle")
+    else:
+        for name in CA_ENV:
+            if environ.get(name):
+                ca = environ[name]
+                sources.append(f"CA bundle from ${name}")
+                break
+        else:
+            ca = config.get("ca_bundle")
+            if ca:
+                sources.append("CA bundle from the site config")
+    ca_path = Path(ca).expanduser() if ca else None
+    if ca_path and not ca_path.is_file():
+        raise UsageError(f"CA bundle {ca_path} is not a readable file", hint="give --ca-bundle FILE")
+
+    index = index_url or environ.get("MLBUILD_INDEX_URL") or _http(environ.get("PIP_INDEX_URL"))
+    index = index or config.get("index_url")
+    extras = tuple(extra_index_urls) or tuple(
+        u for u in (environ.get("MLBUILD_EXTRA_INDEX_URL") or environ.get("PIP_EXTRA_INDEX_URL") or "").split()
+        if _http(u)
+    ) or tuple(config.get("extra_index_urls") or ())
+    for url in (index, *extras):
+        if url and not _http(url):
+            raise UsageError(
+                f"index URL {redact(url)!r} is not an http(s) URL",
+                hint="a folder of wheels is a wheelhouse, not an index",
+            )
+    proxies = tuple((k, environ[k]) for k in PROXY_ENV if environ.get(k))
+    trusted = tuple(config.get("trusted_hosts") or ())
+    variant_indexes = tuple(sorted((str(k), str(v)) for k, v in (config.get("indexes") or {}).items()))
+    return BuildSettings(
+        ca_bundle=ca_path,
+        index_url=index,
+        extra_index_urls=extras,
+        trusted_hosts=trusted,
+        proxies=proxies,
+        variant_indexes=variant_indexes,
+        sources=tuple(sources),
+    )
+
+
+def _http(url: str | None) -> str | None:
+    return url if url and url.startswith(("http://", "https://")) else None
+
+
+def _read_config(explicit: str | None) -> dict[str, Any]:
+    candidates = [explicit] if explicit else list(CONFIG_PATHS)
+    for candidate in candidates:
+        path = Path(candidate).expanduser()
+        if path.is_file():
+            try:
+                doc = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise UsageError(f"site config {path} is not valid YAML: {exc}") from None
+            if not isinstance(doc, dict):
+                raise UsageError(f"site config {path} must be a mapping")
+            return doc
+        if explicit:
+            raise UsageError(f"site config {path} does not exist")
+    return {}

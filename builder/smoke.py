@@ -1,0 +1,176 @@
+"""Smoke-test an image: run the probe (and the recipe's smoke commands) inside it, then hold
+what the probe saw to the image's resolved spec with a pure `check()`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from builder import gpu as gpu_mod
+from builder.engine import RunResult
+from builder.errors import SmokeFailed
+from builder.probe import base_version
+from builder.spec import PROBE_PATH, VENV, ResolvedSpec
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # passed | failed | not-run
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SmokeReport:
+    passed: bool
+    checks: tuple[Check, ...]
+    gpu_status: str  # passed | failed | not-run | not-applicable
+    gpu_reason: str = ""
+    gpu_access: str | None = None
+    probe: dict[str, Any] = field(default_factory=dict)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "gpu": {"status": self.gpu_status, "reason": self.gpu_reason, "access": self.gpu_access,
+                    "devices": self.probe.get("gpu", {}).get("devices", []),
+                    "driver": self.probe.get("gpu", {}).get("driver")},
+            "checks": [c.__dict__ for c in self.checks],
+            "probe": self.probe,
+        }  # fmt: skip
+
+
+class Runner(Protocol):
+    def run(self, image: str, command: list[str], **kwargs: Any) -> RunResult: ...
+
+
+def parse_probe(stdout: str) -> dict[str, Any] | None:
+    """The probe prints one JSON document; frameworks may print before it."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and "checks" in doc:
+                return doc
+    return None
+
+
+def check(
+    spec: ResolvedSpec,
+    probe: dict[str, Any] | None,
+    gpu_mode: str,
+    commands: tuple[tuple[str, RunResult], ...] = (),
+    access: str | None = None,
+    probe_error: str = "",
+) -> SmokeReport:
+    """Pure: the verdict from the probe's document, the spec and the smoke commands' results."""
+    if probe is None:
+        detail = probe_error or "the probe printed no report"
+        return SmokeReport(False, (Check("probe", "failed", detail),), "not-run", detail, access)
+    checks = [Check(str(c["name"]), str(c["status"]), str(c.get("detail", ""))) for c in probe["checks"]]
+    # Do not trust the probe's own comparison alone: hold its facts to the spec from the labels.
+    fw = probe.get("framework") or {}
+    found = str(fw.get("version") or "")
+    if spec.framework_version not in ("", "from-base") and found:
+        if base_version(found) != spec.framework_version:
+            checks.append(Check(
+                "spec.framework_version", "failed",
+                f"{spec.framework} {spec.framework_version} expected, found {found}",
+            ))  # fmt: skip
+    py = str((probe.get("python") or {}).get("version") or "")
+    if spec.python not in ("", "from-base") and py and not py.startswith(spec.python + "."):
+        checks.append(Check("spec.python", "failed", f"Python {spec.python} expected, found {py}"))
+    g = probe.get("gpu") or {}
+    gpu_status, reason = str(g.get("status") or "not-run"), str(g.get("reason") or "")
+    if gpu_mode == "required" and spec.is_gpu and gpu_status != "passed":
+        checks.append(Check("gpu.required", "failed", f"--gpu required, but the GPU checks {gpu_status}: {reason}"))
+    for command, result in commands:
+        status = "passed" if result.exit_code == 0 else "failed"
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        checks.append(Check(f"run: {command}", status, f"exit {result.exit_code}" + (": " + " | ".join(tail) if status == "failed" and tail else "")))
+    passed = not any(c.status == "failed" for c in checks)
+    return SmokeReport(passed, tuple(checks), gpu_status, reason, access, probe)
+
+
+def smoke(
+    engine: Any,
+    image: str,
+    spec: ResolvedSpec,
+    gpu_mode: str = "auto",
+    access_mode: str | None = None,
+    host: gpu_mod.HostGpus | None = None,
+) -> SmokeReport:
+    """Run the probe in `image` with the GPUs handed over the best way this host allows."""
+    want_gpu = gpu_mode != "off" and spec.is_gpu
+    host = host if host is not None else (detect_host(engine) if want_gpu else gpu_mod.HostGpus())
+    if gpu_mode == "required" and spec.is_gpu and not host.present:
+        raise SmokeFailed(
+            "--gpu required, but this host has no NVIDIA GPU (no /dev/nvidia* device nodes)",
+            hint="run the smoke test on a GPU host, or use --gpu auto",
+        )
+    modes = [access_mode] if access_mode else (host.modes() if want_gpu and host.present else [])
+    tried: list[str] = []
+    probe_cmd = [f"{VENV}/bin/python", PROBE_PATH, "--gpu", gpu_mode if spec.is_gpu else "off"]
+    user = str(spec.uid)
+    for mode in modes or [None]:
+        access = gpu_mod.access_for(mode, host) if mode else None
+        kwargs = _run_kwargs(engine, access)
+        try:
+            result = engine.run(image, probe_cmd, user=user, **kwargs)
+        except Exception as exc:  # the engine refused this access mode: try the next
+            text = getattr(exc, "message", str(exc)) + " " + " ".join(getattr(exc, "details", []))
+            if mode and gpu_mod.NO_DRIVER_RE.search(text):
+                tried.append(f"{mode}: {text.strip()[:200]}")
+                continue
+            raise
+        doc = parse_probe(result.stdout)
+        commands = tuple(
+            (cmd, engine.run(image, ["/bin/sh", "-c", cmd], user=user, **kwargs))
+            for cmd in spec.smoke_run
+        )
+        error = "" if doc else f"exit {result.exit_code}: {(result.stderr or result.stdout).strip()[-400:]}"
+        report = check(spec, doc, gpu_mode, commands, mode, error)
+        if tried:
+            report = SmokeReport(report.passed, report.checks, report.gpu_status,
+                                 report.gpu_reason + f" (after: {'; '.join(tried)})",
+                                 report.gpu_access, report.probe)  # fmt: skip
+        return report
+    reason = "no GPU access mode worked: " + "; ".join(tried)
+    if gpu_mode == "required":
+        raise SmokeFailed(reason, hint="install the NVIDIA container toolkit, or check the driver")
+    result = engine.run(image, probe_cmd[:-1] + ["off"], user=user)
+    report = check(spec, parse_probe(result.stdout), "off", (), None)
+    return SmokeReport(report.passed, report.checks, "not-run", reason, None, report.probe)
+
+
+def _run_kwargs(engine: Any, access: gpu_mod.Access | None) -> dict[str, Any]:
+    if access is None:
+        return {}
+    kwargs: dict[str, Any] = {
+        "devices": list(access.devices),
+        "volumes": access.volume_map(),
+        "environment": dict(access.environment),
+    }
+    if access.device_request == "gpu":
+        kwargs["device_requests"] = [engine.gpu_device_request()]
+    elif access.device_request == "cdi":
+        kwargs["device_requests"] = [engine.cdi_device_request()]
+    return kwargs
+
+
+def detect_host(engine: Any) -> gpu_mod.HostGpus:
+    """GPUs of the machine this process runs on, with what the engine supports."""
+    try:
+        info = engine.info()
+        runtimes = tuple((info.get("Runtimes") or {}).keys())
+        api = str(engine.version().get("ApiVersion", "1.41"))
+    except Exception:  # noqa: BLE001 - a fake or remote engine: plain device detection
+        runtimes, api = (), "1.41"
+    return gpu_mod.detect(runtimes, api)

@@ -1,0 +1,107 @@
+"""ResolvedSpec: one exact, checked combination. Every later step reads it (or its copy in the
+image's labels) instead of deciding again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+SPEC_LABEL = "org.mlbuild.spec"
+SPEC_SCHEMA = 1
+DEFAULT_UID = 10001
+VENV = "/opt/venv"
+PROBE_PATH = "/opt/mlbuild/probe.py"
+SPEC_PATH = "/opt/mlbuild/spec.json"
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    name: str
+    framework: str
+    framework_version: str  # exact release, e.g. "1.5.2"
+    distribution: str  # the PyPI project, e.g. "scikit-learn"
+    import_name: str
+    python: str  # major.minor
+    cuda: str  # "X.Y" or "cpu"
+    cudnn: str | None
+    cuda_match: str  # exact, or major: any CUDA minor of that major (JAX's cuda12 plugins)
+    variant: str  # the framework build: cpu, cu124, cuda12 ...
+    framework_requirement: str  # exact pin, e.g. "torch==2.5.1+cu124"; "" when from the base
+    index_url: str | None  # pip index of the variant; None = the site's default index
+    companions: tuple[str, ...]  # exact pins paired with the framework, e.g. torchvision==0.20.1
+    requirements: tuple[str, ...]  # the recipe's own packages, as written (PEP 508)
+    base_image: str
+    base_os: str
+    python_from: str  # distro | image
+    python_bin: str
+    min_driver: str | None
+    archs: tuple[str, ...]
+    system_packages: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, str], ...] = ()  # (src relative to the recipe, dest)
+    workdir: str | None = None
+    user: str = "mlbuild"
+    uid: int = DEFAULT_UID
+    smoke_gpu: str = "auto"
+    smoke_run: tuple[str, ...] = ()
+    repository: str = ""
+    tags: tuple[str, ...] = ()
+    framework_from_base: bool = False
+    base_suite: str | None = None
+    base_site_packages: tuple[str, ...] = ()  # framework_from_base: the base's package folders
+    reasons: tuple[str, ...] = ()
+    matrix_version: str = ""
+    mlbuild_version: str = ""
+    schema: int = SPEC_SCHEMA
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.cuda != "cpu"
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Framework pin first, then its companions, then the recipe's packages."""
+        head = (self.framework_requirement,) if self.framework_requirement else ()
+        return head + self.companions + self.requirements
+
+    @property
+    def readable_tag(self) -> str:
+        """e.g. sklearn1.5.2-py3.11-cpu or pytorch2.5.1-py3.12-cu124."""
+        variant = "cpu" if self.cuda == "cpu" else self.variant
+        return f"{self.framework}{self.framework_version}-py{self.python}-{variant}".replace("+", "_")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for f in fields(self):
+            if isinstance(d[f.name], tuple):
+                d[f.name] = [list(x) if isinstance(x, tuple) else x for x in d[f.name]]
+        d["packages"] = list(self.packages)
+        return d
+
+    def to_json(self) -> str:
+        """Canonical JSON: the same spec always gives the same bytes (it is hashed)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResolvedSpec:
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in d.items():
+            if key not in known:
+                continue
+            if isinstance(value, list):
+                value = tuple(tuple(x) if isinstance(x, list) else x for x in value)
+            values[key] = value
+        return cls(**values)
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> ResolvedSpec | None:
+        raw = labels.get(SPEC_LABEL)
+        if not raw:
+            return None
+        return cls.from_dict(json.loads(raw))

@@ -179,14 +179,19 @@ def _settings_options(fn: F) -> F:
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke test (the image still gets its tags).")
 @click.option("--gpu", "gpu_mode", type=click.Choice(["auto", "required", "off"]), help="GPU smoke mode (default: the recipe's smoke.gpu).")
 @click.option("--gpu-access", type=click.Choice(["toolkit", "cdi", "devices"]), help="Force one way of giving the GPU to the container.")
+@click.option("--network", metavar="MODE", help="Network for build steps (e.g. none on hosts without a bridge; default: the engine's).")
 @_settings_options
+@click.option("--push", is_flag=True, help="After a passing smoke test, push every tag, print the registry digest and write the record RECIPE.image.json.")
+@click.option("--registry-ca", type=click.Path(dir_okay=False), metavar="FILE", help="CA of a private registry (for --push).")
+@click.option("--rebuild", is_flag=True, help="Build and smoke-test even when the content tag exists already.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
 def build(
     recipe: Path, base_image: str | None, tags: tuple[str, ...], no_smoke: bool,
-    gpu_mode: str | None, gpu_access: str | None, ca_bundle: str | None, index_url: str | None,
+    gpu_mode: str | None, gpu_access: str | None, network: str | None, ca_bundle: str | None, index_url: str | None,
     extra_index_urls: tuple[str, ...], quiet: bool, json_mode: bool,
+    push: bool = False, registry_ca: str | None = None, rebuild: bool = False,
 ) -> None:  # fmt: skip
     """Build RECIPE into an image, smoke-test it, and tag it.
 
@@ -205,15 +210,31 @@ def build(
     from builder.settings import load_settings
 
     out = Output(json_mode, quiet)
+    if push and no_smoke:
+        from builder.errors import UsageError
+
+        raise UsageError("--push needs the smoke test", hint="drop --no-smoke: only tested images are pushed")
     load_recipe(recipe)  # report recipe problems before touching the engine
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
     engine = Engine.connect()
     result = run_build(
         recipe, engine=engine, settings=settings, base_image=base_image, extra_tags=tags,
-        run_smoke=not no_smoke, gpu_mode=gpu_mode, gpu_access=gpu_access, say=out.say,
-        on_line=out.line,
+        run_smoke=not no_smoke, gpu_mode=gpu_mode, gpu_access=gpu_access, network=network, say=out.say,
+        on_line=out.line, reuse=not rebuild,
     )  # fmt: skip
-    smoke_line = "skipped"
+    if result.up_to_date:
+        out.say(f"up to date: {result.tags[0] if result.tags else result.content_tag} (nothing built)")
+    pushed_lines: list[str] = []
+    push_doc: dict[str, Any] = {}
+    if push:
+        from builder.commands.share import ensure_smoked, push_and_record, push_summary
+
+        if result.smoke is None:  # up to date: test what is about to be shared
+            ensure_smoked(engine, result.image_id, out, gpu_mode, gpu_access)
+        pushed, record = push_and_record(engine, result.image_id, result.tags, out, recipe, registry_ca)
+        push_doc, push_text = push_summary(pushed, record)
+        pushed_lines = push_text.splitlines()
+    smoke_line = "not run (up to date)" if result.up_to_date else "skipped"
     if result.smoke:
         smoke_line = "passed" + (f" (GPU {result.smoke.gpu_status}" + (f": {result.smoke.gpu_reason}" if result.smoke.gpu_reason else "") + ")")
     text = "\n".join([
@@ -222,8 +243,10 @@ def build(
         f"size    {result.size_bytes / 1e6:.1f} MB",
         f"smoke   {smoke_line}",
         f"time    {result.seconds:.1f} s",
+        *(["status  up to date"] if result.up_to_date else []),
+        *pushed_lines,
     ])  # fmt: skip
-    out.result(result.to_dict(), text)
+    out.result({**result.to_dict(), **push_doc}, text)
 
 
 @main.command("smoke")
@@ -340,6 +363,17 @@ def doctor(json_mode: bool) -> None:
     if worst == "error":
         sys.exit(1)
 
+
+def _register_command_modules() -> None:
+    import importlib
+
+    from builder.commands import MODULES
+
+    for name in MODULES:
+        importlib.import_module(f"builder.commands.{name}").register(main)
+
+
+_register_command_modules()
 
 if __name__ == "__main__":
     main()

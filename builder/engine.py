@@ -7,6 +7,7 @@ imported lazily so that commands which need no engine (resolve, render, matrix) 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.errors import BuildError, EngineError
+from builder.errors import BuildError, EngineError, RegistryError
 from builder.settings import redact
 
 if TYPE_CHECKING:
@@ -47,6 +48,37 @@ class BuildLog:
         del self.lines[:-40]
 
 
+@dataclass(frozen=True)
+class LayerProgress:
+    """One event of a push or pull stream, for one layer."""
+
+    layer: str
+    status: str  # Preparing, Waiting, Pushing, Pushed, Layer already exists, Retrying in 5 seconds
+    current: int | None = None
+    total: int | None = None
+
+
+ProgressSink = Callable[[LayerProgress], None]
+
+
+class PushError(RegistryError):
+    """The engine's push stream reported an error; `transient` when a retry may succeed."""
+
+    def __init__(self, message: str, *, transient: bool, details: list[str] | None = None,
+                 hint: str | None = None):  # fmt: skip
+        super().__init__(message, details=details, hint=hint)
+        self.transient = transient
+
+
+# What the engine says when the registry, not the image, is the problem: worth another try.
+_TRANSIENT_RE = re.compile(
+    r"connection refused|connection reset|broken pipe|i/o timeout|timeout|EOF|"
+    r"no such host|TLS handshake|503|502|504|429|too many requests|temporar",
+    re.IGNORECASE,
+)
+_AUTH_RE = re.compile(r"unauthorized|authentication required|denied|401|403", re.IGNORECASE)
+
+
 class Engine:
     """A connected Docker engine."""
 
@@ -56,18 +88,22 @@ class Engine:
 
     # -- connection ------------------------------------------------------------------------------
     @classmethod
-    def connect(cls, timeout: int = 600) -> Engine:
+    def connect(cls, timeout: int = 600, base_url: str | None = None) -> Engine:
+        """The engine of DOCKER_HOST (or the local socket), or the one at `base_url`."""
         try:
             import docker
             import docker.errors
         except ImportError as exc:  # pragma: no cover - a packaging error
             raise EngineError(f"the docker SDK is missing: {exc}", hint="pip install docker") from None
         try:
-            client = docker.from_env(timeout=timeout)
+            if base_url:
+                client = docker.DockerClient(base_url=base_url, timeout=timeout)
+            else:
+                client = docker.from_env(timeout=timeout)
             client.ping()
         except docker.errors.DockerException as exc:
             raise EngineError(
-                "no Docker engine answers" + _where(),
+                "no Docker engine answers" + (f" at {redact(base_url)}" if base_url else _where()),
                 details=[_short(exc)],
                 hint="start one (apt-get install -y docker.io && dockerd &), "
                 "or point DOCKER_HOST at a running engine",
@@ -160,6 +196,7 @@ class Engine:
         buildargs: dict[str, str] | None = None,
         on_line: LineSink | None = None,
         nocache: bool = False,
+        network: str | None = None,
     ) -> str:
         """Build with the classic builder, streaming output; return the image ID."""
         import docker.errors
@@ -175,6 +212,7 @@ class Engine:
                 nocache=nocache,
                 labels=labels or {},
                 buildargs=buildargs or {},
+                network_mode=network,
                 decode=True,
             )
             for chunk in stream:
@@ -274,6 +312,129 @@ class Engine:
         import docker.types
 
         return docker.types.DeviceRequest(driver="cdi", device_ids=["nvidia.com/gpu=all"])
+
+    # -- registries ------------------------------------------------------------------------------
+    def push(
+        self,
+        repository: str,
+        tag: str,
+        *,
+        auth_config: dict[str, str] | None = None,
+        on_progress: ProgressSink | None = None,
+    ) -> str:
+        """Push one tag and return the registry's manifest digest.
+
+        The SDK's push never raises for registry errors: they arrive as "error"/"errorDetail"
+        chunks in the stream, so every chunk is read. The engine retries a failed layer itself
+        after 5, 10, 15, 20 s; that is too slow to be useful, so the first "Retrying in" aborts
+        this push (closing the stream cancels it in the engine) as a transient failure, and the
+        caller's own bounded retry takes over.
+        """
+        import docker.errors
+
+        ref = f"{repository}:{tag}"
+        digest = ""
+        response = None
+        try:
+            # The SDK's push() hides the response, which must be closed to cancel a push.
+            response = self.api._post_json(
+                self.api._url("/images/{0}/push", repository), None,
+                headers={"X-Registry-Auth": _auth_header(auth_config)},
+                stream=True, params={"tag": tag},
+            )  # fmt: skip
+            self.api._raise_for_status(response)
+            for chunk in self.api._stream_helper(response, decode=True):
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = chunk.get("errorDetail") or {}
+                    text = redact(str(chunk.get("error") or detail.get("message") or chunk))
+                    auth = bool(_AUTH_RE.search(text))
+                    raise PushError(
+                        f"push of {ref} failed",
+                        transient=not auth and bool(_TRANSIENT_RE.search(text)),
+                        details=[text],
+                    )
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = str(aux["Digest"])
+                status = str(chunk.get("status") or "")
+                layer = str(chunk.get("id") or "")
+                if layer and status.startswith("Retrying in"):
+                    raise PushError(
+                        f"push of {ref} failed: uploading layer {layer} failed midway",
+                        transient=True,
+                        details=["the registry stopped answering during the upload"],
+                    )
+                if layer and on_progress and status:
+                    pd = chunk.get("progressDetail") or {}
+                    on_progress(LayerProgress(layer, status, pd.get("current"), pd.get("total")))
+        except docker.errors.APIError as exc:
+            text = _short(exc)
+            raise PushError(
+                f"push of {ref} failed", transient=bool(_TRANSIENT_RE.search(text))
+                and not _AUTH_RE.search(text), details=[text],
+            ) from None  # fmt: skip
+        except docker.errors.DockerException as exc:
+            raise EngineError(
+                f"lost the engine while pushing {ref}", details=[_short(exc)]
+            ) from None
+        finally:
+            if response is not None:
+                response.close()
+        if not digest:
+            raise PushError(f"push of {ref} ended without a digest", transient=True)
+        return digest
+
+    def pull_ref(
+        self,
+        ref: str,
+        *,
+        auth_config: dict[str, str] | None = None,
+        on_progress: ProgressSink | None = None,
+    ) -> str:
+        """Pull `ref` (by tag or digest) with explicit credentials; return the image ID."""
+        import docker.errors
+
+        name, _, digest = ref.partition("@")
+        repository, tag = (name, digest) if digest else _split_tag(name)
+        try:
+            stream = self.api.pull(repository, tag=tag, stream=True, decode=True,
+                                   auth_config=auth_config or {})  # fmt: skip
+            for chunk in stream:
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = chunk.get("errorDetail") or {}
+                    text = redact(str(chunk.get("error") or detail.get("message") or chunk))
+                    raise RegistryError(f"cannot pull {ref}", details=[text])
+                layer, status = str(chunk.get("id") or ""), str(chunk.get("status") or "")
+                if layer and on_progress and status:
+                    pd = chunk.get("progressDetail") or {}
+                    on_progress(LayerProgress(layer, status, pd.get("current"), pd.get("total")))
+        except docker.errors.APIError as exc:
+            raise RegistryError(f"cannot pull {ref}", details=[_short(exc)]) from None
+        image_id = self.image_id(ref)
+        if not image_id:
+            raise RegistryError(f"pulled {ref} but the engine does not list it")
+        return image_id
+
+    def platform(self, ref: str) -> str:
+        """os/arch[/variant] of a local image, e.g. linux/amd64."""
+        attrs = self.inspect(ref)
+        parts = [str(attrs.get("Os") or "linux"), str(attrs.get("Architecture") or "amd64")]
+        if attrs.get("Variant"):
+            parts.append(str(attrs["Variant"]))
+        return "/".join(parts)
+
+
+def _auth_header(auth_config: dict[str, str] | None) -> str:
+    """X-Registry-Auth: base64url JSON; "{}" means anonymous (never the SDK's own config)."""
+    import base64
+
+    raw = json.dumps(auth_config or {}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _split_tag(name: str) -> tuple[str, str]:
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return (name[:colon], name[colon + 1:]) if colon > slash else (name, "latest")
 
 
 def _short(exc: BaseException) -> str:

@@ -54,6 +54,10 @@ class ResolveError(MlbuildError):
     exit_code = 2
 
 
+class PreflightError(ResolveError):
+    """This host's GPU driver or architecture cannot run the resolved build (before building)."""
+
+
 class UsageError(MlbuildError):
     """Bad command-line usage that click itself cannot catch."""
 

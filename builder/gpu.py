@@ -89,10 +89,9 @@ def detect(engine_runtimes: tuple[str, ...] = (), engine_api: str = "1.41", root
     """Look at this host (not a remote engine's): device nodes, driver, GPUs, toolkit, CDI."""
     r = Path(root)
     nodes = tuple(sorted(
-        p for p in (glob.glob(str(r / "dev/nvidia*")))
+        "/" + str(Path(p).relative_to(r)) for p in glob.glob(str(r / "dev/nvidia*"))
         if re.search(r"/nvidia(\d+|ctl|-uvm|-uvm-tools|-modeset)$", p)
     ))  # fmt: skip
-    nodes = tuple(p[len(str(r)) - 1:] if root != "/" else p for p in nodes)
     driver = driver_version(root)
     driver_dir = next((d for d in DRIVER_DIRS if (r / d.lstrip("/") / "lib64").is_dir()), None)
     libs = () if driver_dir else loader_cache_libs()

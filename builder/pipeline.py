@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from builder.engine import Engine
-from builder.errors import EngineError, ResolveError, SmokeFailed
+from builder.errors import EngineError, PreflightError, ResolveError, SmokeFailed
 from builder.probe import base_version
-from builder.recipe import Recipe, load_recipe
-from builder.render import probe_source, write_context
+from builder.recipe import Recipe, check_image_ref, load_recipe
+from builder.render import probe_source, render, write_context
 from builder.resolve import FROM_BASE, resolve
 from builder.settings import BuildSettings, redact
-from builder.smoke import SmokeReport, smoke
+from builder.gpu import HostGpus, preflight
+from builder.smoke import SmokeReport, detect_host, smoke
 from builder.spec import ResolvedSpec
 
 BASE_SUITE_LABEL = "org.mlbuild.base.suite"
@@ -49,6 +50,7 @@ class BuildResult:
     smoke: SmokeReport | None
     seconds: float
     dockerfile: str
+    up_to_date: bool = False  # the content tag existed already: nothing was built or tested
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,13 +64,14 @@ class BuildResult:
             "spec": self.spec.to_dict(),
             "smoke": self.smoke.to_dict() if self.smoke else None,
             "seconds": round(self.seconds, 1),
+            "up_to_date": self.up_to_date,
         }
 
 
 def load_and_resolve(path: str | Path, base_image: str | None = None) -> tuple[Recipe, ResolvedSpec]:
     recipe = load_recipe(path)
     if base_image:
-        recipe = dataclasses.replace(recipe, base_image=base_image)
+        recipe = dataclasses.replace(recipe, base_image=check_image_ref(base_image, "--base-image"))
     return recipe, resolve(recipe)
 
 
@@ -112,7 +115,7 @@ def observe_base(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:
     code = probe_source()
     result = engine.run(
         spec.base_image,
-        ["-c", code + "\nimport sys\nsys.exit(main(['--observe', sys.argv[1]]))", spec.import_name],
+        ["-c", code, "--observe", spec.import_name],  # the probe's own main() reads sys.argv
         entrypoint=["python3"],
     )
     try:
@@ -149,6 +152,19 @@ def observe_base(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:
         reasons=(*spec.reasons, f"observed in the base: {spec.framework} {seen['framework_version']}, "
                  f"Python {seen['python']}, CUDA {cuda or 'none'}, cuDNN {seen.get('cudnn') or 'none'}"),
     )  # fmt: skip
+
+
+def check_host_gpus(spec: ResolvedSpec, host: HostGpus) -> None:
+    """Preflight: refuse before a long build when this host's GPUs cannot run the image."""
+    if not spec.is_gpu or not host.present:
+        return
+    problems = preflight(host, spec.min_driver, spec.archs, spec.cuda)
+    if problems:
+        raise PreflightError(
+            f"this host's GPUs cannot run {spec.framework} {spec.framework_version} ({spec.variant})",
+            details=[p.what for p in problems],
+            hint=problems[0].remedy + "; or build with --gpu off to smoke-test elsewhere",
+        )
 
 
 def content_tag(spec: ResolvedSpec, dockerfile: str, base_id: str) -> str:
@@ -201,31 +217,49 @@ def build(
     run_smoke: bool = True,
     gpu_mode: str | None = None,
     gpu_access: str | None = None,
+    network: str | None = None,
     say: Say = lambda _: None,
     on_line: Callable[[str], None] | None = None,
+    reuse: bool = True,
 ) -> BuildResult:
     started = time.monotonic()
+    for ref in extra_tags:
+        check_image_ref(ref, "--tag")
     recipe, spec = load_and_resolve(recipe_path, base_image)
+    gpu_checked = run_smoke and (gpu_mode or spec.smoke_gpu) != "off"
+    host = detect_host(engine) if gpu_checked and spec.is_gpu else None
+    if host and not spec.framework_from_base:
+        check_host_gpus(spec, host)  # before any long step: the base pull, the build
     base = choose_base(engine, spec, say)
     if base.note:
         say(base.note)
     spec = dataclasses.replace(spec, base_image=base.ref)
     if spec.framework_from_base:
         spec = observe_base(engine, spec)
+        if gpu_checked and spec.is_gpu:
+            check_host_gpus(spec, host or detect_host(engine))
     say(f"resolved: {spec.framework} {spec.framework_version}, Python {spec.python}, "
         f"{'CPU' if spec.cuda == 'cpu' else 'CUDA ' + spec.cuda} on {base.ref}")  # fmt: skip
     for line in settings.describe():
         say(f"build setting: {line}")
+    dockerfile = render(spec)  # the content tag needs only the text; the context comes later
+    tag = content_tag(spec, dockerfile, base.image_id)
+    found = find_existing(engine, spec, tag, say) if reuse else None
+    if found:  # build avoidance: the same spec, Dockerfile and base were built before
+        tags = tag_image(engine, found, spec, tag, extra_tags)  # readable tags may have moved
+        size = int(engine.inspect(found).get("Size") or 0)
+        return BuildResult(found, tags, size, spec, tag, base, None, time.monotonic() - started,
+                           dockerfile, up_to_date=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp:
         context = Path(tmp)
         dockerfile = write_context(spec, context, recipe.folder, settings)
-        tag = content_tag(spec, dockerfile, base.image_id)
         say(f"building {spec.repository}:{tag}")
         image_id = engine.build(
             context,
             labels=oci_labels(recipe, base, tag),
             buildargs=settings.build_args(),
             on_line=on_line,
+            network=network,
         )
     report = None
     if run_smoke:
@@ -243,11 +277,21 @@ def build(
     return BuildResult(image_id, tags, size, spec, tag, base, report, time.monotonic() - started, dockerfile)
 
 
+def find_existing(engine: Engine, spec: ResolvedSpec, tag: str, say: Say) -> str | None:
+    """The image of this content tag: on the engine, or pulled from the recipe's registry."""
+    image_id = engine.image_id(f"{spec.repository}:{tag}")
+    if image_id:
+        return image_id
+    from builder.registry import pull_if_present  # requests: only when the engine lacks it
+
+    return pull_if_present(engine, spec.repository, tag, say)
+
+
 def tag_image(
     engine: Engine, image_id: str, spec: ResolvedSpec, content: str, extra: tuple[str, ...]
 ) -> tuple[str, ...]:
     refs = [f"{spec.repository}:{t}" for t in (spec.readable_tag, content, *spec.tags)]
-    refs += list(extra)
+    refs += [check_image_ref(ref, "--tag") for ref in extra]
     done = []
     for ref in dict.fromkeys(refs):
         repo, tag = split_ref(ref)

@@ -17,7 +17,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from builder import yamlsafe
-from builder.errors import Problem, RecipeError
+from builder.errors import Problem, RecipeError, UsageError
 
 FRAMEWORKS = ("pytorch", "tensorflow", "jax", "sklearn")
 GPU_MODES = ("auto", "required", "off")
@@ -35,7 +35,8 @@ SAFE_REL_PATH_RE = re.compile(r"^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # A Docker image reference: [host[:port]/]path[:tag][@sha256:digest], lower-case path components.
-_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d{1,5})?/)"
+# The first component is a registry host only when it has a dot or a port, or is localhost.
+_HOST = r"(?:(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|localhost)(?::\d{1,5})?/|[A-Za-z0-9-]+:\d{1,5}/)"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 REPOSITORY_RE = re.compile(rf"^{_HOST}?{_PATH}$")
 IMAGE_REF_RE = re.compile(
@@ -105,6 +106,16 @@ class Recipe:
     @property
     def folder(self) -> Path:
         return self.path.parent
+
+
+def check_image_ref(value: str, option: str) -> str:
+    """Image references from the command line get the same allow-list as the recipe's."""
+    if not IMAGE_REF_RE.match(value) or len(value) > 512:
+        raise UsageError(
+            f"{option} {value!r} is not an image reference",
+            hint="expected [registry[:port]/]name[:tag][@sha256:digest], lower-case name",
+        )
+    return value
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -360,7 +371,7 @@ class _Validator:
                 continue
             if isinstance(raw, bool) or raw is None:
                 shown = self.written.get(("env", key))
-                self.fail(where, f"{shown.text if shown else raw!r} is not text; quote it")
+                self.fail(where, f"{shown.text if shown else raw} is not text; quote it")
                 continue
             text = str(raw) if isinstance(raw, (int, float)) else raw
             if not isinstance(text, str):

@@ -34,15 +34,14 @@ class Plan:
     summary: str
     mlbuild_version: str
     base_image: str
-    python_bin: str
     venv: str
-    venv_args: str
-    base_pth: str
+    venv_command: str
+    base_pth_command: str
     builder_apt: str
     runtime_apt: str
     create_user: str
-    install_framework: bool
-    install_packages: bool
+    install_framework: str
+    install_packages: str
     copy_files: tuple[str, ...]
     env_lines: tuple[str, ...]
     label_lines: tuple[str, ...]
@@ -78,14 +77,12 @@ def plan(spec: ResolvedSpec) -> Plan:
     runtime_apt = _apt(sorted(set(apt_runtime)) + ["ca-certificates"]) if apt_runtime else ""
     create_user = ""
     if spec.uid != 0:
-        # group 0 and g=u permissions: platforms that run images under an arbitrary UID
-        # (OpenShift) still find a writable home and working directory.
         dirs = [f"/home/{spec.user}"] + ([spec.workdir] if spec.workdir else [])
-        create_user = (
-            f"useradd --uid {spec.uid} --gid 0 --no-log-init --create-home --shell /bin/sh {spec.user}"
-            f" && mkdir -p {' '.join(dirs)} && chown {spec.uid}:0 {' '.join(dirs)}"
-            f" && chmod g=u {' '.join(dirs)}"
+        create_user = exec_form(
+            [f"{VENV}/bin/python", "/opt/mlbuild/imagesetup.py", "user", spec.user, str(spec.uid), *dirs]
         )
+    pip = f"{VENV}/bin/pip"
+    c = "/tmp/mlbuild/constraints.txt"
     owner = f"--chown={spec.uid}:0 " if spec.uid else ""
     copy_files = tuple(
         f"COPY {owner}{json.dumps([context_name(i, src), dest])}"
@@ -106,15 +103,20 @@ def plan(spec: ResolvedSpec) -> Plan:
         summary=summary(spec),
         mlbuild_version=spec.mlbuild_version,
         base_image=spec.base_image,
-        python_bin=spec.python_bin,
         venv=VENV,
-        venv_args="" if needs_pip(spec) else "--without-pip ",
-        base_pth=_base_pth(spec),
+        venv_command=exec_form(
+            [spec.python_bin, "-m", "venv", *([] if needs_pip(spec) else ["--without-pip"]), VENV]
+        ),
+        base_pth_command=_base_pth(spec),
         builder_apt=builder_apt,
         runtime_apt=runtime_apt,
         create_user=create_user,
-        install_framework=bool(spec.framework_requirement),
-        install_packages=bool(spec.requirements),
+        install_framework=exec_form([pip, "install", "-r", "/tmp/mlbuild/requirements-framework.txt"])
+        if spec.framework_requirement
+        else "",
+        install_packages=exec_form([pip, "install", "-c", c, "-r", "/tmp/mlbuild/requirements.txt"])
+        if spec.requirements
+        else "",
         copy_files=copy_files,
         env_lines=env_lines,
         label_lines=label_lines,
@@ -128,9 +130,15 @@ def _base_pth(spec: ResolvedSpec) -> str:
     (a venv made from a venv's Python would not see the first venv's packages)."""
     if not spec.base_site_packages:
         return ""
-    paths = " ".join(shlex.quote(p) for p in spec.base_site_packages)
     target = f"{VENV}/lib/python{spec.python}/site-packages/_mlbuild_base.pth"
-    return f" && printf '%s\\n' {paths} > {target}"
+    return exec_form(
+        [f"{VENV}/bin/python", "/tmp/mlbuild/imagesetup.py", "pth", target, *spec.base_site_packages]
+    )
+
+
+def exec_form(argv: list[str]) -> str:
+    """A JSON-array (exec form) instruction argument: no shell ever parses it."""
+    return json.dumps(argv)
 
 
 def needs_pip(spec: ResolvedSpec) -> bool:
@@ -185,6 +193,7 @@ def write_context(
     (ml / "requirements.txt").write_text("\n".join(spec.requirements) + "\n")
     (ml / "probe.py").write_text(probe_source())
     (ml / "spec.json").write_text(spec.to_json() + "\n")
+    (ml / "imagesetup.py").write_text((Path(__file__).resolve().parent / "imagesetup.py").read_text())
     settings.write_build_settings(folder / "build-settings")
     for i, (src, _dest) in enumerate(spec.files):
         source = (recipe_folder / src).resolve()

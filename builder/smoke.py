@@ -95,6 +95,8 @@ def check(
         status = "passed" if result.exit_code == 0 else "failed"
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         checks.append(Check(f"run: {command}", status, f"exit {result.exit_code}" + (": " + " | ".join(tail) if status == "failed" and tail else "")))
+    if not spec.is_gpu:
+        gpu_status, reason = "not-applicable", "CPU image"
     passed = not any(c.status == "failed" for c in checks)
     return SmokeReport(passed, tuple(checks), gpu_status, reason, access, probe)
 
@@ -115,6 +117,14 @@ def smoke(
             "--gpu required, but this host has no NVIDIA GPU (no /dev/nvidia* device nodes)",
             hint="run the smoke test on a GPU host, or use --gpu auto",
         )
+    if want_gpu and host.present:
+        problems = gpu_mod.preflight(host, spec.min_driver, spec.archs, spec.cuda)
+        if problems:
+            raise SmokeFailed(
+                f"this host's GPUs cannot run {spec.framework} {spec.framework_version} ({spec.variant})",
+                details=[p.what for p in problems],
+                hint=problems[0].remedy,
+            )
     modes = [access_mode] if access_mode else (host.modes() if want_gpu and host.present else [])
     tried: list[str] = []
     probe_cmd = [f"{VENV}/bin/python", PROBE_PATH, "--gpu", gpu_mode if spec.is_gpu else "off"]

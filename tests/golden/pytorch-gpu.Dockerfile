@@ -1,0 +1,35 @@
+# Rendered by mlbuild 0.1.0 for recipe "pytorch-gpu": pytorch 2.5.1, Python 3.12, CUDA 12.4, cuDNN 9.1.
+# Do not edit by hand: change the recipe and run `mlbuild render` again.
+# Classic-builder compatible (no BuildKit-only syntax), so any Docker engine builds it.
+# mlbuild's own steps are exec-form RUN ["python", ...]: they need no shell in the base.
+
+# ---- builder: everything that needs the network, the CA bundle or build tools -----------------
+FROM python:3.12-slim-bookworm AS builder
+ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
+# Build-only settings (CA bundle, pip index): this stage only, never copied into the image.
+COPY build-settings/ /tmp/mlbuild-build/
+ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN ["/usr/local/bin/python3.12", "-m", "venv", "/opt/venv"]
+# The framework first, in its own step: extras change more often than it does.
+COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt /tmp/mlbuild/
+RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+# The recipe's packages; the constraints keep the framework build exactly as resolved.
+COPY mlbuild/requirements.txt mlbuild/constraints.txt /tmp/mlbuild/
+RUN ["/opt/venv/bin/pip", "install", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/requirements.txt"]
+
+# ---- the image: the base, runtime OS packages, the virtual environment -----------------------
+FROM python:3.12-slim-bookworm
+ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
+COPY --from=builder /opt/venv /opt/venv
+COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
+RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild", "/workspace"]
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
+ENV HF_HOME="/cache/hf"
+WORKDIR /workspace
+LABEL "org.mlbuild.spec"="{\"archs\":[\"sm_50\",\"sm_60\",\"sm_70\",\"sm_75\",\"sm_80\",\"sm_86\",\"sm_90\"],\"base_image\":\"python:3.12-slim-bookworm\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"companions\":[\"torchvision==0.20.1\"],\"cuda\":\"12.4\",\"cuda_match\":\"exact\",\"cudnn\":\"9.1\",\"distribution\":\"torch\",\"env\":[[\"HF_HOME\",\"/cache/hf\"]],\"files\":[],\"framework\":\"pytorch\",\"framework_from_base\":false,\"framework_requirement\":\"torch==2.5.1\",\"framework_version\":\"2.5.1\",\"import_name\":\"torch\",\"index_url\":null,\"matrix_version\":\"a4c417c440cd\",\"min_driver\":\"525.60.13\",\"mlbuild_version\":\"0.1.0\",\"name\":\"pytorch-gpu\",\"packages\":[\"torch==2.5.1\",\"torchvision==0.20.1\",\"transformers==4.44.2\"],\"python\":\"3.12\",\"python_bin\":\"/usr/local/bin/python3.12\",\"python_from\":\"image\",\"reasons\":[\"pytorch 2.5.1: newest release matching '2.5'\",\"python 3.12: asked for in the recipe\",\"build: cu124 (asked for CUDA 12.4 that the gpu: fleet can run; CUDA 12.4, cuDNN 9.1; kernels for sm_50, sm_60, sm_70, sm_75, sm_80, sm_86, sm_90)\",\"index: the default index's torch 2.5.1 is the cu124 build\",\"base: python:3.12-slim-bookworm (default slim base for Python 3.12)\",\"driver: at least 525.60.13 (CUDA 12.x minor-version compatibility); 550.54.14 or newer runs CUDA 12.4 without it\"],\"repository\":\"mlbuild/pytorch-gpu\",\"requirements\":[\"transformers==4.44.2\"],\"schema\":1,\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[\"libgl1\"],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"variant\":\"cu124\",\"workdir\":\"/workspace\"}"
+LABEL "org.opencontainers.image.description"="pytorch 2.5.1, Python 3.12, CUDA 12.4, cuDNN 9.1"
+LABEL "org.opencontainers.image.title"="pytorch-gpu"
+LABEL "org.opencontainers.image.version"="pytorch2.5.1-py3.12-cu124"
+USER 10001
+CMD ["python"]

@@ -1,0 +1,105 @@
+"""Rendering: golden Dockerfiles for the example recipes, determinism, and inert values."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from builder.pipeline import load_and_resolve
+from builder.render import dockerfile_string, render, write_context
+from builder.settings import BuildSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+GOLDEN = ROOT / "tests" / "golden"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_example_recipes_render_like_their_golden_file(recipe: Path) -> None:
+    """Reviewed diffs: UPDATE_GOLDEN=1 rewrites the files, and git shows what changed."""
+    _, spec = load_and_resolve(recipe)
+    text = render(spec)
+    golden = GOLDEN / f"{recipe.stem}.Dockerfile"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert golden.exists(), f"no golden file for {recipe.name}: run with UPDATE_GOLDEN=1"
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_render_is_deterministic(recipe: Path) -> None:
+    _, a = load_and_resolve(recipe)
+    _, b = load_and_resolve(recipe)
+    assert render(a) == render(b)
+
+
+def test_dockerfile_string_makes_dollar_quote_and_backslash_literal() -> None:
+    assert dockerfile_string('a"b') == '"a\\"b"'
+    assert dockerfile_string("$HOME") == '"\\$HOME"'
+    assert dockerfile_string("a\\b") == '"a\\\\b"'
+
+
+def test_hostile_env_value_stays_one_inert_line() -> None:
+    _, spec = load_and_resolve(ROOT / "recipes" / "sklearn-cpu.yaml")
+    evil = '$(touch /pwned) `id` "; RUN touch /pwned2 {{ 7*7 }} {% raw %}'
+    spec = dataclasses.replace(spec, env=(("EVIL", evil),))
+    text = render(spec)
+    env_lines = [line for line in text.splitlines() if line.startswith("ENV EVIL=")]
+    assert env_lines == ['ENV EVIL="\\$(touch /pwned) `id` \\"; RUN touch /pwned2 {{ 7*7 }} {% raw %}"']
+    assert "RUN touch /pwned2" not in [line.strip() for line in text.splitlines()]
+
+
+def test_final_stage_has_no_build_settings_and_runs_as_numeric_user() -> None:
+    _, spec = load_and_resolve(ROOT / "recipes" / "sklearn-cpu.yaml")
+    text = render(spec)
+    final = text.split("\nFROM ")[-1]
+    assert "build-settings" not in final and "mlbuild-build" not in final
+    assert "PIP_CONFIG_FILE" not in final
+    assert "USER 10001" in final
+    assert "COPY --from=builder /opt/venv /opt/venv" in final
+    assert "rm -rf /var/lib/apt/lists/*" in final
+
+
+def test_spec_label_round_trips(tmp_path: Path) -> None:
+    _, spec = load_and_resolve(ROOT / "recipes" / "sklearn-cpu.yaml")
+    text = render(spec)
+    label = next(line for line in text.splitlines() if line.startswith('LABEL "org.mlbuild.spec"='))
+    raw = label.split("=", 1)[1]
+    unquoted = raw[1:-1].replace('\\"', '"').replace("\\$", "$").replace("\\\\", "\\")
+    assert json.loads(unquoted) == spec.to_dict()
+
+
+def test_context_holds_only_what_the_build_needs(tmp_path: Path) -> None:
+    recipe_dir = tmp_path / "r"
+    recipe_dir.mkdir()
+    (recipe_dir / "train.py").write_text("print('hi')\n")
+    (recipe_dir / "secret.env").write_text("TOKEN=x\n")
+    (recipe_dir / "r.yaml").write_text(
+        "name: ctx\nframework: sklearn\npython: '3.11'\nfiles: [{src: train.py, dest: /w/train.py}]\n"
+    )
+    _, spec = load_and_resolve(recipe_dir / "r.yaml")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n")
+    write_context(spec, ctx, recipe_dir, BuildSettings(ca_bundle=ca, index_url="https://u:p@idx/simple"))
+    names = sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*") if p.is_file())
+    assert names == [
+        "Dockerfile",
+        "build-settings/ca.crt",
+        "build-settings/pip.conf",
+        "files/0/train.py",
+        "mlbuild/constraints.txt",
+        "mlbuild/imagesetup.py",
+        "mlbuild/probe.py",
+        "mlbuild/requirements-framework.txt",
+        "mlbuild/requirements.txt",
+        "mlbuild/spec.json",
+    ]
+    assert "cert = /tmp/mlbuild-build/ca.crt" in (ctx / "build-settings/pip.conf").read_text()
+    assert "u:p" not in (ctx / "Dockerfile").read_text()
+    assert (ctx / "mlbuild/constraints.txt").read_text() == "scikit-learn==" + spec.framework_version + "\n"

@@ -8,7 +8,11 @@ constraint that failed and the nearest valid choices.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -18,9 +22,10 @@ from packaging.version import Version
 from builder import __version__
 from builder.errors import ResolveError
 from builder.matrix import FrameworkData, Matrix, Release, Variant, load_matrix, version_key
-from builder.recipe import Recipe
+from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.spec import DEFAULT_UID, ResolvedSpec
 
+DASH = "\u2013"  # en dash, for spans of versions such as 3.9 to 3.13
 FROM_BASE = "from-base"  # placeholder until the base image is observed at build time
 
 
@@ -29,6 +34,16 @@ class _Pick:
     release: Release
     python: str
     variant: Variant
+
+
+def load_and_resolve(
+    path: str | Path, base_image: str | None = None
+) -> tuple[Recipe, ResolvedSpec]:
+    """Load a recipe file (with an optional --base-image override) and resolve it."""
+    recipe = load_recipe(path)
+    if base_image:
+        recipe = dataclasses.replace(recipe, base_image=check_image_ref(base_image, "--base-image"))
+    return recipe, resolve(recipe)
 
 
 def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
@@ -55,11 +70,7 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
             break
         failures.append(why)
     if pick is None:
-        raise ResolveError(
-            f"no {fw.framework} build matches {recipe.path}",
-            details=failures[:1] + _more(failures),
-            hint=_hint(recipe, fw, m, releases),
-        )
+        raise _impossible(recipe, fw, m, releases, failures)
     rel, variant, python = pick.release, pick.variant, pick.python
     reasons.append(_why_release(fw, rel, recipe, releases))
     reasons.append(
@@ -67,7 +78,8 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         + (
             "asked for in the recipe"
             if recipe.python
-            else f"newest of {_span(rel.pythons_for(variant))} that {fw.framework} {rel.version} supports"
+            else f"newest of {_span(rel.pythons_for(variant))} that "
+            f"{fw.framework} {rel.version} supports"
         )
     )
     reasons.append(_why_variant(variant, recipe, rel))
@@ -78,7 +90,10 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
     if index_url:
         reasons.append(f"index: {variant.name} builds come from {index_url}")
     elif variant.name == rel.default_variant:
-        reasons.append(f"index: the default index's {fw.distribution} {rel.version} is the {variant.name} build")
+        reasons.append(
+            f"index: the default index's {fw.distribution} {rel.version} "
+            f"is the {variant.name} build"
+        )
     companions, requirements = _split_companions(recipe, fw, rel, variant, index_url)
     _check_other_frameworks(requirements, variant, fw, m)
     base = m.python_bases.get(python)
@@ -87,7 +102,11 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
     base_image = recipe.base_image or base.image
     reasons.append(
         f"base: {base_image} "
-        + ("(recipe's base_image)" if recipe.base_image else f"(default slim base for Python {python})")
+        + (
+            "(recipe's base_image)"
+            if recipe.base_image
+            else f"(default slim base for Python {python})"
+        )
     )
     min_driver = m.min_driver_for(variant.cuda) if variant.cuda else None
     if variant.cuda and min_driver:
@@ -103,7 +122,8 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         distribution=fw.distribution,
         import_name=fw.import_name,
         python=python,
-        cuda=(recipe.cuda if variant.cuda_match == "major" and recipe.cuda else variant.cuda) or "cpu",
+        cuda=(recipe.cuda if variant.cuda_match == "major" and recipe.cuda else variant.cuda)
+        or "cpu",
         cudnn=variant.cudnn,
         cuda_match=variant.cuda_match,
         variant=variant.name,
@@ -122,7 +142,7 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
     )
 
 
-def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...]) -> dict[str, object]:
+def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...]) -> dict[str, Any]:
     return {
         "system_packages": recipe.system_packages,
         "env": recipe.env,
@@ -184,6 +204,8 @@ def version_matches(version: Version, wanted: str | None) -> bool:
     if wanted is None:
         return not version.is_prerelease
     if wanted[0].isdigit():
+        if not all(p.isdigit() for p in wanted.split(".")):
+            return version == Version(wanted)  # an exact release such as "1.4.1.post1"
         parts = tuple(int(p) for p in wanted.split("."))
         return version.release[: len(parts)] == parts and not version.is_prerelease
     return SpecifierSet(wanted).contains(version)
@@ -198,24 +220,31 @@ def _variants_for(rel: Release, recipe: Recipe, m: Matrix) -> tuple[list[Variant
     fleet = recipe.gpu
     if recipe.cuda == "cpu":
         if fleet.min_driver or fleet.archs:
-            return [], "cuda: \"cpu\" and a gpu: fleet contradict each other"
+            return [], 'cuda: "cpu" and a gpu: fleet contradict each other'
         return cpu_builds, "" if cpu_builds else f"{_name(rel)} has no CPU build"
     offered = ", ".join(sorted({v.cuda or "" for v in cuda_builds}, key=version_key))
     if recipe.cuda:
         cuda_builds = [v for v in cuda_builds if cuda_fits(v, recipe.cuda)]
         if not cuda_builds:
             if not offered:
-                return [], f"{_name(rel)} has no CUDA builds (CPU only); you asked for CUDA {recipe.cuda}"
+                return (
+                    [],
+                    f"{_name(rel)} has no CUDA builds (CPU only); you asked for CUDA {recipe.cuda}",
+                )
             return [], f"{_name(rel)} offers CUDA {offered}; you asked for {recipe.cuda}"
     fitting: list[Variant] = []
     refusals: list[str] = []
     for v in cuda_builds:
         assert v.cuda
         floor = m.min_driver_for(v.cuda)
-        if fleet.min_driver and floor and version_key(fleet.min_driver) < version_key(floor):
+        if fleet.min_driver and not driver_runs(m, v, fleet.min_driver):
             refusals.append(
-                f"{_name(rel)} {v.name} needs driver >= {floor}; your fleet has {fleet.min_driver}"
+                f"{_name(rel)} {v.name} needs driver ≥ {floor}; your fleet has {fleet.min_driver}"
             )
+            continue
+        if fleet.archs and not v.archs:
+            # unknown is not "all": TF and JAX do not publish a per-wheel arch list we could read
+            refusals.append(f"{_name(rel)} {v.name}: its GPU architectures are not recorded")
             continue
         missing = [a for a in fleet.archs if a not in v.archs]
         if missing:
@@ -231,12 +260,17 @@ def _variants_for(rel: Release, recipe: Recipe, m: Matrix) -> tuple[list[Variant
     return [], f"{_name(rel)} has no CUDA builds (CPU only)"
 
 
+def driver_runs(m: Matrix, v: Variant, driver: str) -> bool:
+    """A fleet driver runs a CUDA build when it meets the major's minor-version-compat floor."""
+    floor = m.min_driver_for(v.cuda) if v.cuda else None
+    return floor is None or version_key(driver) >= version_key(floor)
+
+
 def cuda_fits(v: Variant, wanted: str) -> bool:
     assert v.cuda
     if v.cuda_match == "major":
-        return (
-            wanted.split(".")[0] == v.cuda.split(".")[0]
-            and version_key(wanted) >= version_key(v.cuda)
+        return wanted.split(".")[0] == v.cuda.split(".")[0] and version_key(wanted) >= version_key(
+            v.cuda
         )
     return v.cuda == wanted
 
@@ -284,7 +318,8 @@ def _split_companions(
         version = next((v for k, v in paired.items() if canonicalize_name(k) == name), None)
         if version is None:
             raise ResolveError(
-                f"packages: no {req.name} release is known to pair with {fw.framework} {rel.version}"
+                f"packages: no {req.name} release is known to pair with "
+                f"{fw.framework} {rel.version}"
             )
         if req.specifier and not req.specifier.contains(version, prereleases=True):
             raise ResolveError(
@@ -340,7 +375,7 @@ def _span(pythons: tuple[str, ...] | list[str]) -> str:
     ordered = sorted(pythons, key=version_key)
     if not ordered:
         return "none"
-    return ordered[0] if len(ordered) == 1 else f"{ordered[0]}–{ordered[-1]}"
+    return ordered[0] if len(ordered) == 1 else f"{ordered[0]}{DASH}{ordered[-1]}"
 
 
 def _prefix(version: Version) -> str:
@@ -349,7 +384,9 @@ def _prefix(version: Version) -> str:
 
 def _more(failures: list[str]) -> list[str]:
     rest = len(failures) - 1
-    return [f"(and {rest} older matching release{'s' if rest != 1 else ''} fail likewise)"] if rest > 0 else []
+    if rest <= 0:
+        return []
+    return [f"(and {rest} older matching release{'s fail' if rest != 1 else ' fails'} likewise)"]
 
 
 def _why_release(fw: FrameworkData, rel: Release, recipe: Recipe, matching: list[Release]) -> str:
@@ -370,12 +407,191 @@ def _why_variant(v: Variant, recipe: Recipe, rel: Release) -> str:
     return f"build: {v.name} ({src}; CUDA {v.cuda}{cudnn}; kernels for {', '.join(v.archs) or '?'})"
 
 
+def _label(fw: FrameworkData, recipe: Recipe, matching: list[Release]) -> str:
+    """How the message names the releases considered: "pytorch 2.4.*", "pytorch 2.5.1" ..."""
+    wanted = recipe.framework_version
+    if wanted and wanted[0].isdigit():
+        exact = len(matching) == 1 and str(matching[0].version) == wanted
+        return f"{fw.framework} {wanted}" + ("" if exact else ".*")
+    if wanted:
+        return f"{fw.framework} {wanted}"
+    lo, hi = matching[-1].version, matching[0].version
+    return f"{fw.framework} {lo}{DASH}{hi}" if lo != hi else f"{fw.framework} {hi}"
+
+
+def _cudas(variants: list[Variant]) -> list[str]:
+    return sorted({v.cuda for v in variants if v.cuda}, key=version_key)
+
+
+def _all_variants(releases: list[Release], python: str | None = None) -> list[Variant]:
+    return [v for r in releases for v in r.variants if python is None or python in r.pythons_for(v)]
+
+
+def _nearest(wanted: str, offered: list[str]) -> list[str]:
+    """The offered values just below and just above `wanted` (one each, where they exist)."""
+    key = version_key(wanted)
+    below = [o for o in offered if version_key(o) < key]
+    above = [o for o in offered if version_key(o) > key]
+    return ([below[-1]] if below else []) + ([above[0]] if above else [])
+
+
+def _releases_with(
+    fw: FrameworkData, ok: Callable[[Release], bool], near: Release, what: str
+) -> str | None:
+    """`framework_version: "X.Y"` nearest to `near` among the final releases where `ok`.
+
+    Nearest by release order, preferring newer ones on a tie; the span of all such releases
+    follows in brackets, so the user sees how far the choice reaches.
+    """
+    found = [r for r in fw.releases if not r.version.is_prerelease and not r.todo and ok(r)]
+    if not found:
+        return None
+    order = [r.version for r in fw.releases]
+    at = order.index(near.version)
+    best = min(found, key=lambda r: (abs(order.index(r.version) - at), order.index(r.version)))
+    lo, hi = found[-1].version, found[0].version
+    span = f"{lo}{DASH}{hi}" if lo != hi else str(hi)
+    return f'framework_version: "{_prefix(best.version)}" ({fw.framework} {span} {what})'
+
+
+def _use(options: list[str]) -> str | None:
+    return "use " + ", or ".join(options) if options else None
+
+
+def _impossible(
+    recipe: Recipe, fw: FrameworkData, m: Matrix, matching: list[Release], failures: list[str]
+) -> ResolveError:
+    """Name the constraint that failed and the nearest valid choices.
+
+    The constraints are tried one at a time in the resolver's order (cuda, python, driver,
+    archs) over every release that matches framework_version, so the message blames the first
+    one that no matching release can meet; when each is fine alone but not together, the
+    per-release reasons are shown instead.
+    """
+    label = _label(fw, recipe, matching)
+    details = failures[:1] + _more(failures)
+    fleet = recipe.gpu
+    variants = _all_variants(matching)
+    if recipe.cuda == "cpu":
+        if fleet.min_driver or fleet.archs:
+            return ResolveError(
+                'cuda: "cpu" and a gpu: fleet contradict each other',
+                hint="drop gpu:, or ask for a CUDA version (or leave cuda: out)",
+            )
+        if not any(v.is_cpu for v in variants):
+            return ResolveError(
+                f"{label} has no CPU build",
+                details=details,
+                hint=_use(
+                    _opt(
+                        [
+                            _releases_with(
+                                fw,
+                                lambda r: any(v.is_cpu for v in r.variants),
+                                matching[0],
+                                "have one",
+                            )
+                        ]
+                    )
+                ),
+            )
+    elif recipe.cuda:
+        wanted = recipe.cuda
+        offered = _cudas(variants)
+        if not any(v.cuda and cuda_fits(v, wanted) for v in variants):
+            message = (
+                f"{label} offers CUDA {', '.join(offered)}; you asked for {wanted}"
+                if offered
+                else f"{label} has no CUDA builds (CPU only); you asked for CUDA {wanted}"
+            )
+            options = [f'cuda: "{c}"' for c in reversed(_nearest(wanted, offered))]
+            options += _opt([_releases_with(
+                fw, lambda r: any(v.cuda and cuda_fits(v, wanted) for v in r.variants),
+                matching[0], f"offer CUDA {wanted}",
+            )])  # fmt: skip
+            return ResolveError(message, details=details, hint=_use(options))
+    if recipe.python:
+        py = recipe.python
+        pythons = sorted({p for r in matching for p in r.python}, key=version_key)
+        if py not in pythons:
+            options = [f'python: "{p}"' for p in reversed(_nearest(py, pythons))]
+            options += _opt([_releases_with(
+                fw, lambda r: py in r.python, matching[0], f"support Python {py}"
+            )])  # fmt: skip
+            return ResolveError(
+                f"{label} supports Python {_span(pythons)}; you asked for {py}",
+                details=details,
+                hint=_use(options),
+            )
+    gpu = [
+        v for v in _all_variants(matching, recipe.python)
+        if v.cuda and (not recipe.cuda or recipe.cuda == "cpu" or cuda_fits(v, recipe.cuda))
+    ]  # fmt: skip
+    if fleet.min_driver and gpu and not any(driver_runs(m, v, fleet.min_driver) for v in gpu):
+        blocked = min(gpu, key=lambda v: version_key(m.min_driver_for(v.cuda or "0") or "0"))
+        floor = m.min_driver_for(blocked.cuda or "0")
+        runnable = _cudas([
+            v for v in _all_variants(matching, recipe.python)
+            if v.cuda and driver_runs(m, v, fleet.min_driver)
+        ])  # fmt: skip
+        arrow = f"cuda {runnable[-1]} or earlier" if runnable else f"no {label} build runs on it"
+        options = [f'cuda: "{runnable[-1]}" (or leave cuda: out)'] if runnable else []
+        drv = fleet.min_driver
+        options += _opt([_releases_with(
+            fw, lambda r: any(v.cuda and driver_runs(m, v, drv) for v in r.variants),
+            matching[0], "have builds that driver runs",
+        )] if not runnable else [])  # fmt: skip
+        options.append(f"a fleet driver ≥ {floor}")
+        return ResolveError(
+            f"{label} {blocked.name} needs driver ≥ {floor}; your fleet has {drv} → {arrow}",
+            details=details,
+            hint=_use(options),
+        )
+    if fleet.archs and gpu:
+        runs = [v for v in gpu if not fleet.min_driver or driver_runs(m, v, fleet.min_driver)]
+        if runs and not any(set(fleet.archs) <= set(v.archs) for v in runs):
+            newest = max(runs, key=lambda v: version_key(v.cuda or "0"))
+            wanted_archs = ", ".join(fleet.archs)
+            if not any(v.archs for v in runs):
+                return ResolveError(
+                    f"{label} does not record which GPU architectures its {newest.name} wheels "
+                    f"cover, so kernels for {wanted_archs} cannot be promised",
+                    details=details,
+                    hint="drop gpu.archs to resolve without the architecture check",
+                )
+            missing = [a for a in fleet.archs if a not in newest.archs]
+            archs = set(fleet.archs)
+            options = _opt([_releases_with(
+                fw, lambda r: any(archs <= set(v.archs) for v in r.variants if v.cuda),
+                matching[0], f"cover {wanted_archs}",
+            )])  # fmt: skip
+            return ResolveError(
+                f"{label} {newest.name} has no kernels for {', '.join(missing)} "
+                f"(its wheels cover {', '.join(newest.archs)})",
+                details=details,
+                hint=_use(options)
+                or f"no {fw.framework} build covers all of {wanted_archs}: "
+                "drop some from gpu.archs, or build one image per architecture group",
+            )
+    return ResolveError(
+        f"no {label} build fits all of the recipe's constraints together",
+        details=failures[:3] + ([f"(and {len(failures) - 3} more)"] if len(failures) > 3 else []),
+        hint=_hint(recipe, fw, m, matching),
+    )
+
+
+def _opt(items: list[str | None]) -> list[str]:
+    return [i for i in items if i]
+
+
 def _hint(recipe: Recipe, fw: FrameworkData, m: Matrix, matching: list[Release]) -> str | None:
     """The nearest valid choices: other values of the field that failed, or other releases."""
     newest = matching[0]
     if recipe.cuda and recipe.cuda != "cpu":
         offered = sorted({v.cuda for v in newest.variants if v.cuda}, key=version_key)
-        elsewhere = [r for r in fw.releases if any(v.cuda and cuda_fits(v, recipe.cuda) for v in r.variants)]
+        elsewhere = [
+            r for r in fw.releases if any(v.cuda and cuda_fits(v, recipe.cuda) for v in r.variants)
+        ]
         options = []
         if offered:
             options.append(f'cuda: "{offered[-1]}"')
@@ -383,7 +599,7 @@ def _hint(recipe: Recipe, fw: FrameworkData, m: Matrix, matching: list[Release])
             lo, hi = elsewhere[-1].version, elsewhere[0].version
             options.append(
                 f'framework_version: "{_prefix(hi)}"'
-                + (f" ({fw.framework} {lo}–{hi} offer CUDA {recipe.cuda})" if lo != hi else "")
+                + (f" ({fw.framework} {lo}{DASH}{hi} offer CUDA {recipe.cuda})" if lo != hi else "")
             )
         if options:
             return "use " + ", or ".join(options)
@@ -399,7 +615,8 @@ def _hint(recipe: Recipe, fw: FrameworkData, m: Matrix, matching: list[Release])
                 v.cuda
                 for v in newest.variants
                 if v.cuda
-                and version_key(m.min_driver_for(v.cuda) or "0") <= version_key(recipe.gpu.min_driver)
+                and version_key(m.min_driver_for(v.cuda) or "0")
+                <= version_key(recipe.gpu.min_driver)
             },
             key=version_key,
         )

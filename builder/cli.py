@@ -123,7 +123,7 @@ def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
     Example:
       mlbuild resolve recipes/pytorch-gpu.yaml --json | jq .framework_version
     """
-    from builder.pipeline import load_and_resolve
+    from builder.resolve import load_and_resolve
 
     _, spec = load_and_resolve(recipe, base_image)
     doc = spec.to_dict()
@@ -151,7 +151,7 @@ def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
 @handle_errors
 def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
     """Print the Dockerfile for RECIPE (the same recipe always gives the same bytes)."""
-    from builder.pipeline import load_and_resolve
+    from builder.resolve import load_and_resolve
     from builder.render import render as render_spec
 
     _, spec = load_and_resolve(recipe, base_image)

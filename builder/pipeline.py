@@ -20,7 +20,7 @@ from builder.errors import EngineError, PreflightError, ResolveError, SmokeFaile
 from builder.probe import base_version
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.render import probe_source, render, write_context
-from builder.resolve import FROM_BASE, resolve
+from builder.resolve import FROM_BASE, load_and_resolve
 from builder.settings import BuildSettings, redact
 from builder.gpu import HostGpus, preflight
 from builder.smoke import SmokeReport, detect_host, smoke
@@ -66,13 +66,6 @@ class BuildResult:
             "seconds": round(self.seconds, 1),
             "up_to_date": self.up_to_date,
         }
-
-
-def load_and_resolve(path: str | Path, base_image: str | None = None) -> tuple[Recipe, ResolvedSpec]:
-    recipe = load_recipe(path)
-    if base_image:
-        recipe = dataclasses.replace(recipe, base_image=check_image_ref(base_image, "--base-image"))
-    return recipe, resolve(recipe)
 
 
 def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:

@@ -1,0 +1,92 @@
+"""Offline builds from a wheelhouse (a folder of wheels).
+
+Before a build starts, `missing()` walks the requirements and, through each wheel's own
+metadata, their dependencies, for the image's Python and platform, and lists what the folder
+lacks. pip then installs with `--no-index --find-links` in the builder stage only, so the
+wheelhouse never reaches the final image.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from email.parser import Parser
+from functools import cached_property
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.tags import Tag
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+
+@dataclass(frozen=True)
+class Wheel:
+    path: Path
+    name: str  # canonical
+    version: Version
+    tags: frozenset[Tag]
+
+    @cached_property
+    def requires(self) -> tuple[Requirement, ...]:
+        with zipfile.ZipFile(self.path) as zf:
+            meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+            msg = Parser().parsestr(zf.read(meta).decode("utf-8", errors="replace"))
+        return tuple(Requirement(r) for r in msg.get_all("Requires-Dist") or [])
+
+
+def target_tags(python: str, platform: str = "x86_64") -> set[Tag]:
+    """Wheel tags a CPython `python` on glibc Linux accepts (manylinux up to glibc 2.40)."""
+    major, minor = (int(p) for p in python.split("."))
+    cp = f"cp{major}{minor}"
+    platforms = ["any", f"linux_{platform}"]
+    platforms += [f"manylinux_2_{n}_{platform}" for n in range(5, 41)]
+    platforms += [f"manylinux{v}_{platform}" for v in ("1", "2010", "2014")]
+    abis = [cp, "abi3", "none"]
+    interpreters = [cp, f"py{major}{minor}", f"py{major}", "py3"]
+    interpreters += [f"cp{major}{m}" for m in range(2, minor)]  # abi3 wheels of older CPythons
+    return {Tag(i, a, p) for i in interpreters for a in abis for p in platforms}
+
+
+def scan(folder: Path) -> list[Wheel]:
+    wheels = []
+    for path in sorted(folder.glob("*.whl")):
+        name, version, _build, tags = parse_wheel_filename(path.name)
+        wheels.append(Wheel(path, str(name), version, frozenset(tags)))
+    return wheels
+
+
+def missing(requirements: list[str], folder: Path, python: str) -> list[str]:
+    """Requirements (and dependencies) the wheelhouse cannot satisfy for this Python."""
+    accepted = target_tags(python)
+    wheels = [w for w in scan(folder) if w.tags & accepted]
+    env = dict(default_environment())
+    env.update(python_version=python, python_full_version=f"{python}.0", sys_platform="linux",
+               platform_system="Linux", platform_machine="x86_64",
+               implementation_name="cpython", platform_python_implementation="CPython")  # fmt: skip
+    lacking: list[str] = []
+    seen: set[str] = set()
+    queue = [(Requirement(r), "") for r in requirements]
+    while queue:
+        req, via = queue.pop(0)
+        name = canonicalize_name(req.name)
+        key = f"{name}{req.specifier}"
+        if key in seen:
+            continue
+        seen.add(key)
+        found = [
+            w for w in wheels
+            if w.name == name and req.specifier.contains(w.version, prereleases=True)
+        ]  # fmt: skip
+        if not found:
+            shown = f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
+            lacking.append(shown + (f" (needed by {via})" if via else ""))
+            continue
+        best = max(found, key=lambda w: w.version)
+        for dep in best.requires:
+            extras = req.extras or {""}
+            if dep.marker and not any(dep.marker.evaluate({**env, "extra": e}) for e in extras):
+                continue
+            queue.append((dep, f"{best.name} {best.version}"))
+    return lacking

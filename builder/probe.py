@@ -279,7 +279,7 @@ def probe_jax(r: Report, gpu: str) -> None:
     fw = r.facts["framework"]
     fw["cuda_build"] = None
     try:
-        from jax._src.lib import cuda_versions  # type: ignore[attr-defined]
+        from jax._src.lib import cuda_versions
 
         if cuda_versions is not None:
             fw["cuda_build"] = _version_from_int(cuda_versions.cuda_runtime_build_version())
@@ -372,9 +372,10 @@ def _no_gpu(r: Report, gpu: str, reason: str) -> None:
 def load_spec(path: str) -> dict[str, Any]:
     try:
         with open(path) as fh:
-            return json.load(fh)
+            doc = json.load(fh)
     except (OSError, ValueError):
         return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:

@@ -129,7 +129,8 @@ def smoke(
     tried: list[str] = []
     probe_cmd = [f"{VENV}/bin/python", PROBE_PATH, "--gpu", gpu_mode if spec.is_gpu else "off"]
     user = str(spec.uid)
-    for mode in modes or [None]:
+    attempts: list[str | None] = list(modes) or [None]
+    for mode in attempts:
         access = gpu_mod.access_for(mode, host) if mode else None
         kwargs = _run_kwargs(engine, access)
         try:

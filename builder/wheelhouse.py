@@ -61,7 +61,7 @@ def missing(requirements: list[str], folder: Path, python: str) -> list[str]:
     """Requirements (and dependencies) the wheelhouse cannot satisfy for this Python."""
     accepted = target_tags(python)
     wheels = [w for w in scan(folder) if w.tags & accepted]
-    env = dict(default_environment())
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     env.update(python_version=python, python_full_version=f"{python}.0", sys_platform="linux",
                platform_system="Linux", platform_machine="x86_64",
                implementation_name="cpython", platform_python_implementation="CPython")  # fmt: skip

@@ -29,6 +29,7 @@ CUDA_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
 VERSION_PREFIX_RE = re.compile(r"^\d{1,4}(?:\.\d{1,4}){0,3}$")
 # Debian policy: lower-case alphanumerics, + - . ; at least two characters; optional =version.
 DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?$")
+REQ_CHARS_RE = re.compile(r"[\x20-\x22\x24-\x7e]+")  # printable ASCII but '#'
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SAFE_ABS_PATH_RE = re.compile(r"^(/[A-Za-z0-9._+-]+)+/?$|^/$")
 SAFE_REL_PATH_RE = re.compile(r"^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$")
@@ -52,9 +53,10 @@ MAX_TEXT = 4096
 TOP_KEYS = (
     "schema", "name", "framework", "framework_version", "python", "cuda", "base_image",
     "framework_from_base", "packages", "system_packages", "env", "files", "workdir", "user",
-    "smoke", "image", "gpu",
+    "smoke", "image", "gpu", "matrix",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "framework")
+MATRIX_AXES = ("python", "cuda", "framework_version")  # the recipe keys a matrix: may vary
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,14 @@ class GpuFleet:
 
 
 @dataclass(frozen=True)
+class RecipeMatrix:
+    """`matrix:`: values per axis (in the order written) and the combinations left out."""
+
+    axes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    exclude: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     framework: str
@@ -102,6 +112,7 @@ class Recipe:
     smoke: SmokeSpec = field(default_factory=SmokeSpec)
     image: ImageSpec = field(default_factory=ImageSpec)
     gpu: GpuFleet = field(default_factory=GpuFleet)
+    matrix: RecipeMatrix | None = None  # expanded into variants by builder.fanout
 
     @property
     def folder(self) -> Path:
@@ -110,7 +121,7 @@ class Recipe:
 
 def check_image_ref(value: str, option: str) -> str:
     """Image references from the command line get the same allow-list as the recipe's."""
-    if not IMAGE_REF_RE.match(value) or len(value) > 512:
+    if not IMAGE_REF_RE.fullmatch(value) or len(value) > 512:
         raise UsageError(
             f"{option} {value!r} is not an image reference",
             hint="expected [registry[:port]/]name[:tag][@sha256:digest], lower-case name",
@@ -180,7 +191,9 @@ class _Validator:
         if len(value) > MAX_TEXT:
             self.fail(where, f"is {len(value)} characters long; at most {MAX_TEXT} allowed")
             return None
-        if pattern is not None and not pattern.match(value):
+        # fullmatch, not match: `$` also matches before a trailing newline, which would let
+        # "git\n" through to a Dockerfile line.
+        if pattern is not None and not pattern.fullmatch(value):
             self.fail(where, f"{value!r} is not allowed; expected {allowed}")
             return None
         return value
@@ -208,7 +221,10 @@ class _Validator:
         if len(value) > MAX_LIST:
             self.fail(where, f"has {len(value)} entries; at most {MAX_LIST} allowed")
             return []
-        return value
+        for i, item in enumerate(value):
+            if item is None:  # `- ` with nothing after it: say so rather than drop it
+                self.fail(f"{where}[{i}]", "is empty")
+        return value  # callers skip the None entries (reported here), keeping indexes true
 
     def mapping(self, value: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
         if value is None:
@@ -286,6 +302,7 @@ class _Validator:
             smoke=self.smoke(doc.get("smoke")),
             image=self.image(doc.get("image")),
             gpu=self.gpu(doc.get("gpu")),
+            matrix=self.matrix(doc.get("matrix"), doc),
         )  # fmt: skip
         return recipe
 
@@ -297,7 +314,7 @@ class _Validator:
         if text is None:
             return None
         text = text.strip()
-        if VERSION_PREFIX_RE.match(text):
+        if VERSION_PREFIX_RE.fullmatch(text):
             return text
         try:
             spec = SpecifierSet(text)
@@ -320,7 +337,7 @@ class _Validator:
         )  # fmt: skip
         if text is None:
             return None
-        if text == "cpu" or CUDA_RE.match(text):
+        if text == "cpu" or CUDA_RE.fullmatch(text):
             return text
         self.fail("cuda", f'{text!r} is not allowed; expected major.minor such as "12.4", or "cpu"')
         return None
@@ -331,6 +348,11 @@ class _Validator:
             where = f"packages[{i}]"
             text = self.text(item, where, ("packages", i), allowed="a PEP 508 requirement")
             if text is None:
+                continue
+            # pip splits requirements files with str.splitlines() (\x0b, \x85, \u2028 ... too)
+            # and drops " #..." as a comment: either could smuggle a `-i URL` line into them.
+            if not REQ_CHARS_RE.fullmatch(text):
+                self.fail(where, f"{text!r}: only printable ASCII without '#' is allowed")
                 continue
             try:
                 req = Requirement(text)
@@ -363,7 +385,7 @@ class _Validator:
         out: list[tuple[str, str]] = []
         for key, raw in value.items():
             where = f"env.{key}"
-            if not ENV_NAME_RE.match(key):
+            if not ENV_NAME_RE.fullmatch(key):
                 self.fail(where, "is not a valid variable name; expected [A-Za-z_][A-Za-z0-9_]*")
                 continue
             if key in RESERVED_ENV:
@@ -482,6 +504,84 @@ class _Validator:
             if text:
                 archs.append(text)
         return GpuFleet(min_driver=driver, archs=tuple(sorted(set(archs))))
+
+    def matrix(self, value: Any, doc: dict[str, Any]) -> RecipeMatrix | None:
+        if value is None:
+            return None
+        spec = self.mapping(value, "matrix", (*MATRIX_AXES, "exclude"))
+        if not isinstance(value, dict):
+            return None
+        axes: list[tuple[str, tuple[str, ...]]] = []
+        for axis in MATRIX_AXES:
+            if axis not in spec:
+                continue
+            where = f"matrix.{axis}"
+            if axis in doc:  # one place decides each value, or a reader cannot tell which wins
+                self.fail(where, f"{axis} is also set at the top level; keep one of the two")
+            raw = spec[axis]
+            if isinstance(raw, list) and not raw:
+                self.fail(where, "is empty; list at least one value")
+            values: list[str] = []
+            for i, item in enumerate(self.items(raw, where)):
+                text = self.axis_value(axis, item, f"{where}[{i}]", ("matrix", axis, i))
+                if text is None:
+                    continue
+                if text in values:
+                    self.fail(f"{where}[{i}]", f"{text!r} is listed twice")
+                    continue
+                values.append(text)
+            if values:
+                axes.append((axis, tuple(values)))
+        if not any(axis in spec for axis in MATRIX_AXES):
+            self.fail("matrix", f"names no axis; expected some of: {', '.join(MATRIX_AXES)}")
+        known = dict(axes)
+        excludes: list[tuple[tuple[str, str], ...]] = []
+        for i, item in enumerate(self.items(spec.get("exclude"), "matrix.exclude")):
+            where = f"matrix.exclude[{i}]"
+            if not isinstance(item, dict) or not item:
+                self.fail(where, f"expected a mapping such as {{python: \"3.11\"}}, got {_kind(item)}")
+                continue
+            entry: list[tuple[str, str]] = []
+            for key, raw in item.items():
+                if key not in known:
+                    self.fail(f"{where}.{key}", "is not an axis of this matrix")
+                    continue
+                text = self.text(
+                    raw, f"{where}.{key}", ("matrix", "exclude", i, key), version_like=True
+                )
+                if text is None:
+                    continue
+                if text not in known[key]:
+                    self.fail(f"{where}.{key}", f"{text!r} is not among matrix.{key}'s values")
+                    continue
+                entry.append((key, text))
+            if len(entry) == len(item):
+                excludes.append(tuple(sorted(entry)))
+        return RecipeMatrix(axes=tuple(axes), exclude=tuple(excludes))
+
+    def axis_value(self, axis: str, item: Any, where: str, path: yamlsafe.Path) -> str | None:
+        """One matrix value, checked as the top-level key of that name would be."""
+        if axis == "python":
+            return self.text(item, where, path, pattern=PYTHON_RE,
+                             allowed='major.minor, e.g. "3.11"', version_like=True)  # fmt: skip
+        text = self.text(item, where, path, allowed="a quoted string", version_like=True)
+        if text is None:
+            return None
+        if axis == "cuda":
+            if text == "cpu" or CUDA_RE.match(text):
+                return text
+            self.fail(where, f'{text!r} is not allowed; expected major.minor such as "12.4", or "cpu"')
+            return None
+        text = text.strip()
+        if VERSION_PREFIX_RE.match(text):
+            return text
+        try:
+            if len(SpecifierSet(text)):
+                return str(SpecifierSet(text))
+        except InvalidSpecifier:
+            pass
+        self.fail(where, f'{text!r} is neither a version prefix ("2.4") nor a PEP 440 specifier set')
+        return None
 
 
 def _no_dotdot(v: _Validator, value: Any, where: str) -> bool:

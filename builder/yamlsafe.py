@@ -57,6 +57,7 @@ def load(data: bytes) -> tuple[Any, dict[Path, Scalar]]:
         raise YamlProblem(f"not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x})") from None
     if "\x00" in text:
         raise YamlProblem("contains a NUL character")
+    _check_depth(text)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -71,6 +72,23 @@ def load(data: bytes) -> tuple[Any, dict[Path, Scalar]]:
         raise YamlProblem("the file is empty")
     builder = _Builder()
     return builder.build(node, ()), builder.written
+
+
+def _check_depth(text: str) -> None:
+    """PyYAML's composer recurses once per level: "[[[[..." would exhaust Python's stack before
+    the builder's own depth check runs. The parser's events come without recursion."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else 0
+                    raise YamlProblem(f"nested deeper than {MAX_DEPTH} levels (line {line})")
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # compose() below reports it with its line
 
 
 class _Builder:

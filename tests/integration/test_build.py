@@ -16,7 +16,7 @@ from builder.errors import BuildError, SmokeFailed
 from builder.pipeline import build
 from builder.settings import load_settings
 from builder.spec import SPEC_LABEL, ResolvedSpec
-from tests.integration.imagescan import find_in_image, layer_members
+from imagescan import find_in_image, layer_members
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

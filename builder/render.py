@@ -8,6 +8,7 @@ values, and allow-listed names and paths (checked in recipe.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from dataclasses import dataclass
@@ -24,6 +25,16 @@ APT_CLEAN = (
     "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb "
     "/var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old"
 )
+# Locked builds also drop ldconfig's aux-cache: it records inode numbers and ctimes.
+LOCKED_CLEAN = APT_CLEAN + " /var/cache/ldconfig/aux-cache"
+# Hash-based .pyc (PEP 552): no source mtime inside, so the bytes do not depend on when the
+# build ran. One process, files in a fixed order: marshal's output can depend on the state of
+# the process that compiled (reference flags), so no worker pool.
+COMPILE = (
+    "import compileall, py_compile, sys; ok = compileall.compile_dir(sys.argv[1], quiet=2, "
+    "force=True, workers=1, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)"
+)
+MLBUILD_FILES = "mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py"
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,24 @@ class Plan:
     label_lines: tuple[str, ...]
     workdir: str
     uid: int
+    framework_files: str = "mlbuild/requirements-framework.txt mlbuild/constraints.txt"
+    packages_files: str = "mlbuild/requirements.txt mlbuild/constraints.txt"
+    builder_env: str = ""
+    compile_command: str = ""
+    mlbuild_files: str = MLBUILD_FILES
+
+
+@dataclass(frozen=True)
+class Pins:
+    """What a lock fixes (builder.lock.Lock.pins()): the locked build installs only this."""
+
+    builder_apt: tuple[str, ...]  # name=version
+    runtime_apt: tuple[str, ...]
+    framework: str  # requirements file text: name==version --hash=sha256:...
+    packages: str
+    lock_json: str
+    lock_digest: str
+    epoch: int
 
 
 def templates_dir() -> Path:
@@ -68,7 +97,7 @@ def context_name(index: int, src: str) -> str:
     return f"files/{index}/{Path(src).name}"
 
 
-def plan(spec: ResolvedSpec) -> Plan:
+def plan(spec: ResolvedSpec, pins: Pins | None = None) -> Plan:
     distro = spec.python_from == "distro"
     apt_runtime = (["python3"] if distro else []) + list(spec.system_packages)
     builder_apt = ""
@@ -95,10 +124,12 @@ def plan(spec: ResolvedSpec) -> Plan:
         "org.opencontainers.image.description": summary(spec),
         SPEC_LABEL: spec.to_json(),
     }
+    if pins:
+        labels["org.mlbuild.lock"] = pins.lock_digest
     label_lines = tuple(
         f"LABEL {dockerfile_string(k)}={dockerfile_string(v)}" for k, v in sorted(labels.items())
     )
-    return Plan(
+    p = Plan(
         name=spec.name,
         summary=summary(spec),
         mlbuild_version=spec.mlbuild_version,
@@ -123,6 +154,37 @@ def plan(spec: ResolvedSpec) -> Plan:
         workdir=spec.workdir or "",
         uid=spec.uid,
     )
+    return _locked(p, spec, pins) if pins else p
+
+
+def _locked(p: Plan, spec: ResolvedSpec, pins: Pins) -> Plan:
+    """The same stages, installing only what the lock names: pinned apt versions, pip with
+    --require-hashes --no-deps (the lock already holds every dependency), hash-based .pyc."""
+    pip = [f"{VENV}/bin/pip", "install", "--no-deps", "--require-hashes", "--no-compile", "-r"]
+    framework = _has_pins(pins.framework)
+    has_packages = _has_pins(pins.packages)
+    tmp = "/tmp/mlbuild"
+    return dataclasses.replace(
+        p,
+        builder_apt=_locked_apt(p.builder_apt, pins.builder_apt),
+        runtime_apt=_locked_apt(p.runtime_apt, pins.runtime_apt),
+        install_framework=exec_form([*pip, f"{tmp}/locked-framework.txt"]) if framework else "",
+        install_packages=exec_form([*pip, f"{tmp}/locked-packages.txt"]) if has_packages else "",
+        framework_files="mlbuild/locked-framework.txt",
+        packages_files="mlbuild/locked-packages.txt",
+        builder_env=f"ENV SOURCE_DATE_EPOCH={pins.epoch}",
+        compile_command=exec_form([f"{VENV}/bin/python", "-c", COMPILE, VENV]),
+        mlbuild_files=MLBUILD_FILES + " mlbuild/lock.json",
+    )  # fmt: skip
+
+
+def _locked_apt(unlocked: str, pins: tuple[str, ...]) -> str:
+    """A pinned apt step where the unlocked plan has one (none when the base has it all)."""
+    return _apt(list(pins), LOCKED_CLEAN) if unlocked and pins else ""
+
+
+def _has_pins(requirements: str) -> bool:
+    return any(line and not line.startswith("--") for line in requirements.splitlines())
 
 
 def _base_pth(spec: ResolvedSpec) -> str:
@@ -150,11 +212,11 @@ def summary(spec: ResolvedSpec) -> str:
     return f"{spec.framework} {spec.framework_version}, Python {spec.python}, {gpu}"
 
 
-def _apt(packages: list[str]) -> str:
+def _apt(packages: list[str], clean: str = APT_CLEAN) -> str:
     names = " ".join(shlex.quote(p) for p in packages)
     return (
         "apt-get update && apt-get install -y --no-install-recommends "
-        f"{names} && {APT_CLEAN}"
+        f"{names} && {clean}"
     )
 
 
@@ -169,9 +231,9 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(spec: ResolvedSpec) -> str:
-    """The Dockerfile text; the same spec always gives the same bytes."""
-    p = plan(spec)
+def render(spec: ResolvedSpec, pins: Pins | None = None) -> str:
+    """The Dockerfile text; the same spec (and lock) always gives the same bytes."""
+    p = plan(spec, pins)
     text = _environment().get_template(TEMPLATE).render(p=p)
     if "\x00" in text:
         raise ValueError("rendered Dockerfile contains a NUL")
@@ -179,21 +241,22 @@ def render(spec: ResolvedSpec) -> str:
 
 
 def write_context(
-    spec: ResolvedSpec, folder: Path, recipe_folder: Path, settings: BuildSettings
+    spec: ResolvedSpec, folder: Path, recipe_folder: Path, settings: BuildSettings,
+    pins: Pins | None = None,
 ) -> str:
     """Fill `folder` with exactly what the build needs; returns the Dockerfile text."""
-    dockerfile = render(spec)
+    dockerfile = render(spec, pins)
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
     ml.mkdir()
-    pins = list(spec.packages[: 1 + len(spec.companions)]) if spec.framework_requirement else []
-    framework_lines = ([f"--index-url {spec.index_url}"] if spec.index_url else []) + pins
-    (ml / "requirements-framework.txt").write_text("\n".join(framework_lines) + "\n")
-    (ml / "constraints.txt").write_text("\n".join(_constraints(spec)) + "\n")
-    (ml / "requirements.txt").write_text("\n".join(spec.requirements) + "\n")
+    _write_requirements(spec, ml)
     (ml / "probe.py").write_text(probe_source())
     (ml / "spec.json").write_text(spec.to_json() + "\n")
     (ml / "imagesetup.py").write_text((Path(__file__).resolve().parent / "imagesetup.py").read_text())
+    if pins:
+        (ml / "locked-framework.txt").write_text(pins.framework)
+        (ml / "locked-packages.txt").write_text(pins.packages)
+        (ml / "lock.json").write_text(pins.lock_json)
     settings.write_build_settings(folder / "build-settings")
     for i, (src, _dest) in enumerate(spec.files):
         source = (recipe_folder / src).resolve()
@@ -201,6 +264,14 @@ def write_context(
         target.parent.mkdir(parents=True)
         _copy(source, target)
     return dockerfile
+
+
+def _write_requirements(spec: ResolvedSpec, ml: Path) -> None:
+    pinned = list(spec.packages[: 1 + len(spec.companions)]) if spec.framework_requirement else []
+    framework_lines = ([f"--index-url {spec.index_url}"] if spec.index_url else []) + pinned
+    (ml / "requirements-framework.txt").write_text("\n".join(framework_lines) + "\n")
+    (ml / "constraints.txt").write_text("\n".join(_constraints(spec)) + "\n")
+    (ml / "requirements.txt").write_text("\n".join(spec.requirements) + "\n")
 
 
 def _constraints(spec: ResolvedSpec) -> list[str]:
@@ -221,6 +292,72 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copytree(source, target, symlinks=False)
     else:
         shutil.copyfile(source, target)
+
+
+RESOLVER_COLLECT = """import json, os
+d = "/tmp/mlbuild-lock"
+names = [n for n in sorted(os.listdir(d)) if n != "collect.py"]
+print(json.dumps({n: open(os.path.join(d, n)).read() for n in names}))
+"""
+
+
+def resolver_dockerfile(spec: ResolvedSpec) -> str:
+    """The throwaway image `mlbuild lock` resolves in: the base, the builder stage's setup.
+
+    apt simulates each stage's install on the untouched base (exact versions of all it would
+    add); pip installs the framework step for real (the packages step must see it, as in the
+    build) and dry-runs the packages step; both write their --report with archive hashes."""
+    p = plan(spec)
+    out = "/tmp/mlbuild-lock"
+    distro = spec.python_from == "distro"
+    builder_pkgs = ["python3", "python3-venv", "ca-certificates"] if distro else []
+    runtime_pkgs = sorted({*(["python3"] if distro else []), *spec.system_packages})
+    lines = [
+        "# Made by `mlbuild lock` to resolve packages; removed after use, never pushed.",
+        f"FROM {spec.base_image}",
+        "ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8",
+    ]
+    sim = f"mkdir -p {out}" + (" && apt-get update" if runtime_pkgs or builder_pkgs else "")
+    if runtime_pkgs:
+        names = " ".join(shlex.quote(n) for n in [*runtime_pkgs, "ca-certificates"])
+        sim += f" && apt-get install -s --no-install-recommends {names} > {out}/apt-runtime"
+    if builder_pkgs:
+        names = " ".join(shlex.quote(n) for n in builder_pkgs)
+        sim += (f" && apt-get install -s --no-install-recommends {names} > {out}/apt-builder"
+                f" && apt-get install -y --no-install-recommends {names}")
+    lines.append(f"RUN {sim}")
+    lines += [
+        "COPY build-settings/ /tmp/mlbuild-build/",
+        "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 "
+        "PIP_DISABLE_PIP_VERSION_CHECK=1",
+        f"RUN {p.venv_command}",
+        "COPY mlbuild/ /tmp/mlbuild/",
+    ]
+    if p.base_pth_command:
+        lines.append(f"RUN {p.base_pth_command}")
+    pip = f"{VENV}/bin/pip"
+    if spec.framework_requirement:
+        lines.append("RUN " + exec_form([pip, "install", "--report", f"{out}/framework", "-r",
+                                         "/tmp/mlbuild/requirements-framework.txt"]))
+    if spec.requirements:
+        lines.append("RUN " + exec_form([pip, "install", "--dry-run", "--report", f"{out}/packages",
+                                         "-c", "/tmp/mlbuild/constraints.txt", "-r",
+                                         "/tmp/mlbuild/requirements.txt"]))
+    lines.append(f"COPY mlbuild/collect.py {out}/")
+    return "\n".join(lines) + "\n"
+
+
+def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings) -> str:
+    dockerfile = resolver_dockerfile(spec)
+    (folder / "Dockerfile").write_text(dockerfile)
+    ml = folder / "mlbuild"
+    ml.mkdir()
+    _write_requirements(spec, ml)
+    setup = Path(__file__).resolve().parent / "imagesetup.py"
+    (ml / "imagesetup.py").write_text(setup.read_text())
+    (ml / "collect.py").write_text(RESOLVER_COLLECT)
+    settings.write_build_settings(folder / "build-settings")
+    return dockerfile
 
 
 def probe_source() -> str:

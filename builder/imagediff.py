@@ -1,0 +1,296 @@
+"""What differs between two images: packages first (Python, OS), then environment and labels,
+then layers and files. `verify` uses the layer/file part to say where a rebuild went astray.
+
+Both images are saved (`docker save`) and read layer by layer; a file's identity is its type,
+mode, owner, size, content sha256 (or link target) and mtime.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from builder import sbom
+from builder.normalize import FileEntry, SavedImage, hides, read_layer, save, whiteouts
+
+if TYPE_CHECKING:
+    from builder.engine import Engine
+
+MAX_FILES = 50  # per layer, in text output
+
+
+@dataclass(frozen=True)
+class LayerDiff:
+    index: int
+    a: str | None  # diff ID, None when the image has no such layer
+    b: str | None
+    files: tuple[str, ...]  # "path: what differs"
+    more: int = 0  # differing files not listed
+
+
+@dataclass(frozen=True)
+class ImageDiff:
+    a: str
+    b: str
+    a_id: str
+    b_id: str
+    python: tuple[str, ...]
+    os: tuple[str, ...]
+    env: tuple[str, ...]
+    labels: tuple[str, ...]
+    config: tuple[str, ...]
+    layers: tuple[LayerDiff, ...]
+    files: tuple[str, ...] = field(default=())  # the merged file systems
+
+    @property
+    def identical(self) -> bool:
+        return self.a_id == self.b_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "a_id": self.a_id,
+            "b_id": self.b_id,
+            "identical": self.identical,
+            "python": list(self.python),
+            "os": list(self.os),
+            "env": list(self.env),
+            "labels": list(self.labels),
+            "config": list(self.config),
+            "layers": [
+                {"index": d.index, "a": d.a, "b": d.b, "files": list(d.files), "more": d.more}
+                for d in self.layers
+            ],
+            "files": list(self.files),
+        }
+
+    def lines(self) -> list[str]:
+        if self.identical:
+            return [f"identical: {self.a_id}"]
+        out = [f"a  {self.a} {self.a_id}", f"b  {self.b} {self.b_id}"]
+        for title, items in (
+            ("Python packages", self.python),
+            ("OS packages", self.os),
+            ("environment", self.env),
+            ("labels", self.labels),
+            ("config", self.config),
+        ):
+            if items:
+                out.append(f"{title}:")
+                out += [f"  {x}" for x in items]
+        for d in self.layers:
+            out.append(f"layer {d.index}: {(d.a or 'none')[:19]} vs {(d.b or 'none')[:19]}")
+            out += [f"  {f}" for f in d.files[:MAX_FILES]]
+            if d.more or len(d.files) > MAX_FILES:
+                out.append(f"  ... and {d.more + max(0, len(d.files) - MAX_FILES)} more")
+        if self.files:
+            out.append("files (final file system):")
+            out += [f"  {f}" for f in self.files[:MAX_FILES]]
+            if len(self.files) > MAX_FILES:
+                out.append(f"  ... and {len(self.files) - MAX_FILES} more")
+        return out
+
+
+def diff_images(engine: Engine, a: str, b: str, *, files: bool = True) -> ImageDiff:
+    with tempfile.TemporaryDirectory(prefix="mlbuild-diff-") as tmp:
+        sa = save(engine, a, Path(tmp) / "a")
+        sb = save(engine, b, Path(tmp) / "b")
+        return compare(sa, sb, a, b, files=files)
+
+
+def compare(
+    sa: SavedImage, sb: SavedImage, a: str = "a", b: str = "b", *, files: bool = True
+) -> ImageDiff:
+    ca, cb = sa.config.get("config") or {}, sb.config.get("config") or {}
+    env = _diff_pairs(_env(ca.get("Env")), _env(cb.get("Env")))
+    labels = _diff_pairs(ca.get("Labels") or {}, cb.get("Labels") or {}, long=120)
+    config = _diff_pairs(
+        {k: _text(v) for k, v in ca.items() if k not in ("Env", "Labels")}
+        | {"created": str(sa.config.get("created"))},
+        {k: _text(v) for k, v in cb.items() if k not in ("Env", "Labels")}
+        | {"created": str(sb.config.get("created"))},
+    )
+    layers: list[LayerDiff] = []
+    trees: list[dict[str, FileEntry]] = [{}, {}]
+    contents: list[dict[str, bytes]] = [{}, {}]
+    n = max(len(sa.layers), len(sb.layers))
+    for i in range(n):
+        la = read_layer(sa.layers[i], sbom.wanted) if i < len(sa.layers) else None
+        lb = read_layer(sb.layers[i], sbom.wanted) if i < len(sb.layers) else None
+        for tree, content, layer in ((trees[0], contents[0], la), (trees[1], contents[1], lb)):
+            if layer is not None:
+                _apply(tree, content, layer)
+        ida = sa.diff_ids[i] if i < len(sa.diff_ids) else None
+        idb = sb.diff_ids[i] if i < len(sb.diff_ids) else None
+        if ida == idb:
+            continue
+        ea = {p: e for p, (e, _) in (la or {}).items()}
+        eb = {p: e for p, (e, _) in (lb or {}).items()}
+        changed = _diff_entries(ea, eb)
+        if files or len(changed) <= MAX_FILES:
+            layers.append(LayerDiff(i, ida, idb, tuple(changed)))
+    pa, pb = sbom.packages(contents[0]), sbom.packages(contents[1])
+    python = _diff_packages(
+        [p for p in pa if p.ecosystem == "pypi"], [p for p in pb if p.ecosystem == "pypi"]
+    )
+    os_pkgs = _diff_packages(
+        [p for p in pa if p.ecosystem == "deb"], [p for p in pb if p.ecosystem == "deb"]
+    )
+    merged = tuple(_diff_entries(trees[0], trees[1])) if files else ()
+    return ImageDiff(
+        a,
+        b,
+        sa.image_id,
+        sb.image_id,
+        tuple(python),
+        tuple(os_pkgs),
+        tuple(env),
+        tuple(labels),
+        tuple(config),
+        tuple(layers),
+        merged,
+    )
+
+
+def _apply(
+    tree: dict[str, FileEntry],
+    content: dict[str, bytes],
+    layer: dict[str, tuple[FileEntry, bytes | None]],
+) -> None:
+    for hidden, opaque in whiteouts(list(layer)):
+        for key in [k for k in tree if hides(hidden, opaque, k)]:
+            tree.pop(key, None)
+            content.pop(key, None)
+    for path, (entry, data) in layer.items():
+        if path.rpartition("/")[2].startswith(".wh."):
+            continue
+        tree[path] = entry
+        if data is not None:
+            content[path] = data
+
+
+def _diff_entries(a: dict[str, FileEntry], b: dict[str, FileEntry]) -> list[str]:
+    out = []
+    for path in sorted(set(a) | set(b)):
+        ea, eb = a.get(path), b.get(path)
+        if ea == eb:
+            continue
+        if ea is None:
+            out.append(f"+ {path}")
+        elif eb is None:
+            out.append(f"- {path}")
+        else:
+            what = [
+                name
+                for name in ("kind", "mode", "uid", "gid", "size", "digest", "mtime")
+                if getattr(ea, name) != getattr(eb, name)
+            ]
+            out.append(f"~ {path} ({', '.join('content' if w == 'digest' else w for w in what)})")
+    return out
+
+
+def _diff_packages(a: list[sbom.Package], b: list[sbom.Package]) -> list[str]:
+    va = {p.name: p.version for p in a}
+    vb = {p.name: p.version for p in b}
+    out = []
+    for name in sorted(set(va) | set(vb)):
+        if name not in va:
+            out.append(f"+ {name} {vb[name]}")
+        elif name not in vb:
+            out.append(f"- {name} {va[name]}")
+        elif va[name] != vb[name]:
+            out.append(f"~ {name} {va[name]} -> {vb[name]}")
+    return out
+
+
+def _env(env: list[str] | None) -> dict[str, str]:
+    return dict(e.partition("=")[::2] for e in env or [])
+
+
+def _text(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _diff_pairs(a: dict[str, Any], b: dict[str, Any], long: int = 200) -> list[str]:
+    def cut(v: Any) -> str:
+        s = str(v)
+        return s if len(s) <= long else s[: long - 3] + "..."
+
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key not in a:
+            out.append(f"+ {key}={cut(b[key])}")
+        elif key not in b:
+            out.append(f"- {key}={cut(a[key])}")
+        elif a[key] != b[key]:
+            out.append(f"~ {key}: {cut(a[key])} -> {cut(b[key])}")
+    return out
+
+
+@dataclass(frozen=True)
+class Verified:
+    reference: str
+    reference_id: str
+    rebuilt_id: str
+    diff: ImageDiff | None
+    seconds: float
+
+    @property
+    def identical(self) -> bool:
+        return self.reference_id == self.rebuilt_id
+
+
+def verify(
+    engine: Engine,
+    recipe_path: Path,
+    *,
+    settings: Any,
+    reference: str | None = None,
+    network: str | None = None,
+    say: Any = lambda _: None,
+) -> Verified:
+    """Rebuild from the lock with no cache and compare with `reference` (default: the newest
+    image built from this very lock). The reference keeps its tags whatever the outcome."""
+    import time
+
+    from builder.errors import UsageError
+    from builder.lock import LOCK_LABEL, read_lock
+    from builder.pipeline import build
+
+    started = time.monotonic()
+    lock = read_lock(recipe_path)
+    if reference is None:
+        made = engine.images_with_label(f"{LOCK_LABEL}={lock.digest()}")
+        if not made:
+            raise UsageError(
+                f"no image on this engine was built from {recipe_path.name}'s lock",
+                hint=f"build one first: mlbuild build {recipe_path} --locked",
+            )
+        reference = str(max(made, key=lambda img: (img.get("Created", 0), img["Id"]))["Id"])
+    attrs = engine.inspect(reference)
+    ref_id, ref_tags = str(attrs["Id"]), list(attrs.get("RepoTags") or [])
+    say(f"rebuilding {recipe_path.name} from its lock, without cache, to compare with {reference}")
+    rebuilt = build(
+        recipe_path,
+        engine=engine,
+        settings=settings,
+        locked=True,
+        nocache=True,
+        reuse=False,
+        run_smoke=False,
+        network=network,
+        say=say,
+    )
+    diff = None
+    if rebuilt.image_id != ref_id:
+        from builder.pipeline import split_ref
+
+        for ref in ref_tags:  # the rebuild took the tags: give them back
+            engine.tag(ref_id, *split_ref(ref))
+        diff = diff_images(engine, ref_id, rebuilt.image_id)
+    return Verified(reference, ref_id, rebuilt.image_id, diff, time.monotonic() - started)

@@ -26,19 +26,50 @@ EPILOG_EXIT = "Exit codes: 0 ok, 1 failure (engine, build), 2 invalid recipe or 
 class Output:
     """Where messages go: progress on stderr (unless quiet or --json), results on stdout."""
 
-    def __init__(self, json_mode: bool = False, quiet: bool = False):
+    def __init__(self, json_mode: bool = False, quiet: bool = False, timed: bool = False):
+        from builder.progress import Progress, live_allowed
+
         self.json_mode = json_mode
         self.quiet = quiet or json_mode
+        self.timed = timed  # long commands (build, bootstrap): messages carry the elapsed time
+        self.progress = Progress(live=not self.quiet and live_allowed(sys.stderr))
+        self._status_shown = False  # a status line that the next message overwrites
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            click.echo(click.style("==> ", fg="blue", bold=True) + text, err=True)
+            self._clear_status()
+            stamp = click.style(self.progress.stamp() + " ", dim=True) if self.timed else ""
+            click.echo(click.style("==> ", fg="blue", bold=True) + stamp + text, err=True)
 
     def line(self, text: str) -> None:
         if not self.quiet:
+            self._clear_status()
             click.echo(click.style("  | ", dim=True) + text, err=True)
 
+    def build_line(self, text: str) -> None:
+        """Build output: step lines stay (Step N/M [elapsed] ...); on a terminal the lines in
+        between redraw one status line, elsewhere (CI, pipes, NO_COLOR) every line is kept."""
+        if self.quiet:
+            return
+        shown = self.progress.build_line(text)
+        if shown.keep:
+            self.line(shown.text)
+            return
+        import shutil
+
+        width = max(20, shutil.get_terminal_size().columns - 5)
+        # Trailing \r: whatever is printed next (even an error) starts over this line.
+        status = click.style("  | " + shown.text[:width], dim=True)
+        click.echo("\r\x1b[2K" + status + "\r", nl=False, err=True)
+        self._status_shown = True
+
+    def _clear_status(self) -> None:
+        if self._status_shown:
+            click.echo("\r\x1b[2K", nl=False, err=True)
+            self._status_shown = False
+
     def result(self, doc: Any, text: str) -> None:
+        self._clear_status()
         if self.json_mode:
             click.echo(json.dumps(doc, indent=2, sort_keys=True))
         else:
@@ -59,9 +90,17 @@ def handle_errors(fn: F) -> F:
                 raise
             _show_error(exc)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            sys.exit(130)
+        except Exception as exc:  # requests/urllib3 errors: an engine gone mid-stream
+            from builder.engine import Engine
+
+            lost = Engine.transport_error(exc)
+            if debug or lost is None:
+                raise
+            _show_error(lost)
+            sys.exit(lost.exit_code)
+        except KeyboardInterrupt as exc:  # builder.cleanup.Interrupted for SIGTERM too
+            click.echo(f"error: interrupted{f' ({exc})' if str(exc) else ''}", err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
 
     return wrapper  # type: ignore[return-value]
 
@@ -94,6 +133,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     \b
     Examples:
+      mlbuild init --framework sklearn -o recipe.yaml   a commented starter recipe
       mlbuild resolve recipes/sklearn-cpu.yaml          what would be built, and why
       mlbuild render recipes/sklearn-cpu.yaml -o Dockerfile
       mlbuild build recipes/sklearn-cpu.yaml            build, smoke-test, tag
@@ -173,7 +213,7 @@ def _settings_options(fn: F) -> F:
 
 
 @main.command()
-@_recipe_arg()
+@click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--base-image", metavar="REF", help="Build on this base image instead of the resolved one.")
 @click.option("--tag", "tags", multiple=True, metavar="REF", help="Extra tag, e.g. registry:5000/team/x:v1 (repeatable).")
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke test (the image still gets its tags).")
@@ -184,6 +224,11 @@ def _settings_options(fn: F) -> F:
 @click.option("--push", is_flag=True, help="After a passing smoke test, push every tag, print the registry digest and write the record RECIPE.image.json.")
 @click.option("--registry-ca", type=click.Path(dir_okay=False), metavar="FILE", help="CA of a private registry (for --push).")
 @click.option("--rebuild", is_flag=True, help="Build and smoke-test even when the content tag exists already.")
+@click.option("--locked", is_flag=True, help="Install only what RECIPE's lock (<stem>.lock.json, from `mlbuild lock`) names; identical bytes from the same lock.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=2, show_default=True, help="Variants built at once (RECIPE a folder, or a recipe with matrix:).")
+@click.option("--strict", is_flag=True, help="Fail when a matrix variant cannot be resolved (default: list it, skip it).")
+@click.option("--variant", "variants", multiple=True, metavar="ID", help="Build only this matrix variant, e.g. py3.11-cpu (repeatable).")
+@click.option("--gpu-host", metavar="URL", help="Run only the smoke step on this engine (ssh://user@gpu-box, tcp://host:2376); the image is copied there.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
@@ -191,9 +236,13 @@ def build(
     recipe: Path, base_image: str | None, tags: tuple[str, ...], no_smoke: bool,
     gpu_mode: str | None, gpu_access: str | None, network: str | None, ca_bundle: str | None, index_url: str | None,
     extra_index_urls: tuple[str, ...], quiet: bool, json_mode: bool,
-    push: bool = False, registry_ca: str | None = None, rebuild: bool = False,
+    push: bool = False, registry_ca: str | None = None, rebuild: bool = False, locked: bool = False,
+    jobs: int = 2, strict: bool = False, variants: tuple[str, ...] = (), gpu_host: str | None = None,
 ) -> None:  # fmt: skip
     """Build RECIPE into an image, smoke-test it, and tag it.
+
+    RECIPE may be a folder of recipes or a recipe with matrix:; then every variant is built,
+    -j at a time, with one status line each and a summary table (see builder/commands/many.py).
 
     The image gets a readable tag (e.g. sklearn1.5.2-py3.11-cpu) and an immutable content tag
     (spec-<hash>) only after its smoke test passed.
@@ -204,23 +253,37 @@ def build(
       mlbuild build recipes/sklearn-cpu.yaml --base-image mlbuild/debian:bookworm --json
       mlbuild build train.yaml --ca-bundle corp-ca.pem --index-url https://pypi.corp/simple
     """
+    from builder.cleanup import install_signal_handlers
     from builder.engine import Engine
     from builder.pipeline import build as run_build
     from builder.recipe import load_recipe
     from builder.settings import load_settings
 
-    out = Output(json_mode, quiet)
+    install_signal_handlers()  # SIGTERM unwinds like Ctrl-C: contexts, containers, tags cleaned
+    out = Output(json_mode, quiet, timed=True)
     if push and no_smoke:
         from builder.errors import UsageError
 
         raise UsageError("--push needs the smoke test", hint="drop --no-smoke: only tested images are pushed")
+    from builder.commands.many import build_many, wants_many
+
+    if wants_many(recipe, variants, gpu_host):  # a folder, matrix:, --variant or --gpu-host
+        if locked:
+            from builder.errors import UsageError
+
+            raise UsageError("--locked builds one recipe from its lock; not a folder or a matrix")
+        settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
+        options = {"base_image": base_image, "run_smoke": not no_smoke, "gpu_mode": gpu_mode, "gpu_access": gpu_access,
+                   "network": network, "reuse": not rebuild, "push": push, "registry_ca": registry_ca}  # fmt: skip
+        return build_many([recipe], out=out, settings=settings, options=options, jobs=jobs, strict=strict,
+                          variants=variants, gpu_host=gpu_host, extra_tags=tags)  # fmt: skip
     load_recipe(recipe)  # report recipe problems before touching the engine
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
     engine = Engine.connect()
     result = run_build(
         recipe, engine=engine, settings=settings, base_image=base_image, extra_tags=tags,
         run_smoke=not no_smoke, gpu_mode=gpu_mode, gpu_access=gpu_access, network=network, say=out.say,
-        on_line=out.line, reuse=not rebuild,
+        on_line=out.build_line, reuse=not rebuild, locked=locked,
     )  # fmt: skip
     if result.up_to_date:
         out.say(f"up to date: {result.tags[0] if result.tags else result.content_tag} (nothing built)")
@@ -343,7 +406,7 @@ def base_bootstrap(suite: str, tag: str | None, mirror: str | None, quiet: bool,
     from builder.base import bootstrap
     from builder.engine import Engine
 
-    out = Output(json_mode, quiet)
+    out = Output(json_mode, quiet, timed=True)
     engine = Engine.connect()
     made = bootstrap(engine, suite, tag or f"mlbuild/debian:{suite}", mirror, say=out.say)
     out.result(made, f"image   {made['image_id']}\ntag     {made['tag']}\nsize    {made['size_bytes'] / 1e6:.1f} MB\nmirror  {made['mirror']}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -294,6 +295,32 @@ class Engine:
                 with contextlib.suppress(Exception):
                     container.remove(force=True)
 
+    @staticmethod
+    def transport_error(exc: BaseException) -> EngineError | None:
+        """An engine that vanished mid-call (stopped, crashed, its socket gone) surfaces as a
+        requests/urllib3 error from inside a stream, which the SDK does not wrap: name it."""
+        import requests.exceptions
+        import urllib3.exceptions
+
+        transport = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
+        if not isinstance(exc, transport):
+            return None
+        request = getattr(exc, "request", None)
+        url = str(getattr(request, "url", "") or "")
+        engine_url = url.startswith("http+docker://") or not url
+        host = os.environ.get("DOCKER_HOST", "").split("://")[-1]
+        if url and host and host in url:
+            engine_url = True
+        if engine_url:
+            return EngineError(
+                "lost the Docker engine" + _where(), details=[_short(exc)],
+                hint="check that the engine still runs (docker info); then run the command again",
+            )  # fmt: skip
+        return EngineError(
+            f"lost the connection to {redact(url)}", details=[_short(exc)],
+            hint="check the network and the server; then run the command again",
+        )  # fmt: skip
+
     def remove_temporary_containers(self) -> int:
         """Containers left by an interrupted mlbuild run."""
         n = 0
@@ -422,6 +449,53 @@ class Engine:
         if attrs.get("Variant"):
             parts.append(str(attrs["Variant"]))
         return "/".join(parts)
+
+    # -- many images (builder.fanout) -------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """Where this engine is reached, e.g. http+docker://localhost or tcp://host:2376."""
+        return str(self.api.base_url)
+
+    def list_images(self) -> list[dict[str, Any]]:
+        """The images `docker images` lists (and `docker system df` counts): tagged ones and
+        dangling ones without children, not the classic builder's intermediate images."""
+        return list(self.api.images())
+
+    def disk_usage(self) -> dict[str, Any]:
+        """`docker system df -v`: per image Size, SharedSize and UniqueSize (bytes)."""
+        import docker.errors
+
+        try:
+            return dict(self.api.df())
+        except docker.errors.APIError as exc:
+            raise EngineError("cannot read the engine's disk usage", details=[_short(exc)]) from None
+
+    def save(self, ref: str) -> Iterator[bytes]:
+        """`docker save REF`: the image as a stream of tar chunks."""
+        import docker.errors
+
+        try:
+            return iter(self.api.get_image(ref))
+        except docker.errors.APIError as exc:
+            raise EngineError(f"cannot save {ref}", details=[_short(exc)]) from None
+
+    def load(self, chunks: Iterator[bytes]) -> list[str]:
+        """`docker load`: read a `save` stream; returns the engine's "Loaded image" lines."""
+        import docker.errors
+
+        loaded: list[str] = []
+        try:
+            for msg in self.api.load_image(chunks):
+                if isinstance(msg, dict) and ("error" in msg or "errorDetail" in msg):
+                    detail = msg.get("errorDetail") or {}
+                    raise EngineError("docker load failed",
+                                      details=[redact(str(msg.get("error") or detail))])  # fmt: skip
+                text = str(msg.get("stream") or "").strip() if isinstance(msg, dict) else ""
+                if text:
+                    loaded.append(text)
+        except docker.errors.APIError as exc:
+            raise EngineError("docker load failed", details=[_short(exc)]) from None
+        return loaded
 
 
 def _auth_header(auth_config: dict[str, str] | None) -> str:

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from builder.engine import Engine
-from builder.errors import EngineError, PreflightError, ResolveError, SmokeFailed
+from builder.errors import BuildError, EngineError, PreflightError, ResolveError, SmokeFailed
 from builder.probe import base_version
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.render import probe_source, render, write_context
-from builder.resolve import FROM_BASE, load_and_resolve
+from builder.resolve import FROM_BASE, load_and_resolve, resolve
 from builder.settings import BuildSettings, redact
 from builder.gpu import HostGpus, preflight
 from builder.smoke import SmokeReport, detect_host, smoke
@@ -81,11 +81,15 @@ def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:
     if spec.base_suite and spec.python_from == "distro":
         made = [
             img for img in engine.images_with_label(f"{BASE_SUITE_LABEL}={spec.base_suite}")
-            if img.get("RepoTags")
+            # images built FROM such a base inherit its label: keep tagged ones that are a bare
+            # imported root file system (one history entry), as `mlbuild base bootstrap` makes
+            if [t for t in img.get("RepoTags") or [] if t != "<none>:<none>"]
+            and "org.mlbuild.spec" not in (img.get("Labels") or {})
+            and len(engine.history(str(img["Id"]))) == 1
         ]  # fmt: skip
         if made:
             newest = max(made, key=lambda img: (img.get("Created", 0), img["Id"]))
-            ref = sorted(newest["RepoTags"])[0]
+            ref = sorted(t for t in newest["RepoTags"] if t != "<none>:<none>")[0]
             return BaseChoice(
                 ref, str(newest["Id"]),
                 f"{spec.base_image} cannot be pulled; using {ref}, a Debian {spec.base_suite} base "
@@ -214,11 +218,27 @@ def build(
     say: Say = lambda _: None,
     on_line: Callable[[str], None] | None = None,
     reuse: bool = True,
+    recipe: Recipe | None = None,
+    locked: bool = False,
+    nocache: bool = False,
 ) -> BuildResult:
     started = time.monotonic()
     for ref in extra_tags:
         check_image_ref(ref, "--tag")
-    recipe, spec = load_and_resolve(recipe_path, base_image)
+    lock = None
+    if locked:  # the lock beside the recipe decides base, packages and timestamps (builder.lock)
+        from builder.lock import read_lock
+
+        lock = read_lock(Path(recipe_path))
+        base_image = base_image or lock.base_override
+    if recipe is None:
+        recipe, spec = load_and_resolve(recipe_path, base_image)
+    else:  # a matrix variant (builder.fanout): loaded already, one value per matrix axis
+        if base_image:
+            recipe = dataclasses.replace(recipe, base_image=check_image_ref(base_image, "--base-image"))
+        spec = resolve(recipe)
+    if lock:
+        lock.check_spec(spec)  # the recipe must be the one that was locked
     gpu_checked = run_smoke and (gpu_mode or spec.smoke_gpu) != "off"
     host = detect_host(engine) if gpu_checked and spec.is_gpu else None
     if host and not spec.framework_from_base:
@@ -227,6 +247,8 @@ def build(
     if base.note:
         say(base.note)
     spec = dataclasses.replace(spec, base_image=base.ref)
+    if lock:
+        lock.check_base(base)
     if spec.framework_from_base:
         spec = observe_base(engine, spec)
         if gpu_checked and spec.is_gpu:
@@ -235,7 +257,8 @@ def build(
         f"{'CPU' if spec.cuda == 'cpu' else 'CUDA ' + spec.cuda} on {base.ref}")  # fmt: skip
     for line in settings.describe():
         say(f"build setting: {line}")
-    dockerfile = render(spec)  # the content tag needs only the text; the context comes later
+    pins = lock.pins() if lock else None
+    dockerfile = render(spec, pins)  # the content tag needs only the text; the context comes later
     tag = content_tag(spec, dockerfile, base.image_id)
     found = find_existing(engine, spec, tag, say) if reuse else None
     if found:  # build avoidance: the same spec, Dockerfile and base were built before
@@ -245,15 +268,30 @@ def build(
                            dockerfile, up_to_date=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp:
         context = Path(tmp)
-        dockerfile = write_context(spec, context, recipe.folder, settings)
+        dockerfile = write_context(spec, context, recipe.folder, settings, pins)
         say(f"building {spec.repository}:{tag}")
-        image_id = engine.build(
-            context,
-            labels=oci_labels(recipe, base, tag),
-            buildargs=settings.build_args(),
-            on_line=on_line,
-            network=network,
-        )
+        labels = oci_labels(recipe, base, tag)
+        try:
+            image_id = engine.build(
+                context,
+                labels=lock.labels(labels) if lock else labels,
+                buildargs=settings.build_args(),
+                on_line=on_line,
+                network=network,
+                nocache=nocache,
+            )
+        except BuildError as exc:
+            if _NO_SPACE in " ".join([exc.message, *exc.details]).lower():
+                raise _disk_full(exc) from None
+            if lock:
+                from builder.lock import explain_build_failure
+
+                raise explain_build_failure(exc) from None
+            raise
+    if lock:  # identical bytes from the same lock (builder.normalize)
+        from builder.normalize import normalize_locked
+
+        image_id = normalize_locked(engine, image_id, lock, base.image_id, Path(recipe_path), say)
     report = None
     if run_smoke:
         say(f"smoke test of {image_id[:19]}")
@@ -268,6 +306,19 @@ def build(
     tags = tag_image(engine, image_id, spec, tag, extra_tags)
     size = int(engine.inspect(image_id).get("Size") or 0)
     return BuildResult(image_id, tags, size, spec, tag, base, report, time.monotonic() - started, dockerfile)
+
+
+_NO_SPACE = "no space left on device"
+
+
+def _disk_full(exc: BuildError) -> EngineError:
+    """The engine's disk filled up: say that first, not the step that happened to hit it."""
+    return EngineError(
+        f"the Docker engine ran out of disk space ({_NO_SPACE}) during the build",
+        details=[exc.message, *[d for d in exc.details if _NO_SPACE in d.lower()][-3:]],
+        hint="free space on the engine's data root (`docker system df`, `docker image prune`, "
+        "`docker builder prune`), or move it (`docker info` shows Docker Root Dir)",
+    )
 
 
 def find_existing(engine: Engine, spec: ResolvedSpec, tag: str, say: Say) -> str | None:
@@ -286,10 +337,16 @@ def tag_image(
     refs = [f"{spec.repository}:{t}" for t in (spec.readable_tag, content, *spec.tags)]
     refs += [check_image_ref(ref, "--tag") for ref in extra]
     done = []
-    for ref in dict.fromkeys(refs):
-        repo, tag = split_ref(ref)
-        engine.tag(image_id, repo, tag)
-        done.append(f"{repo}:{tag}")
+    try:
+        for ref in dict.fromkeys(refs):
+            repo, tag = split_ref(ref)
+            engine.tag(image_id, repo, tag)
+            done.append(f"{repo}:{tag}")
+    except KeyboardInterrupt:  # SIGINT/SIGTERM (builder.cleanup): leave no half-tagged image
+        from builder.cleanup import untag_partial
+
+        untag_partial(engine, done)
+        raise
     return tuple(done)
 
 

@@ -4,4 +4,4 @@ A module here defines click commands and a `register(main)` function. Keep impor
 libraries inside the command functions so that `mlbuild --help` stays fast.
 """
 
-MODULES: tuple[str, ...] = ("share", "matrix_cmd", "init_cmd")
+MODULES: tuple[str, ...] = ("share", "matrix_cmd", "init_cmd", "repro", "many")

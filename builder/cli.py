@@ -229,6 +229,8 @@ def _settings_options(fn: F) -> F:
 @click.option("--strict", is_flag=True, help="Fail when a matrix variant cannot be resolved (default: list it, skip it).")
 @click.option("--variant", "variants", multiple=True, metavar="ID", help="Build only this matrix variant, e.g. py3.11-cpu (repeatable).")
 @click.option("--gpu-host", metavar="URL", help="Run only the smoke step on this engine (ssh://user@gpu-box, tcp://host:2376); the image is copied there.")
+@click.option("--wheelhouse", type=click.Path(file_okay=False, exists=True, path_type=Path), help="A folder of wheels pip may use (builder stage only).")
+@click.option("--offline", is_flag=True, help="Every Python package from the wheelhouse (pip --no-index); what it lacks is listed before building.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
@@ -238,6 +240,7 @@ def build(
     extra_index_urls: tuple[str, ...], quiet: bool, json_mode: bool,
     push: bool = False, registry_ca: str | None = None, rebuild: bool = False, locked: bool = False,
     jobs: int = 2, strict: bool = False, variants: tuple[str, ...] = (), gpu_host: str | None = None,
+    wheelhouse: Path | None = None, offline: bool = False,
 ) -> None:  # fmt: skip
     """Build RECIPE into an image, smoke-test it, and tag it.
 
@@ -252,6 +255,7 @@ def build(
       mlbuild build recipes/sklearn-cpu.yaml
       mlbuild build recipes/sklearn-cpu.yaml --base-image mlbuild/debian:bookworm --json
       mlbuild build train.yaml --ca-bundle corp-ca.pem --index-url https://pypi.corp/simple
+      mlbuild build recipes/pytorch-cpu.yaml --wheelhouse /opt/wheels
     """
     from builder.cleanup import install_signal_handlers
     from builder.engine import Engine
@@ -272,13 +276,15 @@ def build(
             from builder.errors import UsageError
 
             raise UsageError("--locked builds one recipe from its lock; not a folder or a matrix")
-        settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
+        settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
+                                 wheelhouse=wheelhouse, offline=offline)  # fmt: skip
         options = {"base_image": base_image, "run_smoke": not no_smoke, "gpu_mode": gpu_mode, "gpu_access": gpu_access,
                    "network": network, "reuse": not rebuild, "push": push, "registry_ca": registry_ca}  # fmt: skip
         return build_many([recipe], out=out, settings=settings, options=options, jobs=jobs, strict=strict,
                           variants=variants, gpu_host=gpu_host, extra_tags=tags)  # fmt: skip
     load_recipe(recipe)  # report recipe problems before touching the engine
-    settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
+    settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
+                             wheelhouse=wheelhouse, offline=offline)  # fmt: skip
     engine = Engine.connect()
     result = run_build(
         recipe, engine=engine, settings=settings, base_image=base_image, extra_tags=tags,

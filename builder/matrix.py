@@ -117,6 +117,8 @@ class Matrix:
     majors: dict[str, CudaMajor]
     python_bases: dict[str, PythonBase]
     cuda_bases: dict[str, CudaBase] = field(default_factory=dict)
+    os_python: dict[str, str] = field(default_factory=dict)  # OS -> the python3 it ships
+    uv_image: str = ""  # where standalone Pythons come from on CUDA bases
     version: str = "unknown"  # a digest of the data files: recorded in every image
 
     def framework(self, name: str) -> FrameworkData:
@@ -192,6 +194,8 @@ def load_matrix(folder: str | None = None) -> Matrix:
             )
             for b in bases_doc.get("cuda", [])
         },
+        os_python={str(k): str(v) for k, v in (bases_doc.get("os_python") or {}).items()},
+        uv_image=str((bases_doc.get("tools") or {}).get("uv_image") or ""),
         version=digest.hexdigest()[:12],
     )
     check_matrix(matrix)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.engine import Engine
-from builder.errors import BuildError, EngineError, PreflightError, ResolveError, SmokeFailed
+from builder.errors import BuildError, EngineError, PreflightError, ResolveError, SmokeFailed, UsageError
 from builder.probe import base_version
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.render import probe_source, render, write_context
@@ -151,6 +151,30 @@ def observe_base(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:
     )  # fmt: skip
 
 
+def with_wheelhouse(settings: BuildSettings, recipe: Recipe, spec: ResolvedSpec) -> BuildSettings:
+    """The recipe's wheelhouse (unless --wheelhouse named one), checked before any build: an
+    offline build must find every package and dependency in it for the image's Python."""
+    from builder.wheelhouse import missing
+
+    if recipe.wheelhouse and not settings.wheelhouse:
+        settings = dataclasses.replace(settings, wheelhouse=recipe.folder / recipe.wheelhouse)
+    if settings.offline and not settings.wheelhouse:
+        raise UsageError("--offline needs a wheelhouse", hint="give --wheelhouse DIR or wheelhouse: in the recipe")
+    if settings.wheelhouse and not settings.wheelhouse.is_dir():
+        raise UsageError(f"wheelhouse {settings.wheelhouse} is not a folder")
+    if settings.offline and settings.wheelhouse:
+        wanted = [*spec.packages, *spec.build_packages]
+        lacking = missing(wanted, settings.wheelhouse, spec.python)
+        if lacking:
+            raise UsageError(
+                f"the wheelhouse {settings.wheelhouse} lacks {len(lacking)} package(s) for Python {spec.python}",
+                details=lacking,
+                hint="add them, e.g. pip download --only-binary=:all: --python-version "
+                f"{spec.python} --dest {settings.wheelhouse} NAME",
+            )
+    return settings
+
+
 def check_host_gpus(spec: ResolvedSpec, host: HostGpus) -> None:
     """Preflight: refuse before a long build when this host's GPUs cannot run the image."""
     if not spec.is_gpu or not host.present:
@@ -239,6 +263,7 @@ def build(
         spec = resolve(recipe)
     if lock:
         lock.check_spec(spec)  # the recipe must be the one that was locked
+    settings = with_wheelhouse(settings, recipe, spec)
     gpu_checked = run_smoke and (gpu_mode or spec.smoke_gpu) != "off"
     host = detect_host(engine) if gpu_checked and spec.is_gpu else None
     if host and not spec.framework_from_base:
@@ -258,7 +283,7 @@ def build(
     for line in settings.describe():
         say(f"build setting: {line}")
     pins = lock.pins() if lock else None
-    dockerfile = render(spec, pins)  # the content tag needs only the text; the context comes later
+    dockerfile = render(spec, pins, settings)  # the content tag needs only the text; the context comes later
     tag = content_tag(spec, dockerfile, base.image_id)
     found = find_existing(engine, spec, tag, say) if reuse else None
     if found:  # build avoidance: the same spec, Dockerfile and base were built before

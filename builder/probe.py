@@ -79,6 +79,7 @@ def cuda_library_majors() -> dict[str, Any]:
     patterns += [f"{d}/*.so*" for d in LIB_DIRS]
     found: dict[str, set[str]] = {}
     cudnn: set[str] = set()
+    copies: dict[str, set[str]] = {}  # library name -> real files (a symlink is not a copy)
     for pattern in patterns:
         for path in glob.glob(pattern, recursive=True):
             name = os.path.basename(path)
@@ -90,11 +91,23 @@ def cuda_library_majors() -> dict[str, Any]:
                 found.setdefault(major, set()).add(path)
             elif lib.startswith("libcudnn"):
                 cudnn.add(major)
+            if lib in CUDA_LIBS or lib.startswith(("libcudnn", "libcufft", "libcusparse", "libcusolver", "libcurand", "libnccl")):
+                copies.setdefault(f"{lib}.so.{major}", set()).add(os.path.realpath(path))
+    duplicates = {k: sorted(v) for k, v in sorted(copies.items()) if len(v) > 1}
     return {
         "cuda_majors": sorted(found),
         "files": {k: sorted(v)[:20] for k, v in sorted(found.items())},
         "cudnn_majors": sorted(cudnn),
+        "duplicates": duplicates,
+        "duplicate_bytes": sum(os.path.getsize(p) for v in duplicates.values() for p in v[1:]),
     }
+
+
+def compilers() -> list[str]:
+    """CUDA compilers left in the image (a runtime image should have none)."""
+    found = [p for p in ("/usr/local/cuda/bin/nvcc",) if os.path.exists(p)]
+    found += glob.glob("/usr/local/cuda-*/bin/nvcc")
+    return sorted(set(found))
 
 
 def driver_version() -> str | None:
@@ -419,6 +432,15 @@ def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
         r.check("cuda.libraries", status, f"CUDA libraries of several majors in the image ({where})")
     elif majors:
         r.check("cuda.libraries", "passed", f"CUDA libraries all of major {majors[0]}")
+    if libs["duplicates"]:
+        # NVIDIA's CUDA bases carry the libraries that framework wheels bring again: reported
+        # with their size, since for some frameworks (PyTorch's wheels) it is unavoidable
+        names = ", ".join(list(libs["duplicates"])[:6])
+        r.check("cuda.duplicates", "warning", f"{len(libs['duplicates'])} CUDA libraries twice ({names}): {libs['duplicate_bytes'] / 1e6:.0f} MB")
+    nvcc = compilers()
+    if nvcc:
+        status = "warning" if spec.get("framework_from_base") else "failed"
+        r.check("runtime.compiler", status, f"CUDA compiler in the image: {', '.join(nvcc)}")
     if any(c["name"].startswith("gpu.") for c in r.checks):
         failed = [c for c in r.checks if c["name"].startswith("gpu.") and c["status"] == "failed"]
         r.facts["gpu"]["status"] = "failed" if failed else "passed"

@@ -53,8 +53,9 @@ MAX_TEXT = 4096
 TOP_KEYS = (
     "schema", "name", "framework", "framework_version", "python", "cuda", "base_image",
     "framework_from_base", "packages", "system_packages", "env", "files", "workdir", "user",
-    "smoke", "image", "gpu", "matrix",
+    "smoke", "image", "gpu", "matrix", "variant", "build_packages", "wheelhouse",
 )  # fmt: skip
+VARIANTS = ("runtime", "cuda-runtime", "devel")
 REQUIRED_KEYS = ("name", "framework")
 MATRIX_AXES = ("python", "cuda", "framework_version")  # the recipe keys a matrix: may vary
 
@@ -113,6 +114,9 @@ class Recipe:
     image: ImageSpec = field(default_factory=ImageSpec)
     gpu: GpuFleet = field(default_factory=GpuFleet)
     matrix: RecipeMatrix | None = None  # expanded into variants by builder.fanout
+    variant: str = "runtime"  # the image's shape: runtime | cuda-runtime | devel
+    build_packages: tuple[str, ...] = ()  # devel: compiled from source against CUDA, as wheels
+    wheelhouse: str | None = None  # a folder of wheels, relative to the recipe's folder
 
     @property
     def folder(self) -> Path:
@@ -281,6 +285,10 @@ class _Validator:
         if from_base and not doc.get("base_image"):
             self.fail("framework_from_base", "needs base_image: the image that carries the framework")
 
+        if doc.get("build_packages") and doc.get("variant") != "devel":
+            self.fail("build_packages", 'needs variant: devel (they are compiled against CUDA there)')
+        if doc.get("variant") == "devel" and not doc.get("build_packages"):
+            self.fail("variant", "devel compiles build_packages; list them (or use variant: cuda-runtime)")
         recipe = Recipe(
             name=name or "invalid",
             framework=framework,
@@ -290,7 +298,7 @@ class _Validator:
             cuda=cuda,
             base_image=base_image,
             framework_from_base=from_base,
-            packages=self.packages(doc.get("packages"), framework),
+            packages=self.packages(doc.get("packages")),
             system_packages=self.system_packages(doc.get("system_packages")),
             env=self.env(doc.get("env")),
             files=self.files(doc.get("files")),
@@ -303,6 +311,9 @@ class _Validator:
             image=self.image(doc.get("image")),
             gpu=self.gpu(doc.get("gpu")),
             matrix=self.matrix(doc.get("matrix"), doc),
+            variant=self.choice(doc.get("variant"), "variant", ("variant",), VARIANTS),
+            build_packages=self.packages(doc.get("build_packages"), "build_packages"),
+            wheelhouse=self.wheelhouse(doc.get("wheelhouse")),
         )  # fmt: skip
         return recipe
 
@@ -342,11 +353,11 @@ class _Validator:
         self.fail("cuda", f'{text!r} is not allowed; expected major.minor such as "12.4", or "cpu"')
         return None
 
-    def packages(self, value: Any, framework: str) -> tuple[str, ...]:
+    def packages(self, value: Any, key: str = "packages") -> tuple[str, ...]:
         out: list[str] = []
-        for i, item in enumerate(self.items(value, "packages")):
-            where = f"packages[{i}]"
-            text = self.text(item, where, ("packages", i), allowed="a PEP 508 requirement")
+        for i, item in enumerate(self.items(value, key)):
+            where = f"{key}[{i}]"
+            text = self.text(item, where, (key, i), allowed="a PEP 508 requirement")
             if text is None:
                 continue
             # pip splits requirements files with str.splitlines() (\x0b, \x85, \u2028 ... too)
@@ -450,6 +461,22 @@ class _Validator:
                     self.fail(where, f"{sub} links outside the recipe's folder")
                     return False
         return True
+
+    def wheelhouse(self, value: Any) -> str | None:
+        text = self.text(
+            value, "wheelhouse", ("wheelhouse",), pattern=SAFE_REL_PATH_RE,
+            allowed="a folder of wheels, relative to the recipe's folder",
+        )  # fmt: skip
+        if text is None:
+            return None
+        if ".." in text.split("/") or not self.file_inside(text, "wheelhouse"):
+            if ".." in text.split("/"):
+                self.fail("wheelhouse", "may not contain '..'")
+            return None
+        if not (self.folder / text).is_dir():
+            self.fail("wheelhouse", f"{text!r} is not a folder")
+            return None
+        return text
 
     def user(self, value: Any) -> str:
         text = self.text(

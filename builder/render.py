@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -63,6 +65,12 @@ class Plan:
     builder_env: str = ""
     compile_command: str = ""
     mlbuild_files: str = MLBUILD_FILES
+    uv_stage: str = ""  # FROM <uv image> AS uv, for standalone Pythons
+    python_setup: tuple[str, ...] = ()  # builder-stage lines that provide Python (uv)
+    wheelhouse_copy: str = ""  # COPY of the wheelhouse into the builder stage only
+    devel_lines: tuple[str, ...] = ()  # the devel stage, compiled extensions as wheels
+    install_built: str = ""  # builder: install the devel stage's wheels
+    runtime_python: str = ""  # final stage: COPY of a standalone Python
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,14 @@ def context_name(index: int, src: str) -> str:
     return f"files/{index}/{Path(src).name}"
 
 
-def plan(spec: ResolvedSpec, pins: Pins | None = None) -> Plan:
+def plan(
+    spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None
+) -> Plan:
     distro = spec.python_from == "distro"
-    apt_runtime = (["python3"] if distro else []) + list(spec.system_packages)
+    apt_runtime = ([f"python{spec.python}"] if distro else []) + list(spec.system_packages)
     builder_apt = ""
     if distro:
-        builder_apt = _apt(["python3", "python3-venv", "ca-certificates"])
+        builder_apt = _apt([f"python{spec.python}", f"python{spec.python}-venv", "ca-certificates"])
     runtime_apt = _apt(sorted(set(apt_runtime)) + ["ca-certificates"]) if apt_runtime else ""
     create_user = ""
     if spec.uid != 0:
@@ -135,9 +145,7 @@ def plan(spec: ResolvedSpec, pins: Pins | None = None) -> Plan:
         mlbuild_version=spec.mlbuild_version,
         base_image=spec.base_image,
         venv=VENV,
-        venv_command=exec_form(
-            [spec.python_bin, "-m", "venv", *([] if needs_pip(spec) else ["--without-pip"]), VENV]
-        ),
+        venv_command=_venv_command(spec),
         base_pth_command=_base_pth(spec),
         builder_apt=builder_apt,
         runtime_apt=runtime_apt,
@@ -154,7 +162,73 @@ def plan(spec: ResolvedSpec, pins: Pins | None = None) -> Plan:
         workdir=spec.workdir or "",
         uid=spec.uid,
     )
+    p = _shapes(p, spec, settings or BuildSettings())
     return _locked(p, spec, pins) if pins else p
+
+
+def _venv_command(spec: ResolvedSpec) -> str:
+    if spec.python_from == "standalone":
+        return exec_form([UV, "venv", *(["--seed"] if needs_pip(spec) else []), "--python", spec.python, VENV])
+    return exec_form([spec.python_bin, "-m", "venv", *([] if needs_pip(spec) else ["--without-pip"]), VENV])
+
+
+UV = "/usr/local/bin/uv"
+STANDALONE = "/opt/python"
+WHEELHOUSE = "/tmp/wheelhouse"
+
+
+def _python_setup(spec: ResolvedSpec, settings: BuildSettings) -> tuple[str, ...]:
+    """A standalone CPython (uv) on CUDA bases whose OS ships another Python."""
+    if spec.python_from != "standalone":
+        return ()
+    env = f"UV_PYTHON_INSTALL_DIR={STANDALONE} UV_PYTHON_PREFERENCE=only-managed"
+    if settings.ca_bundle:
+        env += " SSL_CERT_FILE=/tmp/mlbuild-build/ca.crt"  # builder stage only
+    return (
+        f"COPY --from=uv /uv {UV}",
+        f"ENV {env}",
+        "RUN " + exec_form([UV, "python", "install", spec.python]),
+    )
+
+
+def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings) -> Plan:
+    """What the image's shape and the site's wheelhouse add to the two basic stages."""
+    setup = _python_setup(spec, settings)
+    wheelhouse = f"COPY wheelhouse/ {WHEELHOUSE}/" if settings.wheelhouse else ""
+    devel: tuple[str, ...] = ()
+    install_built = ""
+    if spec.shape == "devel" and spec.devel_image:
+        pip = f"{VENV}/bin/pip"
+        apt = _apt([f"python{spec.python}", f"python{spec.python}-venv", f"python{spec.python}-dev", "ca-certificates"]) if spec.python_from == "distro" else ""
+        devel = (
+            f"FROM {spec.devel_image} AS devel",
+            "ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8",
+            *([f"RUN {apt}"] if apt else []),
+            "COPY build-settings/ /tmp/mlbuild-build/",
+            "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
+            *setup,
+            *([wheelhouse] if wheelhouse else []),
+            f"RUN {p.venv_command}",
+            *([f"COPY {p.framework_files} /tmp/mlbuild/", f"RUN {p.install_framework}"] if p.install_framework else []),
+            # extensions build against the installed framework (no isolation), with these tools
+            "RUN " + exec_form([pip, "install", "setuptools", "wheel", "ninja", "packaging"]),
+            # kernels for exactly the resolved architectures, not every one nvcc knows
+            f"ENV TORCH_CUDA_ARCH_LIST={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4",
+            "COPY mlbuild/build-packages.txt /tmp/mlbuild/",
+            "RUN " + exec_form([pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "/tmp/wheels", "-r", "/tmp/mlbuild/build-packages.txt"]),
+        )  # fmt: skip
+        install_built = exec_form(
+            [pip, "install", "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/build-packages.txt"]
+        )  # fmt: skip
+    return dataclasses.replace(
+        p,
+        uv_stage=f"FROM {spec.uv_image} AS uv" if spec.python_from == "standalone" and spec.uv_image else "",
+        python_setup=setup,
+        wheelhouse_copy=wheelhouse,
+        devel_lines=devel,
+        install_built=install_built,
+        runtime_python=f"COPY --from=builder {STANDALONE} {STANDALONE}" if setup else "",
+    )
 
 
 def _locked(p: Plan, spec: ResolvedSpec, pins: Pins) -> Plan:
@@ -231,9 +305,11 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(spec: ResolvedSpec, pins: Pins | None = None) -> str:
-    """The Dockerfile text; the same spec (and lock) always gives the same bytes."""
-    p = plan(spec, pins)
+def render(
+    spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None
+) -> str:
+    """The Dockerfile text; the same spec (and lock, and site settings) always gives the same bytes."""
+    p = plan(spec, pins, settings)
     text = _environment().get_template(TEMPLATE).render(p=p)
     if "\x00" in text:
         raise ValueError("rendered Dockerfile contains a NUL")
@@ -245,11 +321,15 @@ def write_context(
     pins: Pins | None = None,
 ) -> str:
     """Fill `folder` with exactly what the build needs; returns the Dockerfile text."""
-    dockerfile = render(spec, pins)
+    dockerfile = render(spec, pins, settings)
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
     ml.mkdir()
-    _write_requirements(spec, ml)
+    _write_requirements(spec, ml, settings)
+    if spec.build_packages:
+        (ml / "build-packages.txt").write_text("\n".join(spec.build_packages) + "\n")
+    if settings.wheelhouse:
+        _copy_wheels(spec, settings, folder / "wheelhouse")
     (ml / "probe.py").write_text(probe_source())
     (ml / "spec.json").write_text(spec.to_json() + "\n")
     (ml / "imagesetup.py").write_text((Path(__file__).resolve().parent / "imagesetup.py").read_text())
@@ -266,12 +346,39 @@ def write_context(
     return dockerfile
 
 
-def _write_requirements(spec: ResolvedSpec, ml: Path) -> None:
+def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -> None:
+    """The pip steps' files. A wheelhouse adds --find-links (and --no-index offline); the
+    framework's variant index is used only when the wheelhouse does not carry the framework."""
     pinned = list(spec.packages[: 1 + len(spec.companions)]) if spec.framework_requirement else []
-    framework_lines = ([f"--index-url {spec.index_url}"] if spec.index_url else []) + pinned
-    (ml / "requirements-framework.txt").write_text("\n".join(framework_lines) + "\n")
+    links = [f"--find-links {WHEELHOUSE}"] if settings.wheelhouse else []
+    if settings.offline:
+        links.insert(0, "--no-index")
+    index = settings.variant_index(spec.variant, spec.index_url)
+    if index and not settings.offline and not (settings.wheelhouse and _wheelhouse_has(settings.wheelhouse, pinned[:1], spec.python)):
+        links.append(f"--index-url {index}")
+    (ml / "requirements-framework.txt").write_text("\n".join(links + pinned) + "\n")
     (ml / "constraints.txt").write_text("\n".join(_constraints(spec)) + "\n")
-    (ml / "requirements.txt").write_text("\n".join(spec.requirements) + "\n")
+    others = [line for line in links if not line.startswith("--index-url")]
+    (ml / "requirements.txt").write_text("\n".join(others + list(spec.requirements)) + "\n")
+
+
+def _wheelhouse_has(folder: Path, requirements: list[str], python: str) -> bool:
+    from builder.wheelhouse import missing
+
+    return bool(requirements) and not missing(requirements, folder, python, deps=False)
+
+
+def _copy_wheels(spec: ResolvedSpec, settings: BuildSettings, target: Path) -> None:
+    """Only the wheels the build can use go into the context (hard links where possible)."""
+    from builder.wheelhouse import usable
+
+    target.mkdir()
+    assert settings.wheelhouse
+    for wheel in usable(settings.wheelhouse, spec.python):
+        try:
+            os.link(wheel, target / wheel.name)
+        except OSError:
+            shutil.copyfile(wheel, target / wheel.name)
 
 
 def _constraints(spec: ResolvedSpec) -> list[str]:
@@ -286,8 +393,6 @@ def _constraints(spec: ResolvedSpec) -> list[str]:
 
 
 def _copy(source: Path, target: Path) -> None:
-    import shutil
-
     if source.is_dir():
         shutil.copytree(source, target, symlinks=False)
     else:

@@ -96,18 +96,8 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         )
     companions, requirements = _split_companions(recipe, fw, rel, variant, index_url)
     _check_other_frameworks(requirements, variant, fw, m)
-    base = m.python_bases.get(python)
-    if base is None:
-        raise ResolveError(f"no base image is known for Python {python}")
-    base_image = recipe.base_image or base.image
-    reasons.append(
-        f"base: {base_image} "
-        + (
-            "(recipe's base_image)"
-            if recipe.base_image
-            else f"(default slim base for Python {python})"
-        )
-    )
+    cuda = (recipe.cuda if variant.cuda_match == "major" and recipe.cuda else variant.cuda) or "cpu"
+    base = _base_for(recipe, python, cuda, m, reasons)
     min_driver = m.min_driver_for(variant.cuda) if variant.cuda else None
     if variant.cuda and min_driver:
         full = m.full_driver_for(variant.cuda)
@@ -122,8 +112,7 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         distribution=fw.distribution,
         import_name=fw.import_name,
         python=python,
-        cuda=(recipe.cuda if variant.cuda_match == "major" and recipe.cuda else variant.cuda)
-        or "cpu",
+        cuda=cuda,
         cudnn=variant.cudnn,
         cuda_match=variant.cuda_match,
         variant=variant.name,
@@ -131,15 +120,79 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         index_url=index_url,
         companions=companions,
         requirements=requirements,
-        base_image=base_image,
+        base_image=base.image,
         base_os=base.os,
         base_suite=base.suite,
         python_from=base.python_from,
         python_bin=base.python_bin,
         min_driver=min_driver,
         archs=variant.archs,
+        shape=recipe.variant,
+        devel_image=base.devel_image,
+        build_packages=recipe.build_packages,
+        cuda_arch_list=cuda_arch_list(variant.archs) if recipe.variant == "devel" else "",
+        uv_image=m.uv_image if base.python_from == "standalone" else None,
         **_common(recipe, m, tuple(reasons)),
     )
+
+
+@dataclass(frozen=True)
+class _Base:
+    image: str
+    os: str
+    suite: str | None
+    python_from: str  # distro | image | standalone
+    python_bin: str
+    devel_image: str | None = None
+
+
+def _base_for(recipe: Recipe, python: str, cuda: str, m: Matrix, reasons: list[str]) -> _Base:
+    """The base of the image's shape, and how Python gets there.
+
+    runtime: a slim OS base with Python; CUDA comes from the framework's wheels.
+    cuda-runtime / devel: NVIDIA's CUDA base of the resolved CUDA release; Python from the OS
+    when it ships the requested version, else a standalone CPython installed with uv.
+    """
+    if recipe.variant == "runtime":
+        pb = m.python_bases.get(python)
+        if pb is None:
+            raise ResolveError(f"no base image is known for Python {python}")
+        image = recipe.base_image or pb.image
+        why = "recipe's base_image" if recipe.base_image else f"default slim base for Python {python}"
+        reasons.append(f"base: {image} ({why})")
+        return _Base(image, pb.os, pb.suite, pb.python_from, pb.python_bin)
+    if cuda == "cpu":
+        raise ResolveError(
+            f"variant: {recipe.variant} is for CUDA builds; this recipe resolves to a CPU build",
+            hint='use variant: runtime (the default), or ask for a cuda: version',
+        )
+    cb = m.cuda_bases.get(cuda)
+    if cb is None:
+        have = ", ".join(sorted(m.cuda_bases, key=version_key))
+        raise ResolveError(
+            f"no NVIDIA CUDA base image is known for CUDA {cuda}",
+            details=[f"CUDA bases known: {have}"],
+            hint=f"use cuda: one of those with variant: {recipe.variant}, or variant: runtime",
+        )
+    image = recipe.base_image or cb.runtime
+    reasons.append(f"base: {image} (NVIDIA CUDA {cb.full} cuDNN {cb.cudnn or '-'} runtime, {cb.os})")
+    if recipe.variant == "devel":
+        reasons.append(f"devel stage: {cb.devel} (nvcc; compiled wheels are copied, the compiler is not)")
+    if m.os_python.get(cb.os) == python:
+        reasons.append(f"python {python}: {cb.os}'s own python3")
+        return _Base(image, cb.os, None, "distro", f"/usr/bin/python{python}", cb.devel)
+    reasons.append(f"python {python}: {cb.os} ships {m.os_python.get(cb.os, '?')}, so a standalone CPython from uv")
+    # uv makes the venv itself (its Python's folder name carries the patch release)
+    return _Base(image, cb.os, None, "standalone", "/usr/local/bin/uv", cb.devel)
+
+
+def cuda_arch_list(archs: tuple[str, ...]) -> str:
+    """sm_80, sm_90 -> "8.0;9.0" (TORCH_CUDA_ARCH_LIST's form), for compiling extensions."""
+    out = []
+    for a in archs:
+        digits = a.removeprefix("sm_").rstrip("abcdefghijklmnopqrstuvwxyz")
+        out.append(f"{digits[:-1]}.{digits[-1]}")
+    return ";".join(out)
 
 
 def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...]) -> dict[str, Any]:

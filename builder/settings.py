@@ -40,6 +40,8 @@ class BuildSettings:
     trusted_hosts: tuple[str, ...] = ()
     proxies: tuple[tuple[str, str], ...] = ()
     variant_indexes: tuple[tuple[str, str], ...] = ()  # mirrors of framework variant indexes
+    wheelhouse: Path | None = None  # a folder of wheels for the builder stage (never the image)
+    offline: bool = False  # every Python package from the wheelhouse (pip --no-index)
     sources: tuple[str, ...] = field(default=(), compare=False)  # where each setting came from
 
     def secrets(self) -> list[str]:
@@ -96,6 +98,8 @@ def load_settings(
     extra_index_urls: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
     config_path: str | None = None,
+    wheelhouse: Path | None = None,
+    offline: bool = False,
 ) -> BuildSettings:
     """Options win over the environment, which wins over the site config file."""
     environ = os.environ if env is None else env
@@ -141,6 +145,8 @@ def load_settings(
         trusted_hosts=trusted,
         proxies=proxies,
         variant_indexes=variant_indexes,
+        wheelhouse=Path(wheelhouse) if wheelhouse else None,
+        offline=offline,
         sources=tuple(sources),
     )
 

@@ -34,7 +34,7 @@ class ResolvedSpec:
     requirements: tuple[str, ...]  # the recipe's own packages, as written (PEP 508)
     base_image: str
     base_os: str
-    python_from: str  # distro | image
+    python_from: str  # distro | image | standalone (a CPython installed with uv)
     python_bin: str
     min_driver: str | None
     archs: tuple[str, ...]
@@ -51,6 +51,11 @@ class ResolvedSpec:
     framework_from_base: bool = False
     base_suite: str | None = None
     base_site_packages: tuple[str, ...] = ()  # framework_from_base: the base's package folders
+    shape: str = "runtime"  # runtime | cuda-runtime | devel (the recipe's `variant:`)
+    devel_image: str | None = None  # devel: the stage with nvcc that compiles build_packages
+    build_packages: tuple[str, ...] = ()
+    cuda_arch_list: str = ""  # devel: TORCH_CUDA_ARCH_LIST for the compiled extensions
+    uv_image: str | None = None  # python_from standalone: where uv comes from
     reasons: tuple[str, ...] = ()
     matrix_version: str = ""
     mlbuild_version: str = ""

@@ -57,8 +57,14 @@ def scan(folder: Path) -> list[Wheel]:
     return wheels
 
 
-def missing(requirements: list[str], folder: Path, python: str) -> list[str]:
-    """Requirements (and dependencies) the wheelhouse cannot satisfy for this Python."""
+def usable(folder: Path, python: str) -> list[Path]:
+    """The wheels of `folder` that an image with this CPython on Linux can install."""
+    accepted = target_tags(python)
+    return [w.path for w in scan(folder) if w.tags & accepted]
+
+
+def missing(requirements: list[str], folder: Path, python: str, deps: bool = True) -> list[str]:
+    """Requirements (and, with deps, their dependencies) the wheelhouse cannot satisfy."""
     accepted = target_tags(python)
     wheels = [w for w in scan(folder) if w.tags & accepted]
     env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
@@ -84,7 +90,7 @@ def missing(requirements: list[str], folder: Path, python: str) -> list[str]:
             lacking.append(shown + (f" (needed by {via})" if via else ""))
             continue
         best = max(found, key=lambda w: w.version)
-        for dep in best.requires:
+        for dep in best.requires if deps else ():
             extras = req.extras or {""}
             if dep.marker and not any(dep.marker.evaluate({**env, "extra": e}) for e in extras):
                 continue

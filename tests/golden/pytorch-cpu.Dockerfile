@@ -1,4 +1,4 @@
-# Rendered by mlbuild 0.1.0 for recipe "pytorch-cpu": pytorch 2.15.0, Python 3.11, CPU.
+# Rendered by mlbuild 0.1.0 for recipe "pytorch-cpu": pytorch 2.13.0, Python 3.11, CPU.
 # Do not edit by hand: change the recipe and run `mlbuild render` again.
 # Classic-builder compatible (no BuildKit-only syntax), so any Docker engine builds it.
 # mlbuild's own steps are exec-form RUN ["python", ...]: they need no shell in the base.
@@ -6,7 +6,7 @@
 # ---- builder: everything that needs the network, the CA bundle or build tools -----------------
 FROM debian:bookworm-slim AS builder
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 # Build-only settings (CA bundle, pip index): this stage only, never copied into the image.
 COPY build-settings/ /tmp/mlbuild-build/
 ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -21,14 +21,14 @@ RUN ["/opt/venv/bin/pip", "install", "-c", "/tmp/mlbuild/constraints.txt", "-r",
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM debian:bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
-RUN apt-get update && apt-get install -y --no-install-recommends python3 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 COPY --from=builder /opt/venv /opt/venv
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
-LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"companions\":[],\"cuda\":\"cpu\",\"cuda_match\":\"exact\",\"cudnn\":null,\"distribution\":\"torch\",\"env\":[],\"files\":[],\"framework\":\"pytorch\",\"framework_from_base\":false,\"framework_requirement\":\"torch==2.15.0+cpu\",\"framework_version\":\"2.15.0\",\"import_name\":\"torch\",\"index_url\":\"https://download.pytorch.org/whl/cpu\",\"matrix_version\":\"a4c417c440cd\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"pytorch-cpu\",\"packages\":[\"torch==2.15.0+cpu\",\"numpy<3\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"pytorch 2.15.0: newest release of all\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"index: cpu builds come from https://download.pytorch.org/whl/cpu\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/pytorch-cpu\",\"requirements\":[\"numpy<3\"],\"schema\":1,\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"variant\":\"cpu\",\"workdir\":null}"
-LABEL "org.opencontainers.image.description"="pytorch 2.15.0, Python 3.11, CPU"
+LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"cpu\",\"cuda_arch_list\":\"\",\"cuda_match\":\"exact\",\"cudnn\":null,\"devel_image\":null,\"distribution\":\"torch\",\"env\":[],\"files\":[],\"framework\":\"pytorch\",\"framework_from_base\":false,\"framework_requirement\":\"torch==2.13.0+cpu\",\"framework_version\":\"2.13.0\",\"import_name\":\"torch\",\"index_url\":\"https://download.pytorch.org/whl/cpu\",\"matrix_version\":\"5fbcbe71362e\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"pytorch-cpu\",\"packages\":[\"torch==2.13.0+cpu\",\"numpy<3\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"pytorch 2.13.0: newest release matching '2.13'\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"index: cpu builds come from https://download.pytorch.org/whl/cpu\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/pytorch-cpu\",\"requirements\":[\"numpy<3\"],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cpu\",\"workdir\":null}"
+LABEL "org.opencontainers.image.description"="pytorch 2.13.0, Python 3.11, CPU"
 LABEL "org.opencontainers.image.title"="pytorch-cpu"
-LABEL "org.opencontainers.image.version"="pytorch2.15.0-py3.11-cpu"
+LABEL "org.opencontainers.image.version"="pytorch2.13.0-py3.11-cpu"
 USER 10001
 CMD ["python"]

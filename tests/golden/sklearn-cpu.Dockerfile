@@ -6,7 +6,7 @@
 # ---- builder: everything that needs the network, the CA bundle or build tools -----------------
 FROM debian:bookworm-slim AS builder
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 # Build-only settings (CA bundle, pip index): this stage only, never copied into the image.
 COPY build-settings/ /tmp/mlbuild-build/
 ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -21,14 +21,14 @@ RUN ["/opt/venv/bin/pip", "install", "-c", "/tmp/mlbuild/constraints.txt", "-r",
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM debian:bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
-RUN apt-get update && apt-get install -y --no-install-recommends python3 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 COPY --from=builder /opt/venv /opt/venv
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild", "/workspace"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
 ENV OMP_NUM_THREADS="1"
 WORKDIR /workspace
-LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"companions\":[],\"cuda\":\"cpu\",\"cuda_match\":\"exact\",\"cudnn\":null,\"distribution\":\"scikit-learn\",\"env\":[[\"OMP_NUM_THREADS\",\"1\"]],\"files\":[],\"framework\":\"sklearn\",\"framework_from_base\":false,\"framework_requirement\":\"scikit-learn==1.5.2\",\"framework_version\":\"1.5.2\",\"import_name\":\"sklearn\",\"index_url\":null,\"matrix_version\":\"a4c417c440cd\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"sklearn-cpu\",\"packages\":[\"scikit-learn==1.5.2\",\"pandas==2.2.3\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"sklearn 1.5.2: newest release matching '1.5'\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/sklearn-cpu\",\"requirements\":[\"pandas==2.2.3\"],\"schema\":1,\"smoke_gpu\":\"auto\",\"smoke_run\":[\"python -c 'import pandas, sklearn; print(pandas.__version__, sklearn.__version__)'\"],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"variant\":\"cpu\",\"workdir\":\"/workspace\"}"
+LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"cpu\",\"cuda_arch_list\":\"\",\"cuda_match\":\"exact\",\"cudnn\":null,\"devel_image\":null,\"distribution\":\"scikit-learn\",\"env\":[[\"OMP_NUM_THREADS\",\"1\"]],\"files\":[],\"framework\":\"sklearn\",\"framework_from_base\":false,\"framework_requirement\":\"scikit-learn==1.5.2\",\"framework_version\":\"1.5.2\",\"import_name\":\"sklearn\",\"index_url\":null,\"matrix_version\":\"5fbcbe71362e\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"sklearn-cpu\",\"packages\":[\"scikit-learn==1.5.2\",\"pandas==2.2.3\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"sklearn 1.5.2: newest release matching '1.5'\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/sklearn-cpu\",\"requirements\":[\"pandas==2.2.3\"],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[\"python -c 'import pandas, sklearn; print(pandas.__version__, sklearn.__version__)'\"],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cpu\",\"workdir\":\"/workspace\"}"
 LABEL "org.opencontainers.image.description"="sklearn 1.5.2, Python 3.11, CPU"
 LABEL "org.opencontainers.image.title"="sklearn-cpu"
 LABEL "org.opencontainers.image.version"="sklearn1.5.2-py3.11-cpu"

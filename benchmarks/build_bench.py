@@ -79,13 +79,9 @@ def sh(
     cwd: Path = ROOT,
     input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        cmd, capture_output=True, text=True, env=env or ENV, cwd=cwd, input=input_text
-    )
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env or ENV, cwd=cwd, input=input_text)
     if check and r.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd)} failed ({r.returncode}):\n{(r.stderr or r.stdout)[-3000:]}"
-        )
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{(r.stderr or r.stdout)[-3000:]}")
     return r
 
 
@@ -135,8 +131,7 @@ def make_run_base(given: str, run_id: str) -> Run:
         # a suite when a build's base cannot be pulled, and other users' builds on this engine
         # must never pick this run's images (which all inherit the label) as their base.
         (Path(tmp) / "Dockerfile").write_text(
-            f"FROM {given}\n"
-            f'LABEL org.mlbuild.bench.run={run_id} org.mlbuild.base.suite="none (benchmark)"\n'
+            f'FROM {given}\nLABEL org.mlbuild.bench.run={run_id} org.mlbuild.base.suite="none (benchmark)"\n'
         )
         sh(["docker", "build", "-q", "-t", run.base, tmp])
     run.base_id = sh(["docker", "image", "inspect", "--format", "{{.Id}}", run.base]).stdout.strip()
@@ -162,13 +157,9 @@ def cleanup(run: Run) -> int:
 
     mine = [i for i in parent if i != run.base_id and descends(i)]
     ours = (f"{run.repo_prefix}/", f"mlbuild-bench/base:{run.run_id}")
-    foreign = {
-        i: [t for t in tags[i] if not t.startswith(ours) and run.run_id not in t] for i in mine
-    }
+    foreign = {i: [t for t in tags[i] if not t.startswith(ours) and run.run_id not in t] for i in mine}
     # A failed step's stopped container outlives the build and holds its image.
-    containers = sh(
-        ["docker", "ps", "-aq", "--no-trunc", "--filter", "status=exited"]
-    ).stdout.split()
+    containers = sh(["docker", "ps", "-aq", "--no-trunc", "--filter", "status=exited"]).stdout.split()
     if containers:
         for c in json.loads(sh(["docker", "container", "inspect", *containers]).stdout):
             if c.get("Image") in mine and not foreign[c["Image"]]:
@@ -194,20 +185,14 @@ def _depth(image: str, parent: dict[str, str]) -> int:
     return n
 
 
-def bench_recipe(
-    src: Path, run: Run, folder: Path, change: str | None = None, suffix: str = ""
-) -> Path:
+def bench_recipe(src: Path, run: Run, folder: Path, change: str | None = None, suffix: str = "") -> Path:
     """A copy of the recipe whose images go to mlbuild-bench/...; `change` replaces the pin of
     one package (name==version) or adds it."""
     doc = yaml.safe_load(src.read_text())
     doc["image"] = {"repository": f"{run.repo_prefix}/{doc['name']}"}
     if change:
         name = change.split("==")[0].lower()
-        pkgs = [
-            p
-            for p in doc.get("packages") or []
-            if p.split("=")[0].split("<")[0].split(">")[0].lower() != name
-        ]
+        pkgs = [p for p in doc.get("packages") or [] if p.split("=")[0].split("<")[0].split(">")[0].lower() != name]
         doc["packages"] = [*pkgs, change]
     path = folder / f"{src.stem}{suffix}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -294,9 +279,7 @@ def payload(image: str, base: str) -> dict[str, int]:
 def section_cold(run: Run, recipe: Path, work: Path) -> dict[str, Any]:
     ml = mlbuild_cmd()
     log(f"cold mlbuild build of {recipe.name} (no smoke test, as the plain builds have none)")
-    seconds, r = timed(
-        [*ml, "build", str(recipe), "--base-image", run.base, "--no-smoke", "--json"]
-    )
+    seconds, r = timed([*ml, "build", str(recipe), "--base-image", run.base, "--no-smoke", "--json"])
     built = json.loads(r.stdout)
     log(f"  {seconds:.1f} s, {built['size_bytes'] / 1e6:.1f} MB")
     image = built["image_id"]
@@ -326,9 +309,7 @@ def section_cold(run: Run, recipe: Path, work: Path) -> dict[str, Any]:
     return out
 
 
-def section_floor(
-    spec_recipe: Path, run: Run, work: Path, cold: dict[str, Any] | None
-) -> dict[str, Any]:
+def section_floor(spec_recipe: Path, run: Run, work: Path, cold: dict[str, Any] | None) -> dict[str, Any]:
     """pip into a fresh venv on the host: the same two installs as the image, same settings."""
     from builder.settings import load_settings
 
@@ -402,9 +383,7 @@ def section_rebuild(
     noop_ml, noop_dk = statistics.median(ml_s), statistics.median(dk_s)
     log(f"one-package-changed rebuild: {changes[0]} (mlbuild) / {changes[1]} (docker build)")
     changed = bench_recipe(src, run, work, changes[0], "-changed")
-    changed_s, r = timed(
-        [*ml, "build", str(changed), "--base-image", run.base, "--no-smoke", "--json"]
-    )
+    changed_s, r = timed([*ml, "build", str(changed), "--base-image", run.base, "--no-smoke", "--json"])
     changed_image = json.loads(r.stdout)
     other = bench_recipe(src, run, work, changes[1], "-changed-docker")
     rendered_context(other, run.base, work / "ctx-changed-docker")
@@ -455,9 +434,7 @@ def section_share(run: Run, original: str, changed: str, work: Path) -> dict[str
             seen: dict[str, set[str]] = {}
             totals: dict[str, int] = {}
 
-            def on_progress(
-                ev: Any, seen: dict[str, set[str]] = seen, totals: dict[str, int] = totals
-            ) -> None:
+            def on_progress(ev: Any, seen: dict[str, set[str]] = seen, totals: dict[str, int] = totals) -> None:
                 seen.setdefault(ev.layer, set()).add(ev.status)
                 if ev.total:
                     totals[ev.layer] = max(totals.get(ev.layer, 0), int(ev.total))
@@ -483,13 +460,9 @@ def section_share(run: Run, original: str, changed: str, work: Path) -> dict[str
         out["changed_layers"] = sum(1 for digest, _ in v2 if digest not in v1)
         out["changed_layer_bytes"] = changed_bytes
         out["downloaded_vs_changed"] = ratio(out["v2"]["downloaded_bytes"], changed_bytes)
-        out["downloaded_vs_whole_image"] = ratio(
-            out["v2"]["downloaded_bytes"], out["v2"]["compressed_bytes"]
-        )
+        out["downloaded_vs_whole_image"] = ratio(out["v2"]["downloaded_bytes"], out["v2"]["compressed_bytes"])
         out["changed_layer_sizes"] = [
-            {"created_by": h["CreatedBy"][-90:], "bytes": h["Size"]}
-            for h in history(changed)
-            if h["Size"]
+            {"created_by": h["CreatedBy"][-90:], "bytes": h["Size"]} for h in history(changed) if h["Size"]
         ][:8]
         for name in ("v1", "v2"):
             sh(["docker", "rmi", refs[name][0]], check=False)
@@ -549,9 +522,7 @@ def section_cli(n: int) -> dict[str, Any]:
     return {
         "runs": n,
         "median_ms": {k: round(v * 1000, 1) for k, v in med.items()},
-        "over_bare_ms": {
-            k: round((v - bare) * 1000, 1) for k, v in med.items() if k != "python -c pass"
-        },
+        "over_bare_ms": {k: round((v - bare) * 1000, 1) for k, v in med.items() if k != "python -c pass"},
         "vs_bare": {k: ratio(v, bare) for k, v in med.items() if k != "python -c pass"},
     }
 
@@ -640,10 +611,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         med = c["median_ms"]
         rows.append(
             f"CLI latency (median of {c['runs']}): python -c pass {med['python -c pass']} ms; "
-            + "; ".join(
-                f"{k} {med[k]} ms (+{c['over_bare_ms'][k]} ms, {c['vs_bare'][k]}x)"
-                for k in c["over_bare_ms"]
-            )
+            + "; ".join(f"{k} {med[k]} ms (+{c['over_bare_ms'][k]} ms, {c['vs_bare'][k]}x)" for k in c["over_bare_ms"])
         )
     return rows
 
@@ -705,12 +673,8 @@ def workdir() -> Iterator[Path]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--base-image", default=os.environ.get("MLBUILD_TEST_BASE", "mlbuild-test/debian:bookworm")
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base-image", default=os.environ.get("MLBUILD_TEST_BASE", "mlbuild-test/debian:bookworm"))
     ap.add_argument(
         "--skip",
         action="append",
@@ -738,9 +702,7 @@ def main() -> int:
         metavar="JSON",
         help="only write docs/benchmarks.md from a results file",
     )
-    ap.add_argument(
-        "--keep", action="store_true", help="keep the run's images (for a look afterwards)"
-    )
+    ap.add_argument("--keep", action="store_true", help="keep the run's images (for a look afterwards)")
     args = ap.parse_args()
     if args.docs:
         write_docs(json.loads(args.docs.read_text()), args.docs.resolve())
@@ -756,8 +718,7 @@ def main() -> int:
     }
     if sh(["docker", "image", "inspect", args.base_image], check=False).returncode != 0:
         sys.exit(
-            f"{args.base_image} is not on this engine: "
-            f"mlbuild base bootstrap --suite bookworm --tag {args.base_image}"
+            f"{args.base_image} is not on this engine: mlbuild base bootstrap --suite bookworm --tag {args.base_image}"
         )
     run = make_run_base(args.base_image, secrets.token_hex(4))
     log(f"run {run.run_id}: base {run.base}")
@@ -773,18 +734,12 @@ def main() -> int:
             if "floor" not in args.skip:
                 doc["floor"] = section_floor(recipe, run, work, cold)
             if "rebuild" not in args.skip:
-                doc["rebuild"] = section_rebuild(
-                    run, src, recipe, work, args.runs, tuple(args.change)
-                )
+                doc["rebuild"] = section_rebuild(run, src, recipe, work, args.runs, tuple(args.change))
             if "share" not in args.skip:
                 if "rebuild" in args.skip or not cold:
-                    doc["share"] = {
-                        "skipped": "needs the cold and rebuild sections (their two images)"
-                    }
+                    doc["share"] = {"skipped": "needs the cold and rebuild sections (their two images)"}
                 else:
-                    doc["share"] = section_share(
-                        run, cold["image_id"], doc["rebuild"]["changed_image_id"], work
-                    )
+                    doc["share"] = section_share(run, cold["image_id"], doc["rebuild"]["changed_image_id"], work)
             if "cli" not in args.skip:
                 doc["cli"] = section_cli(args.cli_runs)
     finally:

@@ -37,13 +37,9 @@ def timed(cmd: list[str], runs: int, check_json: bool = False) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "sklearn-cpu.yaml"))
-    ap.add_argument(
-        "--base-image", default=os.environ.get("MLBUILD_TEST_BASE", "mlbuild-test/debian:bookworm")
-    )
+    ap.add_argument("--base-image", default=os.environ.get("MLBUILD_TEST_BASE", "mlbuild-test/debian:bookworm"))
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     mlbuild = [sys.executable, "-m", "builder"]
@@ -75,9 +71,7 @@ def main() -> None:
         ("  of which beyond process start", noop - start),
         ("docker build, same context, warm cache", docker),
     ]
-    print(
-        f"median of {args.runs} runs each, recipe {Path(args.recipe).name}, base {args.base_image}"
-    )
+    print(f"median of {args.runs} runs each, recipe {Path(args.recipe).name}, base {args.base_image}")
     for label, value in rows:
         print(f"  {label:42} {value:7.3f} s")
     print(f"  ratio no-op / docker build                 {noop / docker:7.2f}")

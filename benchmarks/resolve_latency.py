@@ -29,9 +29,7 @@ TARGET_S = 0.2
 
 def _time(cmd: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
-    )
+    subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - start
 
 
@@ -81,10 +79,7 @@ def main() -> int:
         for n, (label, env) in enumerate(modes):
             met = _measure(commands, env, args.n, label)
             ok = ok and (met or n > 0)  # the target is for a normal (cached) install
-    print(
-        f"target: < {TARGET_S * 1000:.0f} ms above the bare interpreter: "
-        + ("met" if ok else "MISSED")
-    )
+    print(f"target: < {TARGET_S * 1000:.0f} ms above the bare interpreter: " + ("met" if ok else "MISSED"))
     if os.environ.get("MLBUILD_BENCH_NO_FAIL"):
         return 0
     return 0 if ok else 1

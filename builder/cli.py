@@ -191,8 +191,8 @@ def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
 @handle_errors
 def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
     """Print the Dockerfile for RECIPE (the same recipe always gives the same bytes)."""
-    from builder.resolve import load_and_resolve
     from builder.render import render as render_spec
+    from builder.resolve import load_and_resolve
 
     _, spec = load_and_resolve(recipe, base_image)
     text = render_spec(spec)
@@ -206,31 +206,109 @@ def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
 
 
 def _settings_options(fn: F) -> F:
-    fn = click.option("--ca-bundle", type=click.Path(dir_okay=False), help="CA bundle for build steps (default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE). Never left in the image.")(fn)
-    fn = click.option("--index-url", metavar="URL", help="pip index for build steps (default: $PIP_INDEX_URL or the site config).")(fn)
-    fn = click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL", help="Extra pip index (repeatable).")(fn)
+    fn = click.option(
+        "--ca-bundle",
+        type=click.Path(dir_okay=False),
+        help="CA bundle for build steps (default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE). "
+        "Never left in the image.",
+    )(fn)
+    fn = click.option(
+        "--index-url",
+        metavar="URL",
+        help="pip index for build steps (default: $PIP_INDEX_URL or the site config).",
+    )(fn)
+    fn = click.option(
+        "--extra-index-url",
+        "extra_index_urls",
+        multiple=True,
+        metavar="URL",
+        help="Extra pip index (repeatable).",
+    )(fn)
     return fn
 
 
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--base-image", metavar="REF", help="Build on this base image instead of the resolved one.")
-@click.option("--tag", "tags", multiple=True, metavar="REF", help="Extra tag, e.g. registry:5000/team/x:v1 (repeatable).")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="REF",
+    help="Extra tag, e.g. registry:5000/team/x:v1 (repeatable).",
+)
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke test (the image still gets its tags).")
-@click.option("--gpu", "gpu_mode", type=click.Choice(["auto", "required", "off"]), help="GPU smoke mode (default: the recipe's smoke.gpu).")
-@click.option("--gpu-access", type=click.Choice(["toolkit", "cdi", "devices"]), help="Force one way of giving the GPU to the container.")
-@click.option("--network", metavar="MODE", help="Network for build steps (e.g. none on hosts without a bridge; default: the engine's).")
+@click.option(
+    "--gpu",
+    "gpu_mode",
+    type=click.Choice(["auto", "required", "off"]),
+    help="GPU smoke mode (default: the recipe's smoke.gpu).",
+)
+@click.option(
+    "--gpu-access",
+    type=click.Choice(["toolkit", "cdi", "devices"]),
+    help="Force one way of giving the GPU to the container.",
+)
+@click.option(
+    "--network",
+    metavar="MODE",
+    help="Network for build steps (e.g. none on hosts without a bridge; default: the engine's).",
+)
 @_settings_options
-@click.option("--push", is_flag=True, help="After a passing smoke test, push every tag, print the registry digest and write the record RECIPE.image.json.")
-@click.option("--registry-ca", type=click.Path(dir_okay=False), metavar="FILE", help="CA of a private registry (for --push).")
+@click.option(
+    "--push",
+    is_flag=True,
+    help="After a passing smoke test, push every tag, print the registry digest and write the record "
+    "RECIPE.image.json.",
+)
+@click.option(
+    "--registry-ca",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="CA of a private registry (for --push).",
+)
 @click.option("--rebuild", is_flag=True, help="Build and smoke-test even when the content tag exists already.")
-@click.option("--locked", is_flag=True, help="Install only what RECIPE's lock (<stem>.lock.json, from `mlbuild lock`) names; identical bytes from the same lock.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=2, show_default=True, help="Variants built at once (RECIPE a folder, or a recipe with matrix:).")
-@click.option("--strict", is_flag=True, help="Fail when a matrix variant cannot be resolved (default: list it, skip it).")
-@click.option("--variant", "variants", multiple=True, metavar="ID", help="Build only this matrix variant, e.g. py3.11-cpu (repeatable).")
-@click.option("--gpu-host", metavar="URL", help="Run only the smoke step on this engine (ssh://user@gpu-box, tcp://host:2376); the image is copied there.")
-@click.option("--wheelhouse", type=click.Path(file_okay=False, exists=True, path_type=Path), help="A folder of wheels pip may use (builder stage only).")
-@click.option("--offline", is_flag=True, help="Every Python package from the wheelhouse (pip --no-index); what it lacks is listed before building.")
+@click.option(
+    "--locked",
+    is_flag=True,
+    help="Install only what RECIPE's lock (<stem>.lock.json, from `mlbuild lock`) names; "
+    "identical bytes from the same lock.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Variants built at once (RECIPE a folder, or a recipe with matrix:).",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail when a matrix variant cannot be resolved (default: list it, skip it).",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    metavar="ID",
+    help="Build only this matrix variant, e.g. py3.11-cpu (repeatable).",
+)
+@click.option(
+    "--gpu-host",
+    metavar="URL",
+    help="Run only the smoke step on this engine (ssh://user@gpu-box, tcp://host:2376); the image is copied there.",
+)
+@click.option(
+    "--wheelhouse",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A folder of wheels pip may use (builder stage only).",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Every Python package from the wheelhouse (pip --no-index); what it lacks is listed before building.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
@@ -305,7 +383,11 @@ def build(
         pushed_lines = push_text.splitlines()
     smoke_line = "not run (up to date)" if result.up_to_date else "skipped"
     if result.smoke:
-        smoke_line = "passed" + (f" (GPU {result.smoke.gpu_status}" + (f": {result.smoke.gpu_reason}" if result.smoke.gpu_reason else "") + ")")
+        smoke_line = "passed" + (
+            f" (GPU {result.smoke.gpu_status}"
+            + (f": {result.smoke.gpu_reason}" if result.smoke.gpu_reason else "")
+            + ")"
+        )
     text = "\n".join([
         f"image   {result.image_id}",
         *[f"tag     {t}" for t in result.tags],
@@ -320,8 +402,19 @@ def build(
 
 @main.command("smoke")
 @click.argument("image")
-@click.option("--gpu", "gpu_mode", type=click.Choice(["auto", "required", "off"]), default="auto", show_default=True, help="auto: test the GPU where one is present; required: fail without one.")
-@click.option("--gpu-access", type=click.Choice(["toolkit", "cdi", "devices"]), help="Force one way of giving the GPU to the container.")
+@click.option(
+    "--gpu",
+    "gpu_mode",
+    type=click.Choice(["auto", "required", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: test the GPU where one is present; required: fail without one.",
+)
+@click.option(
+    "--gpu-access",
+    type=click.Choice(["toolkit", "cdi", "devices"]),
+    help="Force one way of giving the GPU to the container.",
+)
 @json_option
 @handle_errors
 def smoke_cmd(image: str, gpu_mode: str, gpu_access: str | None, json_mode: bool) -> None:
@@ -341,7 +434,11 @@ def smoke_cmd(image: str, gpu_mode: str, gpu_access: str | None, json_mode: bool
         raise UsageError(f"{image} was not built by mlbuild (no org.mlbuild.spec label)")
     report = smoke(engine, image, spec, gpu_mode, gpu_access)
     lines = [f"{'ok  ' if c.status == 'passed' else c.status[:4]:4} {c.name}: {c.detail}" for c in report.checks]
-    lines.append(f"GPU: {report.gpu_status}" + (f" via {report.gpu_access}" if report.gpu_access else "") + (f" ({report.gpu_reason})" if report.gpu_reason else ""))
+    lines.append(
+        f"GPU: {report.gpu_status}"
+        + (f" via {report.gpu_access}" if report.gpu_access else "")
+        + (f" ({report.gpu_reason})" if report.gpu_reason else "")
+    )
     Output(json_mode).result(report.to_dict(), "\n".join(lines))
     if not report.passed:
         raise SmokeFailed(
@@ -394,7 +491,12 @@ def base() -> None:
 
 
 @base.command("bootstrap")
-@click.option("--suite", required=True, type=click.Choice(["bullseye", "bookworm", "trixie"]), help="Debian release (Python 3.9, 3.11, 3.13).")
+@click.option(
+    "--suite",
+    required=True,
+    type=click.Choice(["bullseye", "bookworm", "trixie"]),
+    help="Debian release (Python 3.9, 3.11, 3.13).",
+)
 @click.option("--tag", "tag", metavar="REF", help="Image reference to create (default: mlbuild/debian:SUITE).")
 @click.option("--mirror", metavar="URL", help="Debian archive (default: the one this host's apt sources use).")
 @click.option("-q", "--quiet", is_flag=True)
@@ -415,7 +517,11 @@ def base_bootstrap(suite: str, tag: str | None, mirror: str | None, quiet: bool,
     out = Output(json_mode, quiet, timed=True)
     engine = Engine.connect()
     made = bootstrap(engine, suite, tag or f"mlbuild/debian:{suite}", mirror, say=out.say)
-    out.result(made, f"image   {made['image_id']}\ntag     {made['tag']}\nsize    {made['size_bytes'] / 1e6:.1f} MB\nmirror  {made['mirror']}")
+    out.result(
+        made,
+        f"image   {made['image_id']}\ntag     {made['tag']}\n"
+        f"size    {made['size_bytes'] / 1e6:.1f} MB\nmirror  {made['mirror']}",
+    )
 
 
 @main.command()
@@ -426,8 +532,15 @@ def doctor(json_mode: bool) -> None:
     from builder.doctor import run_checks
 
     findings = run_checks()
-    worst = max((f["severity"] for f in findings), key=["ok", "info", "warning", "error"].index, default="ok")
-    lines = [f"{f['severity']:8} {f['what']}" + (f"\n         remedy: {f['remedy']}" if f.get("remedy") else "") for f in findings]
+    worst = max(
+        (f["severity"] for f in findings),
+        key=["ok", "info", "warning", "error"].index,
+        default="ok",
+    )
+    lines = [
+        f"{f['severity']:8} {f['what']}" + (f"\n         remedy: {f['remedy']}" if f.get("remedy") else "")
+        for f in findings
+    ]
     Output(json_mode).result({"findings": findings, "worst": worst}, "\n".join(lines))
     if worst == "error":
         sys.exit(1)

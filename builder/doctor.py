@@ -39,14 +39,31 @@ def run_checks() -> list[dict[str, Any]]:
         out.append(finding("error", exc.message, exc.hint or ""))
     host = gpu_mod.detect(runtimes, api)
     if not host.present:
-        out.append(finding("info", "no NVIDIA GPU on this host (no /dev/nvidia* devices): GPU smoke checks will not run",
-                           "build here, smoke-test GPU images on a GPU host with `mlbuild smoke IMAGE --gpu required`"))
+        out.append(
+            finding(
+                "info",
+                "no NVIDIA GPU on this host (no /dev/nvidia* devices): GPU smoke checks will not run",
+                "build here, smoke-test GPU images on a GPU host with `mlbuild smoke IMAGE --gpu required`",
+            )
+        )
     else:
-        out.append(finding("ok" if host.driver else "warning", f"NVIDIA driver {host.driver or 'unknown'}; devices {' '.join(host.device_nodes)}",
-                           "" if host.driver else "load the nvidia kernel module", driver=host.driver))
+        out.append(
+            finding(
+                "ok" if host.driver else "warning",
+                f"NVIDIA driver {host.driver or 'unknown'}; devices {' '.join(host.device_nodes)}",
+                "" if host.driver else "load the nvidia kernel module",
+                driver=host.driver,
+            )
+        )
         for g in host.gpus:
-            out.append(finding("ok", f"GPU {g.index}: {g.name}, compute capability {g.capability} ({g.arch})",
-                               gpu=g.name, capability=g.capability))
+            out.append(
+                finding(
+                    "ok",
+                    f"GPU {g.index}: {g.name}, compute capability {g.capability} ({g.arch})",
+                    gpu=g.name,
+                    capability=g.capability,
+                )
+            )
         if host.driver:
             out.append(newest_cuda(host.driver))
         modes = host.modes()
@@ -69,7 +86,8 @@ def newest_cuda(driver: str) -> dict[str, Any]:
     best = max(full, key=version_key) if full else None
     return finding(
         "ok" if best else "warning",
-        f"driver {driver} runs CUDA up to {best or 'none'} natively; CUDA majors {', '.join(sorted(compat, key=int)) or 'none'} through minor-version compatibility",
+        f"driver {driver} runs CUDA up to {best or 'none'} natively; CUDA majors "
+        f"{', '.join(sorted(compat, key=int)) or 'none'} through minor-version compatibility",
         "" if best else "upgrade the driver",
         newest_cuda=best, cuda_majors=compat,
     )  # fmt: skip
@@ -83,7 +101,9 @@ def credentials() -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
         names = sorted((doc.get("auths") or {}).keys())
-        helpers = sorted(set((doc.get("credHelpers") or {}).values()) | ({doc["credsStore"]} if doc.get("credsStore") else set()))
+        helpers = sorted(
+            set((doc.get("credHelpers") or {}).values()) | ({doc["credsStore"]} if doc.get("credsStore") else set())
+        )
     except (OSError, ValueError):
         pass
     what = f"registry credentials in {path}: {', '.join(names) or 'none'}"
@@ -97,6 +117,9 @@ def disk(data_root: str) -> dict[str, Any]:
     usage = shutil.disk_usage(target)
     free_gb = usage.free / 1e9
     severity = "ok" if free_gb > 20 else "warning" if free_gb > 5 else "error"
-    return finding(severity, f"{free_gb:.1f} GB free at {target}",
-                   "" if severity == "ok" else "free disk space: CUDA images need 10-20 GB while building",
-                   free_bytes=usage.free)
+    return finding(
+        severity,
+        f"{free_gb:.1f} GB free at {target}",
+        "" if severity == "ok" else "free disk space: CUDA images need 10-20 GB while building",
+        free_bytes=usage.free,
+    )

@@ -106,8 +106,7 @@ class Engine:
             raise EngineError(
                 "no Docker engine answers" + (f" at {redact(base_url)}" if base_url else _where()),
                 details=[_short(exc)],
-                hint="start one (apt-get install -y docker.io && dockerd &), "
-                "or point DOCKER_HOST at a running engine",
+                hint="start one (apt-get install -y docker.io && dockerd &), or point DOCKER_HOST at a running engine",
             ) from None
         return cls(client)
 
@@ -179,9 +178,7 @@ class Engine:
 
     def import_rootfs(self, tar_stream: Any, repository: str, tag: str, changes: list[str]) -> str:
         """`docker import`: a root file system tarball becomes an image."""
-        result = self.api.import_image_from_data(
-            tar_stream, repository=repository, tag=tag, changes=changes
-        )
+        result = self.api.import_image_from_data(tar_stream, repository=repository, tag=tag, changes=changes)
         text = result if isinstance(result, str) else str(result)
         image_id = self.image_id(f"{repository}:{tag}")
         if not image_id:
@@ -401,9 +398,7 @@ class Engine:
                 and not _AUTH_RE.search(text), details=[text],
             ) from None  # fmt: skip
         except docker.errors.DockerException as exc:
-            raise EngineError(
-                f"lost the engine while pushing {ref}", details=[_short(exc)]
-            ) from None
+            raise EngineError(f"lost the engine while pushing {ref}", details=[_short(exc)]) from None
         finally:
             if response is not None:
                 response.close()
@@ -508,7 +503,7 @@ def _auth_header(auth_config: dict[str, str] | None) -> str:
 
 def _split_tag(name: str) -> tuple[str, str]:
     slash, colon = name.rfind("/"), name.rfind(":")
-    return (name[:colon], name[colon + 1:]) if colon > slash else (name, "latest")
+    return (name[:colon], name[colon + 1 :]) if colon > slash else (name, "latest")
 
 
 def _short(exc: BaseException) -> str:

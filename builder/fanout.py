@@ -186,11 +186,7 @@ def plan(
         except RecipeError as exc:
             problems += [f"{exc.message}", *(f"  {d}" for d in exc.details)]
     if problems:
-        raise (
-            UsageError("invalid recipes", details=problems)
-            if len(problems) > 1
-            else UsageError(problems[0])
-        )
+        raise (UsageError("invalid recipes", details=problems) if len(problems) > 1 else UsageError(problems[0]))
     names: dict[str, Path] = {}
     for r in recipes:
         if r.name in names and names[r.name] != r.path:
@@ -226,9 +222,7 @@ def check_strict(planned: list[Planned], strict: bool) -> None:
     """Impossible variants are skipped; with --strict they fail the run (exit 2)."""
     bad = [p for p in planned if not p.possible]
     if not any(p.possible for p in planned):
-        raise ResolveError(
-            "no variant can be built", details=[f"{p.variant.label}: {p.reason}" for p in bad]
-        )
+        raise ResolveError("no variant can be built", details=[f"{p.variant.label}: {p.reason}" for p in bad])
     if strict and bad:
         raise ResolveError(
             f"{len(bad)} of {len(planned)} variants cannot be built (--strict)",
@@ -292,10 +286,7 @@ class FanoutFailed(MlbuildError):
         bad = [o for o in outcomes if not o.ok]
         super().__init__(
             f"{len(bad)} of {len(outcomes)} variants failed",
-            details=[
-                f"{o.planned.variant.label}: {o.error.message if o.error else o.result}"
-                for o in bad
-            ],
+            details=[f"{o.planned.variant.label}: {o.error.message if o.error else o.result}" for o in bad],
         )
         self.exit_code = 3 if all(o.result == "smoke-failed" for o in bad) else 1
 
@@ -327,9 +318,7 @@ def build_all(
         on_event(label, "starting", "connecting to the engine")
         started = time.monotonic()
         try:
-            return _build_one(
-                p, connect, settings, options, on_event, smoke_connect, smoke_lock, started
-            )
+            return _build_one(p, connect, settings, options, on_event, smoke_connect, smoke_lock, started)
         except SmokeFailed as exc:
             on_event(label, "smoke-failed", exc.message)
             return Outcome(p, "smoke-failed", error=exc, seconds=time.monotonic() - started)
@@ -436,9 +425,7 @@ def _build_one(
         )
         pushed = tuple(r.reference for r in done)
     state = "up-to-date" if result.up_to_date else "built"
-    on_event(
-        label, state, f"{result.size_bytes / 1e6:.0f} MB in {time.monotonic() - started:.0f} s"
-    )
+    on_event(label, state, f"{result.size_bytes / 1e6:.0f} MB in {time.monotonic() - started:.0f} s")
     return Outcome(p, state, result, None, time.monotonic() - started, pushed, smoked_on)
 
 

@@ -95,8 +95,10 @@ def detect(engine_runtimes: tuple[str, ...] = (), engine_api: str = "1.41", root
     driver = driver_version(root)
     driver_dir = next((d for d in DRIVER_DIRS if (r / d.lstrip("/") / "lib64").is_dir()), None)
     libs = () if driver_dir else loader_cache_libs()
-    toolkit = "nvidia" in engine_runtimes or bool(shutil.which("nvidia-container-runtime-hook")) or bool(
-        shutil.which("nvidia-container-runtime")
+    toolkit = (
+        "nvidia" in engine_runtimes
+        or bool(shutil.which("nvidia-container-runtime-hook"))
+        or bool(shutil.which("nvidia-container-runtime"))
     )
     cdi_specs = glob.glob("/etc/cdi/nvidia*.yaml") + glob.glob("/var/run/cdi/nvidia*.yaml")
     cdi = bool(cdi_specs) and version_key(engine_api) >= version_key("1.44")
@@ -158,7 +160,7 @@ def loader_cache_libs(ldconfig_output: str | None = None) -> tuple[str, ...]:
     found: dict[str, str] = {}
     for line in ldconfig_output.splitlines():
         m = re.match(r"^\s*(\S+)\s+\(([^)]*)\)\s+=>\s+(\S+)$", line)
-        if not m or "x86-64" not in m.group(2) and "AArch64" not in m.group(2):
+        if not m or ("x86-64" not in m.group(2) and "AArch64" not in m.group(2)):
             continue
         name, path = m.group(1), m.group(3)
         if any(name == lib or name.startswith(lib + ".") for lib in DRIVER_LIBS):
@@ -194,9 +196,7 @@ class PreflightProblem:
     remedy: str
 
 
-def preflight(
-    host: HostGpus, min_driver: str | None, archs: tuple[str, ...], cuda: str
-) -> list[PreflightProblem]:
+def preflight(host: HostGpus, min_driver: str | None, archs: tuple[str, ...], cuda: str) -> list[PreflightProblem]:
     """Would an image with this CUDA minimum and these kernels run on this host's GPUs?"""
     problems = []
     if min_driver and host.driver and version_key(host.driver) < version_key(min_driver):

@@ -61,8 +61,7 @@ class ImageDiff:
             "labels": list(self.labels),
             "config": list(self.config),
             "layers": [
-                {"index": d.index, "a": d.a, "b": d.b, "files": list(d.files), "more": d.more}
-                for d in self.layers
+                {"index": d.index, "a": d.a, "b": d.b, "files": list(d.files), "more": d.more} for d in self.layers
             ],
             "files": list(self.files),
         }
@@ -101,17 +100,13 @@ def diff_images(engine: Engine, a: str, b: str, *, files: bool = True) -> ImageD
         return compare(sa, sb, a, b, files=files)
 
 
-def compare(
-    sa: SavedImage, sb: SavedImage, a: str = "a", b: str = "b", *, files: bool = True
-) -> ImageDiff:
+def compare(sa: SavedImage, sb: SavedImage, a: str = "a", b: str = "b", *, files: bool = True) -> ImageDiff:
     ca, cb = sa.config.get("config") or {}, sb.config.get("config") or {}
     env = _diff_pairs(_env(ca.get("Env")), _env(cb.get("Env")))
     labels = _diff_pairs(ca.get("Labels") or {}, cb.get("Labels") or {}, long=120)
     config = _diff_pairs(
-        {k: _text(v) for k, v in ca.items() if k not in ("Env", "Labels")}
-        | {"created": str(sa.config.get("created"))},
-        {k: _text(v) for k, v in cb.items() if k not in ("Env", "Labels")}
-        | {"created": str(sb.config.get("created"))},
+        {k: _text(v) for k, v in ca.items() if k not in ("Env", "Labels")} | {"created": str(sa.config.get("created"))},
+        {k: _text(v) for k, v in cb.items() if k not in ("Env", "Labels")} | {"created": str(sb.config.get("created"))},
     )
     layers: list[LayerDiff] = []
     trees: list[dict[str, FileEntry]] = [{}, {}]
@@ -133,12 +128,8 @@ def compare(
         if files or len(changed) <= MAX_FILES:
             layers.append(LayerDiff(i, ida, idb, tuple(changed)))
     pa, pb = sbom.packages(contents[0]), sbom.packages(contents[1])
-    python = _diff_packages(
-        [p for p in pa if p.ecosystem == "pypi"], [p for p in pb if p.ecosystem == "pypi"]
-    )
-    os_pkgs = _diff_packages(
-        [p for p in pa if p.ecosystem == "deb"], [p for p in pb if p.ecosystem == "deb"]
-    )
+    python = _diff_packages([p for p in pa if p.ecosystem == "pypi"], [p for p in pb if p.ecosystem == "pypi"])
+    os_pkgs = _diff_packages([p for p in pa if p.ecosystem == "deb"], [p for p in pb if p.ecosystem == "deb"])
     merged = tuple(_diff_entries(trees[0], trees[1])) if files else ()
     return ImageDiff(
         a,

@@ -79,11 +79,7 @@ def node_affinity(spec: ResolvedSpec) -> dict[str, Any] | None:
     if not terms and not base:
         return None
     selector = [{"matchExpressions": base + t} for t in terms] or [{"matchExpressions": base}]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": selector}
-        }
-    }
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": selector}}}
 
 
 def manifest(

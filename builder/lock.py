@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder.recipe import IMAGE_REF_RE
 from builder.errors import BuildError, ResolveError, UsageError
+from builder.recipe import IMAGE_REF_RE
 from builder.spec import ResolvedSpec
 
 if TYPE_CHECKING:
@@ -119,8 +119,7 @@ class Lock:
             "spec_digest": self.spec_digest,
             "spec": self.spec,
             "framework": {
-                k: self.spec.get(k)
-                for k in ("framework", "framework_version", "variant", "python", "cuda", "cudnn")
+                k: self.spec.get(k) for k in ("framework", "framework_version", "variant", "python", "cuda", "cudnn")
             },
             "base": dataclasses.asdict(self.base),
             "apt_snapshot": self.apt_snapshot,
@@ -169,9 +168,7 @@ class Lock:
                 spec_digest=d["spec_digest"],
                 base=BaseLock(**d["base"]),
                 apt=tuple(
-                    AptPin(stage, n, v)
-                    for stage, pins in sorted(d["apt"].items())
-                    for n, v in sorted(pins.items())
+                    AptPin(stage, n, v) for stage, pins in sorted(d["apt"].items()) for n, v in sorted(pins.items())
                 ),
                 python=tuple(
                     PythonPin(step, n, e["version"], tuple(e["hashes"]))
@@ -185,9 +182,7 @@ class Lock:
                 apt_snapshot=d.get("apt_snapshot"),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise LockError(
-                f"{where} is damaged: {exc!r}", hint="run `mlbuild lock` again"
-            ) from None
+            raise LockError(f"{where} is damaged: {exc!r}", hint="run `mlbuild lock` again") from None
         lock.validate(where)
         return lock
 
@@ -196,7 +191,11 @@ class Lock:
         requirements file gets the same allow-lists as recipe values."""
         problems: list[str] = []
         for a in self.apt:
-            if a.stage not in ("builder", "runtime") or not _DEB_NAME.fullmatch(a.name) or not _DEB_VERSION.fullmatch(a.version):
+            if (
+                a.stage not in ("builder", "runtime")
+                or not _DEB_NAME.fullmatch(a.name)
+                or not _DEB_VERSION.fullmatch(a.version)
+            ):
                 problems.append(f"apt.{a.stage}.{a.name!r}: {a.version!r} is not a Debian package and version")
         for p in self.python:
             if p.step not in STEPS or not _PY_NAME.fullmatch(p.name) or not _PY_VERSION.fullmatch(p.version):
@@ -211,8 +210,11 @@ class Lock:
         if self.epoch < 0:
             problems.append("source_date_epoch: must not be negative")
         if problems:
-            raise LockError(f"{where} holds values mlbuild will not use", details=problems,
-                            hint="a lock is written by `mlbuild lock`; run it again")
+            raise LockError(
+                f"{where} holds values mlbuild will not use",
+                details=problems,
+                hint="a lock is written by `mlbuild lock`; run it again",
+            )
 
     # -- use -------------------------------------------------------------------------------------
     def check_spec(self, spec: ResolvedSpec) -> None:
@@ -223,23 +225,16 @@ class Lock:
         changed = sorted(k for k in set(now) | set(self.spec) if now.get(k) != self.spec.get(k))
         raise LockError(
             f"{self.recipe} changed since it was locked: {', '.join(changed)}",
-            details=[
-                f"{k}: locked {_short(self.spec.get(k))}, now {_short(now.get(k))}" for k in changed
-            ],
+            details=[f"{k}: locked {_short(self.spec.get(k))}, now {_short(now.get(k))}" for k in changed],
             hint="run `mlbuild lock --upgrade RECIPE` to lock the new recipe, and review the diff",
         )
 
     def check_base(self, base: BaseChoice) -> None:
         if base.image_id != self.base.image_id:
             raise LockedArtefactError(
-                f"the locked base image is not available: {self.base.ref} is now "
-                f"{base.image_id[:19]}",
-                details=[
-                    f"locked: {self.base.image_id}"
-                    + (f" ({self.base.digest})" if self.base.digest else "")
-                ],
-                hint="load the locked base again, or run `mlbuild lock --upgrade RECIPE` "
-                "to move to the new one",
+                f"the locked base image is not available: {self.base.ref} is now {base.image_id[:19]}",
+                details=[f"locked: {self.base.image_id}" + (f" ({self.base.digest})" if self.base.digest else "")],
+                hint="load the locked base again, or run `mlbuild lock --upgrade RECIPE` to move to the new one",
             )
 
     def pins(self) -> Pins:
@@ -333,14 +328,9 @@ def diff_locks(old: Lock | None, new: Lock) -> list[str]:
         return [f"+ {p.step}: {p.name} {p.version}" for p in sorted(new.python)]
     out: list[str] = []
     if old.base != new.base:
-        out.append(
-            f"~ base: {old.base.ref} {old.base.image_id[:19]} -> "
-            f"{new.base.ref} {new.base.image_id[:19]}"
-        )
+        out.append(f"~ base: {old.base.ref} {old.base.image_id[:19]} -> {new.base.ref} {new.base.image_id[:19]}")
     if old.spec_digest != new.spec_digest:
-        keys = sorted(
-            k for k in set(old.spec) | set(new.spec) if old.spec.get(k) != new.spec.get(k)
-        )
+        keys = sorted(k for k in set(old.spec) | set(new.spec) if old.spec.get(k) != new.spec.get(k))
         out.append("~ recipe: " + ", ".join(keys))
     out += _diff_map(
         "apt",
@@ -404,14 +394,9 @@ def parse_pip_report(report: dict[str, Any], step: str) -> list[PythonPin]:
             raise LockError(
                 f"pip gave no sha256 for {meta.get('name')} {meta.get('version')}",
                 details=[f"source: {info.get('url', '?')}"],
-                hint="a package from a folder or VCS cannot be locked by hash; "
-                "publish it to an index",
+                hint="a package from a folder or VCS cannot be locked by hash; publish it to an index",
             )
-        pins.append(
-            PythonPin(
-                step, canonical(str(meta["name"])), str(meta["version"]), tuple(sorted(hashes))
-            )
-        )
+        pins.append(PythonPin(step, canonical(str(meta["name"])), str(meta["version"]), tuple(sorted(hashes))))
     return sorted(pins)
 
 
@@ -533,9 +518,7 @@ def upgrade(old: Lock | None, new: Lock, package: str | None) -> Lock:
         return new if old is None or diff_locks(old, new) else old
     name = canonical(package)
     if not any(p.name == name for p in (*old.python, *new.python)):
-        raise UsageError(
-            f"{package} is not in the lock", hint="leave PACKAGE out to refresh everything"
-        )
+        raise UsageError(f"{package} is not in the lock", hint="leave PACKAGE out to refresh everything")
     if old.spec_digest != new.spec_digest or old.base != new.base:
         raise LockError(
             "the recipe or base changed since locking: upgrade everything, not one package",

@@ -155,21 +155,16 @@ def load_matrix(folder: str | None = None) -> Matrix:
         raw = (root / name).read_bytes()
         digest.update(name.encode() + b"\0" + raw)
         docs[name] = yaml.load(raw, Loader=_Loader) or {}
-    frameworks = {
-        fw: _framework(docs[fname], fname) for fw, fname in FRAMEWORK_FILES.items() if fname in docs
-    }
+    frameworks = {fw: _framework(docs[fname], fname) for fw, fname in FRAMEWORK_FILES.items() if fname in docs}
     cuda_doc = docs.get("cuda.yaml", {})
     bases_doc = docs.get("bases.yaml", {})
     matrix = Matrix(
         frameworks=frameworks,
         toolkits={
-            str(t["version"]): Toolkit(str(t["version"]), str(t["min_driver"]))
-            for t in cuda_doc.get("toolkits", [])
+            str(t["version"]): Toolkit(str(t["version"]), str(t["min_driver"])) for t in cuda_doc.get("toolkits", [])
         },
         majors={
-            str(m["major"]): CudaMajor(
-                str(m["major"]), str(m["compat_min_driver"]), tuple(m.get("archs", []))
-            )
+            str(m["major"]): CudaMajor(str(m["major"]), str(m["compat_min_driver"]), tuple(m.get("archs", [])))
             for m in cuda_doc.get("majors", [])
         },
         python_bases={
@@ -232,9 +227,7 @@ def _framework(doc: dict[str, Any], fname: str) -> FrameworkData:
                 python=tuple(str(p) for p in r.get("python", [])),
                 variants=variants,
                 default_variant=_opt_str(r.get("default_variant")),
-                companions=tuple(
-                    sorted((str(k), str(v)) for k, v in (r.get("companions") or {}).items())
-                ),
+                companions=tuple(sorted((str(k), str(v)) for k, v in (r.get("companions") or {}).items())),
                 todo=_opt_str(r.get("todo")),
             )
         )
@@ -274,9 +267,7 @@ def check_matrix(m: Matrix) -> None:
                 where = f"{fw.framework} {rel.version} {v.name}"
                 if v.cuda is not None:
                     if v.cuda not in m.toolkits:
-                        problems.append(
-                            f"{where}: CUDA {v.cuda} has no driver minimum in cuda.yaml"
-                        )
+                        problems.append(f"{where}: CUDA {v.cuda} has no driver minimum in cuda.yaml")
                     if v.cuda.split(".")[0] not in m.majors:
                         problems.append(f"{where}: CUDA major {v.cuda} missing in cuda.yaml")
                     if v.cuda_match not in ("exact", "major"):

@@ -51,10 +51,7 @@ class FileEntry:
     mtime: int
 
     def describe(self) -> str:
-        return (
-            f"{self.kind} {self.mode:o} {self.uid}:{self.gid} {self.size} B "
-            f"{self.digest[:19]} t={self.mtime}"
-        )
+        return f"{self.kind} {self.mode:o} {self.uid}:{self.gid} {self.size} B {self.digest[:19]} t={self.mtime}"
 
 
 @dataclass(frozen=True)
@@ -94,14 +91,10 @@ def save(engine: Engine, ref: str, folder: Path) -> SavedImage:
     root = folder / "x"
     manifest = json.loads((root / "manifest.json").read_text())[0]
     config_bytes = (root / manifest["Config"]).read_bytes()
-    return SavedImage(
-        root, json.loads(config_bytes), config_bytes, tuple(root / p for p in manifest["Layers"])
-    )
+    return SavedImage(root, json.loads(config_bytes), config_bytes, tuple(root / p for p in manifest["Layers"]))
 
 
-def read_layer(
-    path: Path, keep: Callable[[str], bool] | None = None
-) -> dict[str, tuple[FileEntry, bytes | None]]:
+def read_layer(path: Path, keep: Callable[[str], bool] | None = None) -> dict[str, tuple[FileEntry, bytes | None]]:
     out: dict[str, tuple[FileEntry, bytes | None]] = {}
     with tarfile.open(path) as tar:
         for m in tar:
@@ -266,9 +259,7 @@ def hides(hidden: str, opaque: bool, path: str) -> bool:
     return path.startswith(prefix) if opaque else (path == hidden or path.startswith(prefix))
 
 
-def capture_layer(
-    path: Path, keep: Callable[[str], bool]
-) -> dict[str, tuple[FileEntry, bytes | None]]:
+def capture_layer(path: Path, keep: Callable[[str], bool]) -> dict[str, tuple[FileEntry, bytes | None]]:
     """Only the whiteouts and the files `keep` wants (no hashing: quick)."""
     out: dict[str, tuple[FileEntry, bytes | None]] = {}
     with tarfile.open(path) as tar:
@@ -310,9 +301,7 @@ def _bundle(folder: Path, names: list[str]) -> Iterator[bytes]:
         raise EngineError(f"could not pack the normalised image: {errors[0]}")
 
 
-def _merge_captured(
-    files: dict[str, bytes], layer: dict[str, tuple[FileEntry, bytes | None]]
-) -> None:
+def _merge_captured(files: dict[str, bytes], layer: dict[str, tuple[FileEntry, bytes | None]]) -> None:
     for hidden, opaque in whiteouts(list(layer)):
         for key in [k for k in files if hides(hidden, opaque, k)]:
             del files[key]
@@ -321,15 +310,9 @@ def _merge_captured(
             files[path] = content
 
 
-def normalized_config(
-    config: dict[str, Any], epoch: int, diff_ids: tuple[str, ...]
-) -> dict[str, Any]:
+def normalized_config(config: dict[str, Any], epoch: int, diff_ids: tuple[str, ...]) -> dict[str, Any]:
     when = iso(epoch)
-    out = {
-        k: v
-        for k, v in config.items()
-        if k not in ("container", "container_config", "docker_version", "parent")
-    }
+    out = {k: v for k, v in config.items() if k not in ("container", "container_config", "docker_version", "parent")}
     out["created"] = when
     out["history"] = [{**h, "created": when} for h in config.get("history") or []]
     out["config"] = {**(config.get("config") or {}), "Image": "", "Hostname": ""}
@@ -371,9 +354,7 @@ def normalize_locked(
         written["text"] = sbom.to_text(doc)
         return {SBOM_LABEL: f"{target.name} {sbom.digest(written['text'])}"}
 
-    done = normalize(
-        engine, image_id, lock.epoch, keep_layers=keep, labels=labels, capture=sbom.wanted
-    )
+    done = normalize(engine, image_id, lock.epoch, keep_layers=keep, labels=labels, capture=sbom.wanted)
     from builder.lock import write_atomic
 
     write_atomic(target, written["text"])

@@ -16,13 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from builder.engine import Engine
-from builder.errors import BuildError, EngineError, PreflightError, ResolveError, SmokeFailed, UsageError
+from builder.errors import (
+    BuildError,
+    EngineError,
+    PreflightError,
+    ResolveError,
+    SmokeFailed,
+    UsageError,
+)
+from builder.gpu import HostGpus, preflight
 from builder.probe import base_version
-from builder.recipe import Recipe, check_image_ref, load_recipe
+from builder.recipe import Recipe, check_image_ref
 from builder.render import probe_source, render, write_context
 from builder.resolve import FROM_BASE, load_and_resolve, resolve
 from builder.settings import BuildSettings, redact
-from builder.gpu import HostGpus, preflight
 from builder.smoke import SmokeReport, detect_host, smoke
 from builder.spec import ResolvedSpec
 
@@ -101,7 +108,8 @@ def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:
         details=[redact(pull_error)],
         hint=(
             f"on a site without registry access, make one: mlbuild base bootstrap --suite {suite} "
-            f"--tag mlbuild/debian:{suite}" if spec.python_from == "distro"
+            f"--tag mlbuild/debian:{suite}"
+            if spec.python_from == "distro"
             else "load it with `docker load`, or pass --base-image REF"
         ),
     )
@@ -159,7 +167,10 @@ def with_wheelhouse(settings: BuildSettings, recipe: Recipe, spec: ResolvedSpec)
     if recipe.wheelhouse and not settings.wheelhouse:
         settings = dataclasses.replace(settings, wheelhouse=recipe.folder / recipe.wheelhouse)
     if settings.offline and not settings.wheelhouse:
-        raise UsageError("--offline needs a wheelhouse", hint="give --wheelhouse DIR or wheelhouse: in the recipe")
+        raise UsageError(
+            "--offline needs a wheelhouse",
+            hint="give --wheelhouse DIR or wheelhouse: in the recipe",
+        )
     if settings.wheelhouse and not settings.wheelhouse.is_dir():
         raise UsageError(f"wheelhouse {settings.wheelhouse} is not a folder")
     if settings.offline and settings.wheelhouse:
@@ -199,7 +210,11 @@ def content_tag(spec: ResolvedSpec, dockerfile: str, base_id: str) -> str:
 def oci_labels(recipe: Recipe, base: BaseChoice, tag: str) -> dict[str, str]:
     """Labels that are not part of the rendered Dockerfile: time, source control, the base."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch and epoch.isdigit() else dt.datetime.now(dt.timezone.utc)
+    when = (
+        dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
+        if epoch and epoch.isdigit()
+        else dt.datetime.now(dt.timezone.utc)
+    )
     labels = {
         "org.opencontainers.image.created": when.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "org.opencontainers.image.base.name": base.ref,
@@ -213,7 +228,13 @@ def oci_labels(recipe: Recipe, base: BaseChoice, tag: str) -> dict[str, str]:
 def _git_labels(folder: Path) -> dict[str, str]:
     def git(*args: str) -> str:
         try:
-            out = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5, check=False)
+            out = subprocess.run(
+                ["git", "-C", str(folder), *args],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return ""
         return out.stdout.strip() if out.returncode == 0 else ""
@@ -377,9 +398,9 @@ def tag_image(
 
 def split_ref(ref: str) -> tuple[str, str]:
     """registry:5000/team/name:tag -> (registry:5000/team/name, tag); no tag -> latest."""
-    name, _, digest = ref.partition("@")
+    name = ref.partition("@")[0]
     slash = name.rfind("/")
     colon = name.rfind(":")
     if colon > slash:
-        return name[:colon], name[colon + 1:]
+        return name[:colon], name[colon + 1 :]
     return name, "latest"

@@ -25,15 +25,20 @@ import site
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PROBE_VERSION = 1
 SPEC_PATH = "/opt/mlbuild/spec.json"
 # CUDA libraries whose soname major is the CUDA major (libcudart.so.12 is CUDA 12). Others
 # version on their own (libcurand.so.10, libcufft.so.11 in CUDA 12), and cuDNN has its own.
 CUDA_LIBS = ("libcudart", "libcublas", "libcublasLt", "libnvrtc", "libnvJitLink")
-LIB_DIRS = ("/usr/local/cuda*/lib64", "/usr/local/cuda*/targets/*/lib", "/usr/lib/x86_64-linux-gnu",
-            "/usr/lib/aarch64-linux-gnu")
+LIB_DIRS = (
+    "/usr/local/cuda*/lib64",
+    "/usr/local/cuda*/targets/*/lib",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+)
 
 
 class Report:
@@ -48,7 +53,7 @@ class Report:
         """Run one check; an exception is a failure with its last line as the detail."""
         try:
             detail = fn()
-        except Exception as exc:  # noqa: BLE001 - every failure must be reported, not raised
+        except Exception as exc:
             last = traceback.format_exception_only(type(exc), exc)[-1].strip()
             self.check(name, "failed", last[:500])
             return False
@@ -74,8 +79,13 @@ def cuda_library_majors() -> dict[str, Any]:
     """Every CUDA library file in the image, and the CUDA majors they belong to."""
     patterns = []
     for d in site_dirs():
-        patterns += [f"{d}/nvidia/*/lib/*.so*", f"{d}/nvidia/cu*/lib/*.so*", f"{d}/torch/lib/*.so*",
-                     f"{d}/tensorflow/*.so*", f"{d}/jaxlib/**/*.so*"]
+        patterns += [
+            f"{d}/nvidia/*/lib/*.so*",
+            f"{d}/nvidia/cu*/lib/*.so*",
+            f"{d}/torch/lib/*.so*",
+            f"{d}/tensorflow/*.so*",
+            f"{d}/jaxlib/**/*.so*",
+        ]
     patterns += [f"{d}/*.so*" for d in LIB_DIRS]
     found: dict[str, set[str]] = {}
     cudnn: set[str] = set()
@@ -91,7 +101,9 @@ def cuda_library_majors() -> dict[str, Any]:
                 found.setdefault(major, set()).add(path)
             elif lib.startswith("libcudnn"):
                 cudnn.add(major)
-            if lib in CUDA_LIBS or lib.startswith(("libcudnn", "libcufft", "libcusparse", "libcusolver", "libcurand", "libnccl")):
+            if lib in CUDA_LIBS or lib.startswith(
+                ("libcudnn", "libcufft", "libcusparse", "libcusolver", "libcurand", "libnccl")
+            ):
                 copies.setdefault(f"{lib}.so.{major}", set()).add(os.path.realpath(path))
     duplicates = {k: sorted(v) for k, v in sorted(copies.items()) if len(v) > 1}
     return {
@@ -144,7 +156,7 @@ def arch_covers(capability: tuple[int, int], archs: list[str]) -> bool:
 
 
 def close(a: list[float], b: list[float], rtol: float = 1e-2, atol: float = 1e-3) -> bool:
-    return len(a) == len(b) and all(abs(x - y) <= atol + rtol * abs(y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(abs(x - y) <= atol + rtol * abs(y) for x, y in zip(a, b, strict=True))
 
 
 # ---- frameworks ---------------------------------------------------------------------------------
@@ -173,9 +185,14 @@ def probe_torch(r: Report, gpu: str) -> None:
     devices = []
     for i in range(torch.cuda.device_count()):
         cap = torch.cuda.get_device_capability(i)
-        devices.append({"index": i, "name": torch.cuda.get_device_name(i),
-                        "capability": f"{cap[0]}.{cap[1]}",
-                        "arch_covered": arch_covers(cap, fw["archs"])})
+        devices.append(
+            {
+                "index": i,
+                "name": torch.cuda.get_device_name(i),
+                "capability": f"{cap[0]}.{cap[1]}",
+                "arch_covered": arch_covers(cap, fw["archs"]),
+            }
+        )
     r.facts["gpu"]["devices"] = devices
 
     def arch() -> str:
@@ -224,7 +241,7 @@ def probe_torch(r: Report, gpu: str) -> None:
 def _cuda_init_error(torch: Any) -> str:
     try:
         torch.cuda.init()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f" ({str(exc).splitlines()[0][:300]})"
     return ""
 
@@ -236,7 +253,9 @@ def probe_tensorflow(r: Report, gpu: str) -> None:
     info = dict(tf.sysconfig.get_build_info())
     fw["cuda_build"] = info.get("cuda_version") or None
     fw["cudnn"] = info.get("cudnn_version") or None
-    fw["archs"] = str(info.get("cuda_compute_capabilities") or "").split(",") if info.get("cuda_compute_capabilities") else []
+    fw["archs"] = (
+        str(info.get("cuda_compute_capabilities") or "").split(",") if info.get("cuda_compute_capabilities") else []
+    )
 
     def cpu() -> str:
         with tf.device("/CPU:0"):
@@ -253,8 +272,13 @@ def probe_tensorflow(r: Report, gpu: str) -> None:
         _no_gpu(r, gpu, "tf.config.list_physical_devices('GPU') is empty")
         return
     r.facts["gpu"]["devices"] = [
-        {"index": i, "name": tf.config.experimental.get_device_details(d).get("device_name", d.name),
-         "capability": ".".join(map(str, tf.config.experimental.get_device_details(d).get("compute_capability", ())))}
+        {
+            "index": i,
+            "name": tf.config.experimental.get_device_details(d).get("device_name", d.name),
+            "capability": ".".join(
+                map(str, tf.config.experimental.get_device_details(d).get("compute_capability", ()))
+            ),
+        }
         for i, d in enumerate(gpus)
     ]
 
@@ -297,7 +321,7 @@ def probe_jax(r: Report, gpu: str) -> None:
         if cuda_versions is not None:
             fw["cuda_build"] = _version_from_int(cuda_versions.cuda_runtime_build_version())
             fw["cudnn"] = _cudnn_text(cuda_versions.cudnn_build_version())
-    except Exception:  # noqa: BLE001 - private API; absent on CPU builds
+    except Exception:
         pass
 
     def product(device: Any) -> float:
@@ -348,14 +372,20 @@ def probe_sklearn(r: Report, gpu: str) -> None:
         r.facts["gpu"]["reason"] = "scikit-learn runs on the CPU only"
 
 
-PROBES = {"torch": probe_torch, "tensorflow": probe_tensorflow, "jax": probe_jax,
-          "sklearn": probe_sklearn}
+PROBES = {
+    "torch": probe_torch,
+    "tensorflow": probe_tensorflow,
+    "jax": probe_jax,
+    "sklearn": probe_sklearn,
+}
 
 
 def _cudnn_text(v: int | None) -> str | None:
     if not v:
         return None
-    return f"{v // 10000}.{(v % 10000) // 100}.{v % 100}" if v >= 10000 else f"{v // 1000}.{(v % 1000) // 100}.{v % 100}"
+    return (
+        f"{v // 10000}.{(v % 10000) // 100}.{v % 100}" if v >= 10000 else f"{v // 1000}.{(v % 1000) // 100}.{v % 100}"
+    )
 
 
 def _version_from_int(v: int | None) -> str | None:
@@ -410,7 +440,7 @@ def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
     r.facts["gpu"] = {"status": "not-run", "reason": "", "devices": []}
     try:
         module = importlib.import_module(import_name)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         r.check("framework.import", "failed", f"import {import_name}: {exc}"[:500])
         r.facts["elapsed_s"] = round(time.monotonic() - started, 2)
         return r.document()
@@ -419,7 +449,7 @@ def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
     r.check("framework.import", "passed", f"import {import_name} {fw['version']}")
     try:
         PROBES[import_name](r, gpu)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         r.check("framework.probe", "failed", traceback.format_exception_only(type(exc), exc)[-1].strip())
     _compare(r, spec)
     r.facts["cuda_libraries"] = cuda_library_majors()
@@ -436,7 +466,11 @@ def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
         # NVIDIA's CUDA bases carry the libraries that framework wheels bring again: reported
         # with their size, since for some frameworks (PyTorch's wheels) it is unavoidable
         names = ", ".join(list(libs["duplicates"])[:6])
-        r.check("cuda.duplicates", "warning", f"{len(libs['duplicates'])} CUDA libraries twice ({names}): {libs['duplicate_bytes'] / 1e6:.0f} MB")
+        r.check(
+            "cuda.duplicates",
+            "warning",
+            f"{len(libs['duplicates'])} CUDA libraries twice ({names}): {libs['duplicate_bytes'] / 1e6:.0f} MB",
+        )
     nvcc = compilers()
     if nvcc:
         status = "warning" if spec.get("framework_from_base") else "failed"
@@ -462,9 +496,7 @@ def _compare(r: Report, spec: dict[str, Any]) -> None:
     elif want_cuda == "cpu":
         cuda_ok = not found_cuda
     else:
-        cuda_ok = bool(found_cuda) and (
-            str(found_cuda).split(".")[:depth] == want_cuda.split(".")[:depth]
-        )
+        cuda_ok = bool(found_cuda) and (str(found_cuda).split(".")[:depth] == want_cuda.split(".")[:depth])
     expected = want_v + ("" if want_cuda in ("cpu", "from-base") else f" (CUDA {want_cuda})")
     shown = found_v + (f" (CUDA {found_cuda})" if found_cuda else " (no CUDA)")
     name = spec.get("framework", "framework")
@@ -488,12 +520,14 @@ def observe(import_name: str) -> dict[str, Any]:
         doc["framework_version_full"] = str(getattr(module, "__version__", ""))
         if import_name == "torch":
             doc["cuda_build"] = module.version.cuda
-            doc["cudnn"] = _cudnn_text(module.backends.cudnn.version()) if module.backends.cudnn.is_available() else None
+            doc["cudnn"] = (
+                _cudnn_text(module.backends.cudnn.version()) if module.backends.cudnn.is_available() else None
+            )
             doc["archs"] = list(module.cuda.get_arch_list())
         elif import_name == "tensorflow":
             info = dict(module.sysconfig.get_build_info())
             doc["cuda_build"], doc["cudnn"] = info.get("cuda_version"), info.get("cudnn_version")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         doc["error"] = f"import {import_name}: {exc}"[:500]
     return doc
 

@@ -40,9 +40,7 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _HOST = r"(?:(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|localhost)(?::\d{1,5})?/|[A-Za-z0-9-]+:\d{1,5}/)"
 _PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 REPOSITORY_RE = re.compile(rf"^{_HOST}?{_PATH}$")
-IMAGE_REF_RE = re.compile(
-    rf"^{_HOST}?{_PATH}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$"
-)
+IMAGE_REF_RE = re.compile(rf"^{_HOST}?{_PATH}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$")
 DRIVER_RE = re.compile(r"^\d{3,4}(?:\.\d{1,3}){1,2}$")
 ARCH_RE = re.compile(r"^sm_\d{2,3}[a-z]?$")
 # Reserved because the image's Python environment depends on them.
@@ -286,7 +284,7 @@ class _Validator:
             self.fail("framework_from_base", "needs base_image: the image that carries the framework")
 
         if doc.get("build_packages") and doc.get("variant") != "devel":
-            self.fail("build_packages", 'needs variant: devel (they are compiled against CUDA there)')
+            self.fail("build_packages", "needs variant: devel (they are compiled against CUDA there)")
         if doc.get("variant") == "devel" and not doc.get("build_packages"):
             self.fail("variant", "devel compiles build_packages; list them (or use variant: cuda-runtime)")
         recipe = Recipe(
@@ -332,8 +330,7 @@ class _Validator:
         except InvalidSpecifier:
             self.fail(
                 "framework_version",
-                f'{text!r} is neither a version prefix ("2.4") nor a PEP 440 specifier set '
-                '(">=2.3,<2.5", "==2.4.1")',
+                f'{text!r} is neither a version prefix ("2.4") nor a PEP 440 specifier set (">=2.3,<2.5", "==2.4.1")',
             )
             return None
         if not len(spec):
@@ -566,16 +563,14 @@ class _Validator:
         for i, item in enumerate(self.items(spec.get("exclude"), "matrix.exclude")):
             where = f"matrix.exclude[{i}]"
             if not isinstance(item, dict) or not item:
-                self.fail(where, f"expected a mapping such as {{python: \"3.11\"}}, got {_kind(item)}")
+                self.fail(where, f'expected a mapping such as {{python: "3.11"}}, got {_kind(item)}')
                 continue
             entry: list[tuple[str, str]] = []
             for key, raw in item.items():
                 if key not in known:
                     self.fail(f"{where}.{key}", "is not an axis of this matrix")
                     continue
-                text = self.text(
-                    raw, f"{where}.{key}", ("matrix", "exclude", i, key), version_like=True
-                )
+                text = self.text(raw, f"{where}.{key}", ("matrix", "exclude", i, key), version_like=True)
                 if text is None:
                     continue
                 if text not in known[key]:
@@ -627,4 +622,3 @@ def _kind(value: Any) -> str:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-

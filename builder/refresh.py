@@ -250,16 +250,12 @@ class Index:
             entry["pythons"].update(pythons)
             url = urljoin(page, str(f["url"]))
             meta = f.get("core-metadata") or f.get("data-dist-info-metadata")
-            entry["wheels"].append(
-                (max(pythons, key=version_key), url, url + ".metadata" if meta else None)
-            )
+            entry["wheels"].append((max(pythons, key=version_key), url, url + ".metadata" if meta else None))
         out = {}
         for version, entry in found.items():
             # METADATA of the newest Python's wheel: the same Requires-Dist for every Python
             _, url, meta = max(entry["wheels"], key=lambda w: version_key(w[0]))
-            out[version] = IndexRelease(
-                version, tuple(sorted(entry["pythons"], key=version_key)), url, meta
-            )
+            out[version] = IndexRelease(version, tuple(sorted(entry["pythons"], key=version_key)), url, meta)
         return out
 
     def metadata(self, release: IndexRelease, allow_range: bool) -> str | None:
@@ -498,11 +494,7 @@ def refresh_framework(
     today = today or dt.date.today().isoformat()
     # jax's own wheel is pure Python: its releases are those of jax, Pythons those of jaxlib
     candidates = sorted(
-        (
-            v
-            for v in _all_versions(index, project, index_releases, python_source)
-            if Version(v) >= floor
-        ),
+        (v for v in _all_versions(index, project, index_releases, python_source) if Version(v) >= floor),
         key=Version,
         reverse=True,
     )
@@ -536,9 +528,7 @@ def refresh_framework(
                 old_default = _opt(rel.get("default_variant"))
                 if variant and variant != old_default:
                     _set_line(lines, block, "default_variant", variant)
-                    change = Change(
-                        block.version, change.old_pythons, change.new_pythons, old_default, variant
-                    )
+                    change = Change(block.version, change.old_pythons, change.new_pythons, old_default, variant)
                 _note_cudnn(diff, rel, variant or old_default, on_file_cudnn)
         if change.old_pythons != change.new_pythons or change.old_default != change.new_default:
             diff.changed.append(change)
@@ -565,13 +555,8 @@ def refresh_framework(
         src_doc = on_file.get(source.version) if source else None
         if default is None and src_doc and src_doc.get("default_variant"):
             default = str(src_doc["default_variant"])
-        gpu = bool(src_doc) and any(
-            v.get("cuda") or v.get("rocm") for v in (src_doc or {}).get("variants", [])
-        )
-        same_minor = (
-            source is not None
-            and Version(source.version).release[:2] == Version(version).release[:2]
-        )
+        gpu = bool(src_doc) and any(v.get("cuda") or v.get("rocm") for v in (src_doc or {}).get("variants", []))
+        same_minor = source is not None and Version(source.version).release[:2] == Version(version).release[:2]
         todo = None
         if source is None:
             todo = "no earlier release to carry builds from: add its variants"
@@ -586,14 +571,8 @@ def refresh_framework(
         on_file[version] = {"version": version, "python": list(pythons), "default_variant": default}
         if src_doc:
             on_file[version]["variants"] = src_doc.get("variants", [])
-        diff.added.append(
-            Added(version, pythons, source.version if source else None, default, todo)
-        )
-        if (
-            default
-            and src_doc
-            and default not in {str(v["name"]) for v in src_doc.get("variants", [])}
-        ):
+        diff.added.append(Added(version, pythons, source.version if source else None, default, todo))
+        if default and src_doc and default not in {str(v["name"]) for v in src_doc.get("variants", [])}:
             diff.notes.append(
                 f"{version}: PyPI's wheel is the {default} build, which "
                 f"{source.version if source else '?'} "
@@ -631,9 +610,7 @@ def _all_versions(
     return list(versions)
 
 
-def _note_cudnn(
-    diff: FrameworkDiff, rel: dict[str, Any], variant: str | None, cudnn: str | None
-) -> None:
+def _note_cudnn(diff: FrameworkDiff, rel: dict[str, Any], variant: str | None, cudnn: str | None) -> None:
     if not (variant and cudnn):
         return
     for v in rel.get("variants") or []:
@@ -667,18 +644,14 @@ def _new_block(
 ) -> list[str]:  # fmt: skip
     note = f"; builds carried from {source.version}" if source else ""
     out = [f"  # added by `mlbuild matrix refresh` on {today}{note}"]
-    out.append(
-        f'  - version: "{version}"' + (f"  # carried from {source.version}" if source else "")
-    )
+    out.append(f'  - version: "{version}"' + (f"  # carried from {source.version}" if source else ""))
     out.append(_python_line(pythons, extra))
     if default:
         out.append(f"    default_variant: {default}")
     if todo:
         out.append(f"    todo: {json.dumps(todo)}")
     if doc.get("companions"):
-        out.append(
-            "    companions: {}  # not known yet: pair them from torchvision/torchaudio metadata"
-        )
+        out.append("    companions: {}  # not known yet: pair them from torchvision/torchaudio metadata")
     if source:
         body = lines[source.start + 1 : source.end]
         i = next((n for n, ln in enumerate(body) if ln.startswith("    variants:")), None)
@@ -690,28 +663,19 @@ def _new_block(
     return out
 
 
-def _verify(
-    diff: FrameworkDiff, pythons_of: Callable[[str], tuple[str, ...] | None], known: set[str]
-) -> None:
+def _verify(diff: FrameworkDiff, pythons_of: Callable[[str], tuple[str, ...] | None], known: set[str]) -> None:
     """The new text must parse and say exactly what was meant; never write anything else."""
     try:
         doc = yaml.safe_load(diff.new_text) or {}
     except yaml.YAMLError as exc:
         raise RefreshError(f"refresh produced invalid YAML for {diff.path.name}: {exc}") from None
-    got = {
-        str(r["version"]): tuple(str(p) for p in r.get("python", []))
-        for r in doc.get("releases", [])
-    }
+    got = {str(r["version"]): tuple(str(p) for p in r.get("python", [])) for r in doc.get("releases", [])}
     for a in diff.added:
         if got.get(a.version) != a.pythons:
-            raise RefreshError(
-                f"refresh could not place {diff.framework} {a.version} in {diff.path.name}"
-            )
+            raise RefreshError(f"refresh could not place {diff.framework} {a.version} in {diff.path.name}")
     for c in diff.changed:
         if set(got.get(c.version, ())) != set(c.new_pythons):
-            raise RefreshError(
-                f"refresh could not update {diff.framework} {c.version} in {diff.path.name}"
-            )
+            raise RefreshError(f"refresh could not update {diff.framework} {c.version} in {diff.path.name}")
     versions = [Version(v) for v in got]
     if versions != sorted(versions, reverse=True):
         raise RefreshError(f"refresh would break the newest-first order of {diff.path.name}")

@@ -103,9 +103,7 @@ def parse_reference(ref: str) -> Reference:
     else:
         registry, path = DOCKER_HUB, name if "/" in name else f"library/{name}"
     if not path or path != path.lower():
-        raise UsageError(
-            f"{ref!r} is not a valid image reference", hint="e.g. host:5000/team/name:tag"
-        )
+        raise UsageError(f"{ref!r} is not a valid image reference", hint="e.g. host:5000/team/name:tag")
     return Reference(name, registry, path, tag, digest or None)
 
 
@@ -146,9 +144,7 @@ Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 def docker_config_path(env: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if env is None else env
     folder = environ.get("DOCKER_CONFIG")
-    return (
-        Path(folder) if folder else Path(environ.get("HOME") or Path.home()) / ".docker"
-    ) / "config.json"
+    return (Path(folder) if folder else Path(environ.get("HOME") or Path.home()) / ".docker") / "config.json"
 
 
 def normalize_registry(key: str) -> str:
@@ -196,9 +192,7 @@ def _read_docker_config(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise RegistryError(
-            f"cannot read the Docker config {path}", details=[str(exc)[:200]]
-        ) from None
+        raise RegistryError(f"cannot read the Docker config {path}", details=[str(exc)[:200]]) from None
     return doc if isinstance(doc, dict) else {}
 
 
@@ -335,10 +329,7 @@ def with_retries(
                 exc.message += f" (gave up after {policy.attempts} attempts)"
                 exc.args = (exc.message,)
                 raise
-            say(
-                f"{what}: {exc.message}; retrying in {delays[attempt]:.1f} s "
-                f"({attempt + 2}/{policy.attempts})"
-            )
+            say(f"{what}: {exc.message}; retrying in {delays[attempt]:.1f} s ({attempt + 2}/{policy.attempts})")
             sleep(delays[attempt])
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -356,9 +347,7 @@ class RemoteManifest:
     children: tuple[tuple[str, str], ...] = ()  # index: (platform, manifest digest)
 
 
-def ca_for(
-    registry: str, explicit: str | Path | None = None, site: Any = None, certs_d: Path = CERTS_D
-) -> Path | None:
+def ca_for(registry: str, explicit: str | Path | None = None, site: Any = None, certs_d: Path = CERTS_D) -> Path | None:
     """The CA that signs `registry`'s certificate, if one was given or the engine has one."""
     if explicit:
         path = Path(explicit).expanduser()
@@ -370,9 +359,7 @@ def ca_for(
         found = certs_d / registry / "ca.crt"
         return found if found.is_file() else None
     if not path.is_file():
-        raise UsageError(
-            f"registry CA {path} is not a readable file", hint="give --registry-ca FILE"
-        )
+        raise UsageError(f"registry CA {path} is not a readable file", hint="give --registry-ca FILE")
     return path
 
 
@@ -441,9 +428,7 @@ class RegistryClient:
             if media in INDEX_TYPES or "manifests" in doc:
                 children = tuple(
                     (
-                        "/".join(
-                            str((m.get("platform") or {}).get(k)) for k in ("os", "architecture")
-                        ),
+                        "/".join(str((m.get("platform") or {}).get(k)) for k in ("os", "architecture")),
                         str(m.get("digest")),
                     )
                     for m in doc.get("manifests") or []
@@ -496,8 +481,7 @@ class RegistryClient:
         if r.status_code == 400 and "HTTPS server" in r.text:
             raise RegistryError(
                 f"registry {self.registry} speaks TLS, not http",
-                hint="give its CA with --registry-ca FILE "
-                f"(or put it in {CERTS_D}/{self.registry}/ca.crt)",
+                hint=f"give its CA with --registry-ca FILE (or put it in {CERTS_D}/{self.registry}/ca.crt)",
             )
         if r.status_code in (429, 500, 502, 503, 504):
             raise TransientRegistryError(f"registry {self.registry} answered {r.status_code}")
@@ -525,17 +509,11 @@ class RegistryClient:
         params = dict(re.findall(r'(\w+)="([^"]*)"', header))
         realm = params.pop("realm", "")
         if not realm:
-            raise RegistryError(
-                f"registry {self.registry} asked for an unknown kind of auth: {header[:80]}"
-            )
+            raise RegistryError(f"registry {self.registry} asked for an unknown kind of auth: {header[:80]}")
         query = {k: v for k, v in params.items() if k == "service"}
         if scope:
             query["scope"] = scope
-        auth = (
-            (self.creds.username, self.creds.password)
-            if self.creds and not self.creds.identity_token
-            else None
-        )
+        auth = (self.creds.username, self.creds.password) if self.creds and not self.creds.identity_token else None
         r = self.session.get(realm, params=query, auth=auth, verify=verify, timeout=self.timeout)
         if r.status_code in (401, 403):
             raise self._auth_failed()
@@ -615,9 +593,7 @@ class Access:
         return RegistryClient(registry, self.creds, self.ca, self.policy, timeout)
 
 
-def access_for(
-    registry: str, registry_ca: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> Access:
+def access_for(registry: str, registry_ca: str | Path | None = None, env: Mapping[str, str] | None = None) -> Access:
     return Access(
         find_credentials(registry, env),
         ca_for(registry, registry_ca, site_registry_ca()),
@@ -648,9 +624,7 @@ def check_immutable(
         return
     config = remote.config_digest
     if config is None:  # an index: compare the entry for our platform
-        child = next(
-            (d for p, d in remote.children if p == "/".join(platform.split("/")[:2])), None
-        )
+        child = next((d for p, d in remote.children if p == "/".join(platform.split("/")[:2])), None)
         sub = client.manifest(ref.path, child, say) if child else None
         config = sub.config_digest if sub else None
     if config == image_id:
@@ -697,9 +671,7 @@ def push_image(
             say(f"pushing {ref.name}:{tag}")
             auth = acc.creds.auth_config() if acc.creds else None
 
-            def one(
-                ref: Reference = ref, tag: str = tag, acc: Access = acc, auth: Any = auth
-            ) -> str:
+            def one(ref: Reference = ref, tag: str = tag, acc: Access = acc, auth: Any = auth) -> str:
                 try:
                     return engine.push(ref.name, tag, auth_config=auth, on_progress=on_progress)
                 except RegistryError as exc:
@@ -710,17 +682,14 @@ def push_image(
 
             digests.add(with_retries(one, acc.policy, f"push of {ref.name}:{tag}", say))
         if len(digests) != 1:
-            raise RegistryError(
-                f"the tags of {ref.name} got different digests", details=sorted(digests)
-            )
+            raise RegistryError(f"the tags of {ref.name} got different digests", details=sorted(digests))
         digest = digests.pop()
         content = [t for t in tags if CONTENT_TAG_RE.match(t)]
         if content:  # the registry must now say what the push stream said
             remote = acc.client(ref.registry).manifest(ref.path, content[0], say)
             if remote is None or remote.digest != digest:
                 raise RegistryError(
-                    f"after the push, registry {ref.registry} does not hold "
-                    f"{ref.name}:{content[0]} as {digest}",
+                    f"after the push, registry {ref.registry} does not hold {ref.name}:{content[0]} as {digest}",
                     details=[f"registry: {remote.digest if remote else 'nothing'}"],
                 )
         results.append(PushResult(ref.name, digest, tuple(tags), image_id))
@@ -799,9 +768,7 @@ def make_record(result: PushResult, labels: dict[str, str], platform: str) -> Im
 
     spec = ResolvedSpec.from_labels(labels)
     if spec is None:
-        raise RegistryError(
-            f"{result.repository} was not built by mlbuild (no org.mlbuild.spec label)"
-        )
+        raise RegistryError(f"{result.repository} was not built by mlbuild (no org.mlbuild.spec label)")
     return ImageRecord(
         repository=result.repository,
         digest=result.digest,
@@ -868,9 +835,7 @@ CHECKED_FIELDS = (
 )
 
 
-def check_labels(
-    labels: dict[str, str], record: ImageRecord, expected: dict[str, Any] | None
-) -> list[str]:
+def check_labels(labels: dict[str, str], record: ImageRecord, expected: dict[str, Any] | None) -> list[str]:
     """Pure: what is wrong with a pulled image, against its record and the recipe's resolution."""
     from builder.spec import ResolvedSpec
 
@@ -879,9 +844,7 @@ def check_labels(
     if spec is None:
         return ["the image has no org.mlbuild.spec label: it was not built by mlbuild"]
     if labels.get(CONTENT_LABEL) != record.content_tag:
-        problems.append(
-            f"content label {labels.get(CONTENT_LABEL)!r}, the record says {record.content_tag!r}"
-        )
+        problems.append(f"content label {labels.get(CONTENT_LABEL)!r}, the record says {record.content_tag!r}")
     if record.spec_digest and spec.digest() != record.spec_digest:
         problems.append("the image's spec label differs from the one recorded at push time")
     if expected is not None:
@@ -891,16 +854,12 @@ def check_labels(
             if key not in expected or want == "from-base":
                 continue  # decided by the base at build time
             if got.get(key) != want:
-                problems.append(
-                    f"{key}: the image has {got.get(key)!r}, the recipe resolves to {want!r}"
-                )
+                problems.append(f"{key}: the image has {got.get(key)!r}, the recipe resolves to {want!r}")
     return problems
 
 
 # -- build avoidance ------------------------------------------------------------------------------
-def pull_if_present(
-    engine: Any, repository: str, tag: str, say: Say = lambda _: None
-) -> str | None:
+def pull_if_present(engine: Any, repository: str, tag: str, say: Say = lambda _: None) -> str | None:
     """The content tag from the recipe's registry, pulled by digest; None when it is not there.
 
     Only repositories that name their registry are asked (never Docker Hub by default), with a
@@ -923,9 +882,6 @@ def pull_if_present(
         return None
     labels = dict((engine.inspect(image_id).get("Config") or {}).get("Labels") or {})
     if labels.get(CONTENT_LABEL) != tag:  # a moved content tag: never trust it
-        say(
-            f"{repository}:{tag} in the registry carries content {labels.get(CONTENT_LABEL)!r}; "
-            "building instead"
-        )
+        say(f"{repository}:{tag} in the registry carries content {labels.get(CONTENT_LABEL)!r}; building instead")
         return None
     return image_id

@@ -105,27 +105,31 @@ def context_name(index: int, src: str) -> str:
     return f"files/{index}/{Path(src).name}"
 
 
-def plan(
-    spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None
-) -> Plan:
+def plan(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None) -> Plan:
     distro = spec.python_from == "distro"
     apt_runtime = ([f"python{spec.python}"] if distro else []) + list(spec.system_packages)
     builder_apt = ""
     if distro:
         builder_apt = _apt([f"python{spec.python}", f"python{spec.python}-venv", "ca-certificates"])
-    runtime_apt = _apt(sorted(set(apt_runtime)) + ["ca-certificates"]) if apt_runtime else ""
+    runtime_apt = _apt([*sorted(set(apt_runtime)), "ca-certificates"]) if apt_runtime else ""
     create_user = ""
     if spec.uid != 0:
         dirs = [f"/home/{spec.user}"] + ([spec.workdir] if spec.workdir else [])
         create_user = exec_form(
-            [f"{VENV}/bin/python", "/opt/mlbuild/imagesetup.py", "user", spec.user, str(spec.uid), *dirs]
+            [
+                f"{VENV}/bin/python",
+                "/opt/mlbuild/imagesetup.py",
+                "user",
+                spec.user,
+                str(spec.uid),
+                *dirs,
+            ]
         )
     pip = f"{VENV}/bin/pip"
     c = "/tmp/mlbuild/constraints.txt"
     owner = f"--chown={spec.uid}:0 " if spec.uid else ""
     copy_files = tuple(
-        f"COPY {owner}{json.dumps([context_name(i, src), dest])}"
-        for i, (src, dest) in enumerate(spec.files)
+        f"COPY {owner}{json.dumps([context_name(i, src), dest])}" for i, (src, dest) in enumerate(spec.files)
     )
     env_lines = tuple(f"ENV {k}={dockerfile_string(v)}" for k, v in spec.env)
     labels = {
@@ -136,9 +140,7 @@ def plan(
     }
     if pins:
         labels["org.mlbuild.lock"] = pins.lock_digest
-    label_lines = tuple(
-        f"LABEL {dockerfile_string(k)}={dockerfile_string(v)}" for k, v in sorted(labels.items())
-    )
+    label_lines = tuple(f"LABEL {dockerfile_string(k)}={dockerfile_string(v)}" for k, v in sorted(labels.items()))
     p = Plan(
         name=spec.name,
         summary=summary(spec),
@@ -175,6 +177,7 @@ def _venv_command(spec: ResolvedSpec) -> str:
 UV = "/usr/local/bin/uv"
 STANDALONE = "/opt/python"
 WHEELHOUSE = "/tmp/wheelhouse"
+BUILD_PACKAGES = "/tmp/mlbuild/build-packages.txt"
 
 
 def _python_setup(spec: ResolvedSpec, settings: BuildSettings) -> tuple[str, ...]:
@@ -199,7 +202,18 @@ def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings) -> Plan:
     install_built = ""
     if spec.shape == "devel" and spec.devel_image:
         pip = f"{VENV}/bin/pip"
-        apt = _apt([f"python{spec.python}", f"python{spec.python}-venv", f"python{spec.python}-dev", "ca-certificates"]) if spec.python_from == "distro" else ""
+        apt = (
+            _apt(
+                [
+                    f"python{spec.python}",
+                    f"python{spec.python}-venv",
+                    f"python{spec.python}-dev",
+                    "ca-certificates",
+                ]
+            )
+            if spec.python_from == "distro"
+            else ""
+        )
         devel = (
             f"FROM {spec.devel_image} AS devel",
             "ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8",
@@ -215,10 +229,11 @@ def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings) -> Plan:
             # kernels for exactly the resolved architectures, not every one nvcc knows
             f"ENV TORCH_CUDA_ARCH_LIST={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4",
             "COPY mlbuild/build-packages.txt /tmp/mlbuild/",
-            "RUN " + exec_form([pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "/tmp/wheels", "-r", "/tmp/mlbuild/build-packages.txt"]),
+            "RUN " + exec_form([pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "/tmp/wheels",
+                                "-r", BUILD_PACKAGES]),
         )  # fmt: skip
         install_built = exec_form(
-            [pip, "install", "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/build-packages.txt"]
+            [pip, "install", "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt", "-r", BUILD_PACKAGES]
         )  # fmt: skip
     return dataclasses.replace(
         p,
@@ -268,7 +283,13 @@ def _base_pth(spec: ResolvedSpec) -> str:
         return ""
     target = f"{VENV}/lib/python{spec.python}/site-packages/_mlbuild_base.pth"
     return exec_form(
-        [f"{VENV}/bin/python", "/tmp/mlbuild/imagesetup.py", "pth", target, *spec.base_site_packages]
+        [
+            f"{VENV}/bin/python",
+            "/tmp/mlbuild/imagesetup.py",
+            "pth",
+            target,
+            *spec.base_site_packages,
+        ]
     )
 
 
@@ -288,10 +309,7 @@ def summary(spec: ResolvedSpec) -> str:
 
 def _apt(packages: list[str], clean: str = APT_CLEAN) -> str:
     names = " ".join(shlex.quote(p) for p in packages)
-    return (
-        "apt-get update && apt-get install -y --no-install-recommends "
-        f"{names} && {clean}"
-    )
+    return f"apt-get update && apt-get install -y --no-install-recommends {names} && {clean}"
 
 
 def _environment() -> jinja2.Environment:
@@ -305,9 +323,7 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(
-    spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None
-) -> str:
+def render(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None) -> str:
     """The Dockerfile text; the same spec (and lock, and site settings) always gives the same bytes."""
     p = plan(spec, pins, settings)
     text = _environment().get_template(TEMPLATE).render(p=p)
@@ -317,7 +333,10 @@ def render(
 
 
 def write_context(
-    spec: ResolvedSpec, folder: Path, recipe_folder: Path, settings: BuildSettings,
+    spec: ResolvedSpec,
+    folder: Path,
+    recipe_folder: Path,
+    settings: BuildSettings,
     pins: Pins | None = None,
 ) -> str:
     """Fill `folder` with exactly what the build needs; returns the Dockerfile text."""
@@ -354,7 +373,11 @@ def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -
     if settings.offline:
         links.insert(0, "--no-index")
     index = settings.variant_index(spec.variant, spec.index_url)
-    if index and not settings.offline and not (settings.wheelhouse and _wheelhouse_has(settings.wheelhouse, pinned[:1], spec.python)):
+    if (
+        index
+        and not settings.offline
+        and not (settings.wheelhouse and _wheelhouse_has(settings.wheelhouse, pinned[:1], spec.python))
+    ):
         links.append(f"--index-url {index}")
     (ml / "requirements-framework.txt").write_text("\n".join(links + pinned) + "\n")
     (ml / "constraints.txt").write_text("\n".join(_constraints(spec)) + "\n")
@@ -428,13 +451,14 @@ def resolver_dockerfile(spec: ResolvedSpec) -> str:
         sim += f" && apt-get install -s --no-install-recommends {names} > {out}/apt-runtime"
     if builder_pkgs:
         names = " ".join(shlex.quote(n) for n in builder_pkgs)
-        sim += (f" && apt-get install -s --no-install-recommends {names} > {out}/apt-builder"
-                f" && apt-get install -y --no-install-recommends {names}")
+        sim += (
+            f" && apt-get install -s --no-install-recommends {names} > {out}/apt-builder"
+            f" && apt-get install -y --no-install-recommends {names}"
+        )
     lines.append(f"RUN {sim}")
     lines += [
         "COPY build-settings/ /tmp/mlbuild-build/",
-        "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 "
-        "PIP_DISABLE_PIP_VERSION_CHECK=1",
+        "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
         f"RUN {p.venv_command}",
         "COPY mlbuild/ /tmp/mlbuild/",
     ]
@@ -442,12 +466,36 @@ def resolver_dockerfile(spec: ResolvedSpec) -> str:
         lines.append(f"RUN {p.base_pth_command}")
     pip = f"{VENV}/bin/pip"
     if spec.framework_requirement:
-        lines.append("RUN " + exec_form([pip, "install", "--report", f"{out}/framework", "-r",
-                                         "/tmp/mlbuild/requirements-framework.txt"]))
+        lines.append(
+            "RUN "
+            + exec_form(
+                [
+                    pip,
+                    "install",
+                    "--report",
+                    f"{out}/framework",
+                    "-r",
+                    "/tmp/mlbuild/requirements-framework.txt",
+                ]
+            )
+        )
     if spec.requirements:
-        lines.append("RUN " + exec_form([pip, "install", "--dry-run", "--report", f"{out}/packages",
-                                         "-c", "/tmp/mlbuild/constraints.txt", "-r",
-                                         "/tmp/mlbuild/requirements.txt"]))
+        lines.append(
+            "RUN "
+            + exec_form(
+                [
+                    pip,
+                    "install",
+                    "--dry-run",
+                    "--report",
+                    f"{out}/packages",
+                    "-c",
+                    "/tmp/mlbuild/constraints.txt",
+                    "-r",
+                    "/tmp/mlbuild/requirements.txt",
+                ]
+            )
+        )
     lines.append(f"COPY mlbuild/collect.py {out}/")
     return "\n".join(lines) + "\n"
 
@@ -457,7 +505,8 @@ def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings) 
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
     ml.mkdir()
-    _write_requirements(spec, ml)
+    # the resolver image has no wheelhouse: it asks the index what the build would install
+    _write_requirements(spec, ml, dataclasses.replace(settings, wheelhouse=None, offline=False))
     setup = Path(__file__).resolve().parent / "imagesetup.py"
     (ml / "imagesetup.py").write_text(setup.read_text())
     (ml / "collect.py").write_text(RESOLVER_COLLECT)

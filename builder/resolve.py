@@ -8,8 +8,8 @@ constraint that failed and the nearest valid choices.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,7 @@ class _Pick:
     variant: Variant
 
 
-def load_and_resolve(
-    path: str | Path, base_image: str | None = None
-) -> tuple[Recipe, ResolvedSpec]:
+def load_and_resolve(path: str | Path, base_image: str | None = None) -> tuple[Recipe, ResolvedSpec]:
     """Load a recipe file (with an optional --base-image override) and resolve it."""
     recipe = load_recipe(path)
     if base_image:
@@ -78,8 +76,7 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         + (
             "asked for in the recipe"
             if recipe.python
-            else f"newest of {_span(rel.pythons_for(variant))} that "
-            f"{fw.framework} {rel.version} supports"
+            else f"newest of {_span(rel.pythons_for(variant))} that {fw.framework} {rel.version} supports"
         )
     )
     reasons.append(_why_variant(variant, recipe, rel))
@@ -90,10 +87,7 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
     if index_url:
         reasons.append(f"index: {variant.name} builds come from {index_url}")
     elif variant.name == rel.default_variant:
-        reasons.append(
-            f"index: the default index's {fw.distribution} {rel.version} "
-            f"is the {variant.name} build"
-        )
+        reasons.append(f"index: the default index's {fw.distribution} {rel.version} is the {variant.name} build")
     companions, requirements = _split_companions(recipe, fw, rel, variant, index_url)
     _check_other_frameworks(requirements, variant, fw, m)
     cuda = (recipe.cuda if variant.cuda_match == "major" and recipe.cuda else variant.cuda) or "cpu"
@@ -164,7 +158,7 @@ def _base_for(recipe: Recipe, python: str, cuda: str, m: Matrix, reasons: list[s
     if cuda == "cpu":
         raise ResolveError(
             f"variant: {recipe.variant} is for CUDA builds; this recipe resolves to a CPU build",
-            hint='use variant: runtime (the default), or ask for a cuda: version',
+            hint="use variant: runtime (the default), or ask for a cuda: version",
         )
     cb = m.cuda_bases.get(cuda)
     if cb is None:
@@ -266,9 +260,7 @@ def version_matches(version: Version, wanted: str | None) -> bool:
 
 def _variants_for(rel: Release, recipe: Recipe, m: Matrix) -> tuple[list[Variant], str]:
     """The builds of `rel` that fit the recipe's cuda and GPU fleet, best first, or a reason."""
-    cuda_builds = sorted(
-        (v for v in rel.variants if v.cuda), key=lambda v: version_key(v.cuda or "0"), reverse=True
-    )
+    cuda_builds = sorted((v for v in rel.variants if v.cuda), key=lambda v: version_key(v.cuda or "0"), reverse=True)
     cpu_builds = [v for v in rel.variants if v.is_cpu]
     fleet = recipe.gpu
     if recipe.cuda == "cpu":
@@ -291,9 +283,7 @@ def _variants_for(rel: Release, recipe: Recipe, m: Matrix) -> tuple[list[Variant
         assert v.cuda
         floor = m.min_driver_for(v.cuda)
         if fleet.min_driver and not driver_runs(m, v, fleet.min_driver):
-            refusals.append(
-                f"{_name(rel)} {v.name} needs driver ≥ {floor}; your fleet has {fleet.min_driver}"
-            )
+            refusals.append(f"{_name(rel)} {v.name} needs driver ≥ {floor}; your fleet has {fleet.min_driver}")
             continue
         if fleet.archs and not v.archs:
             # unknown is not "all": TF and JAX do not publish a per-wheel arch list we could read
@@ -322,24 +312,18 @@ def driver_runs(m: Matrix, v: Variant, driver: str) -> bool:
 def cuda_fits(v: Variant, wanted: str) -> bool:
     assert v.cuda
     if v.cuda_match == "major":
-        return wanted.split(".")[0] == v.cuda.split(".")[0] and version_key(wanted) >= version_key(
-            v.cuda
-        )
+        return wanted.split(".")[0] == v.cuda.split(".")[0] and version_key(wanted) >= version_key(v.cuda)
     return v.cuda == wanted
 
 
-def _pick_in_release(
-    rel: Release, recipe: Recipe, fw: FrameworkData, m: Matrix
-) -> tuple[_Pick | None, str]:
+def _pick_in_release(rel: Release, recipe: Recipe, fw: FrameworkData, m: Matrix) -> tuple[_Pick | None, str]:
     variants, why = _variants_for(rel, recipe, m)
     if not variants:
         return None, why
     pythons = sorted(rel.python, key=version_key, reverse=True)
     if recipe.python:
         if recipe.python not in pythons:
-            return None, (
-                f"{_name(rel)} supports Python {_span(rel.python)}; you asked for {recipe.python}"
-            )
+            return None, (f"{_name(rel)} supports Python {_span(rel.python)}; you asked for {recipe.python}")
         pythons = [recipe.python]
     pythons = [p for p in pythons if p in m.python_bases]
     for python in pythons:
@@ -370,10 +354,7 @@ def _split_companions(
             continue
         version = next((v for k, v in paired.items() if canonicalize_name(k) == name), None)
         if version is None:
-            raise ResolveError(
-                f"packages: no {req.name} release is known to pair with "
-                f"{fw.framework} {rel.version}"
-            )
+            raise ResolveError(f"packages: no {req.name} release is known to pair with {fw.framework} {rel.version}")
         if req.specifier and not req.specifier.contains(version, prereleases=True):
             raise ResolveError(
                 f"packages: {text!r} does not match {fw.framework} {rel.version}",
@@ -386,9 +367,7 @@ def _split_companions(
     return tuple(companions), tuple(others)
 
 
-def _check_other_frameworks(
-    requirements: tuple[str, ...], variant: Variant, fw: FrameworkData, m: Matrix
-) -> None:
+def _check_other_frameworks(requirements: tuple[str, ...], variant: Variant, fw: FrameworkData, m: Matrix) -> None:
     """A second GPU framework in packages must use the same CUDA major, or be refused."""
     if not variant.cuda:
         return
@@ -488,9 +467,7 @@ def _nearest(wanted: str, offered: list[str]) -> list[str]:
     return ([below[-1]] if below else []) + ([above[0]] if above else [])
 
 
-def _releases_with(
-    fw: FrameworkData, ok: Callable[[Release], bool], near: Release, what: str
-) -> str | None:
+def _releases_with(fw: FrameworkData, ok: Callable[[Release], bool], near: Release, what: str) -> str | None:
     """`framework_version: "X.Y"` nearest to `near` among the final releases where `ok`.
 
     Nearest by release order, preferring newer ones on a tie; the span of all such releases
@@ -642,9 +619,7 @@ def _hint(recipe: Recipe, fw: FrameworkData, m: Matrix, matching: list[Release])
     newest = matching[0]
     if recipe.cuda and recipe.cuda != "cpu":
         offered = sorted({v.cuda for v in newest.variants if v.cuda}, key=version_key)
-        elsewhere = [
-            r for r in fw.releases if any(v.cuda and cuda_fits(v, recipe.cuda) for v in r.variants)
-        ]
+        elsewhere = [r for r in fw.releases if any(v.cuda and cuda_fits(v, recipe.cuda) for v in r.variants)]
         options = []
         if offered:
             options.append(f'cuda: "{offered[-1]}"')
@@ -667,9 +642,7 @@ def _hint(recipe: Recipe, fw: FrameworkData, m: Matrix, matching: list[Release])
             {
                 v.cuda
                 for v in newest.variants
-                if v.cuda
-                and version_key(m.min_driver_for(v.cuda) or "0")
-                <= version_key(recipe.gpu.min_driver)
+                if v.cuda and version_key(m.min_driver_for(v.cuda) or "0") <= version_key(recipe.gpu.min_driver)
             },
             key=version_key,
         )

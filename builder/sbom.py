@@ -20,9 +20,7 @@ from typing import Any
 from builder.spec import VENV
 
 DPKG_STATUS = "var/lib/dpkg/status"
-_DIST_INFO_RE = re.compile(
-    r"^(?:opt/venv|usr/lib/python3[^/]*|usr/local/lib/python3[^/]*)/.*\.dist-info/METADATA$"
-)
+_DIST_INFO_RE = re.compile(r"^(?:opt/venv|usr/lib/python3[^/]*|usr/local/lib/python3[^/]*)/.*\.dist-info/METADATA$")
 
 
 @dataclass(frozen=True, order=True)
@@ -35,17 +33,13 @@ class Package:
     @property
     def purl(self) -> str:
         if self.ecosystem == "deb":
-            return f"pkg:deb/debian/{self.name}@{self.version}" + (
-                f"?arch={self.arch}" if self.arch else ""
-            )
+            return f"pkg:deb/debian/{self.name}@{self.version}" + (f"?arch={self.arch}" if self.arch else "")
         return f"pkg:pypi/{self.name.lower().replace('_', '-')}@{self.version}"
 
 
 def wanted(path: str) -> bool:
     """The files an SBOM is made from (kept while the image's layers are read)."""
-    return path == DPKG_STATUS or (
-        bool(_DIST_INFO_RE.match(path)) and path.startswith(VENV.lstrip("/"))
-    )
+    return path == DPKG_STATUS or (bool(_DIST_INFO_RE.match(path)) and path.startswith(VENV.lstrip("/")))
 
 
 def parse_dpkg_status(text: str) -> list[Package]:

@@ -125,10 +125,15 @@ def load_settings(
 
     index = index_url or environ.get("MLBUILD_INDEX_URL") or _http(environ.get("PIP_INDEX_URL"))
     index = index or config.get("index_url")
-    extras = tuple(extra_index_urls) or tuple(
-        u for u in (environ.get("MLBUILD_EXTRA_INDEX_URL") or environ.get("PIP_EXTRA_INDEX_URL") or "").split()
-        if _http(u)
-    ) or tuple(config.get("extra_index_urls") or ())
+    extras = (
+        tuple(extra_index_urls)
+        or tuple(
+            u
+            for u in (environ.get("MLBUILD_EXTRA_INDEX_URL") or environ.get("PIP_EXTRA_INDEX_URL") or "").split()
+            if _http(u)
+        )
+        or tuple(config.get("extra_index_urls") or ())
+    )
     for url in (index, *extras):
         if url and not _http(url):
             raise UsageError(

@@ -78,9 +78,8 @@ def check(
     # Do not trust the probe's own comparison alone: hold its facts to the spec from the labels.
     fw = probe.get("framework") or {}
     found = str(fw.get("version") or "")
-    if spec.framework_version not in ("", "from-base") and found:
-        if base_version(found) != spec.framework_version:
-            checks.append(Check(
+    if spec.framework_version not in ("", "from-base") and found and base_version(found) != spec.framework_version:
+        checks.append(Check(
                 "spec.framework_version", "failed",
                 f"{spec.framework} {spec.framework_version} expected, found {found}",
             ))  # fmt: skip
@@ -90,11 +89,23 @@ def check(
     g = probe.get("gpu") or {}
     gpu_status, reason = str(g.get("status") or "not-run"), str(g.get("reason") or "")
     if gpu_mode == "required" and spec.is_gpu and gpu_status != "passed":
-        checks.append(Check("gpu.required", "failed", f"--gpu required, but the GPU checks {gpu_status}: {reason}"))
+        checks.append(
+            Check(
+                "gpu.required",
+                "failed",
+                f"--gpu required, but the GPU checks {gpu_status}: {reason}",
+            )
+        )
     for command, result in commands:
         status = "passed" if result.exit_code == 0 else "failed"
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        checks.append(Check(f"run: {command}", status, f"exit {result.exit_code}" + (": " + " | ".join(tail) if status == "failed" and tail else "")))
+        checks.append(
+            Check(
+                f"run: {command}",
+                status,
+                f"exit {result.exit_code}" + (": " + " | ".join(tail) if status == "failed" and tail else ""),
+            )
+        )
     if not spec.is_gpu:
         gpu_status, reason = "not-applicable", "CPU image"
     passed = not any(c.status == "failed" for c in checks)
@@ -143,8 +154,7 @@ def smoke(
             raise
         doc = parse_probe(result.stdout)
         commands = tuple(
-            (cmd, engine.run(image, ["/bin/sh", "-c", cmd], user=user, **kwargs))
-            for cmd in spec.smoke_run
+            (cmd, engine.run(image, ["/bin/sh", "-c", cmd], user=user, **kwargs)) for cmd in spec.smoke_run
         )
         error = "" if doc else f"exit {result.exit_code}: {(result.stderr or result.stdout).strip()[-400:]}"
         report = check(spec, doc, gpu_mode, commands, mode, error)
@@ -156,7 +166,7 @@ def smoke(
     reason = "no GPU access mode worked: " + "; ".join(tried)
     if gpu_mode == "required":
         raise SmokeFailed(reason, hint="install the NVIDIA container toolkit, or check the driver")
-    result = engine.run(image, probe_cmd[:-1] + ["off"], user=user)
+    result = engine.run(image, [*probe_cmd[:-1], "off"], user=user)
     report = check(spec, parse_probe(result.stdout), "off", (), None)
     return SmokeReport(report.passed, report.checks, "not-run", reason, None, report.probe)
 
@@ -182,6 +192,6 @@ def detect_host(engine: Any) -> gpu_mod.HostGpus:
         info = engine.info()
         runtimes = tuple((info.get("Runtimes") or {}).keys())
         api = str(engine.version().get("ApiVersion", "1.41"))
-    except Exception:  # noqa: BLE001 - a fake or remote engine: plain device detection
+    except Exception:
         runtimes, api = (), "1.41"
     return gpu_mod.detect(runtimes, api)

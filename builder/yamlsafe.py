@@ -102,9 +102,7 @@ class _Builder:
         self.count += 1
         line = node.start_mark.line + 1
         if self.count > MAX_NODES:
-            raise YamlProblem(
-                f"more than {MAX_NODES} values (aliases that expand without bound are refused)"
-            )
+            raise YamlProblem(f"more than {MAX_NODES} values (aliases that expand without bound are refused)")
         if len(path) > MAX_DEPTH:
             raise YamlProblem(f"nested deeper than {MAX_DEPTH} levels (line {line})")
         if node.tag not in _PLAIN_TAGS:

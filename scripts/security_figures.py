@@ -78,10 +78,7 @@ def results() -> dict[str, str]:
             suite = ET.parse(xml).getroot().find("testsuite")
             assert suite is not None
             n, f, e, s = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
-            out[area] = (
-                f"{n - f - e - s} passed, {f + e} failed, {s} skipped "
-                f"({float(suite.get('time', 0)):.0f} s)"
-            )
+            out[area] = f"{n - f - e - s} passed, {f + e} failed, {s} skipped ({float(suite.get('time', 0)):.0f} s)"
     return out
 
 

@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
+echo "==> ruff and mypy"
+.venv/bin/ruff check builder tests benchmarks scripts
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

@@ -49,8 +49,12 @@ def sklearn_build(engine, bookworm_base, settings):  # type: ignore[no-untyped-d
     """recipes/sklearn-cpu.yaml built, smoke-tested and tagged, once per test session."""
     from builder.pipeline import build
 
-    return build(ROOT / "recipes" / "sklearn-cpu.yaml", engine=engine, settings=settings,
-                 base_image=bookworm_base)
+    return build(
+        ROOT / "recipes" / "sklearn-cpu.yaml",
+        engine=engine,
+        settings=settings,
+        base_image=bookworm_base,
+    )
 
 
 @pytest.fixture

@@ -28,9 +28,7 @@ _EXAMPLE_PACKAGES = {
 }
 
 
-def starter_recipe(
-    framework: str, name: str, python: str | None = None, cuda: str | None = None
-) -> str:
+def starter_recipe(framework: str, name: str, python: str | None = None, cuda: str | None = None) -> str:
     """The starter text, resolved: its framework_version and python are the resolver's picks,
     written down so that the recipe means the same thing next month."""
     from builder.recipe import parse_recipe
@@ -49,8 +47,7 @@ def _text(framework: str, name: str, version: str | None, python: str | None, cu
     gpu = cuda != "cpu"
     examples = "\n".join(f"  # - {p}" for p in _EXAMPLE_PACKAGES[framework])
     lines = [
-        f"# mlbuild recipe: {framework} on {'CUDA ' + cuda if gpu else 'CPU'}. "
-        "Written by `mlbuild init`.",
+        f"# mlbuild recipe: {framework} on {'CUDA ' + cuda if gpu else 'CPU'}. Written by `mlbuild init`.",
         "# Check it with `mlbuild resolve THIS_FILE`, build it with `mlbuild build THIS_FILE`.",
         "schema: 1",
         f"name: {name}  # the image is mlbuild/{name} unless image.repository says otherwise",
@@ -106,9 +103,7 @@ def write_atomically(path: Path, text: str, force: bool) -> None:
     from builder.errors import UsageError
 
     if path.exists() and not force:
-        raise UsageError(
-            f"{path} exists already", hint="choose another file with -o, or pass --force"
-        )
+        raise UsageError(f"{path} exists already", hint="choose another file with -o, or pass --force")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
@@ -118,9 +113,7 @@ def write_atomically(path: Path, text: str, force: bool) -> None:
             try:
                 os.link(tmp, path)  # fails if the file appeared meanwhile, unlike a rename
             except FileExistsError:
-                raise UsageError(
-                    f"{path} exists already", hint="pass --force to replace it"
-                ) from None
+                raise UsageError(f"{path} exists already", hint="pass --force to replace it") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -131,9 +124,7 @@ def write_atomically(path: Path, text: str, force: bool) -> None:
     type=click.Choice(FRAMEWORKS),
     help="Framework (prompted on a terminal; default pytorch).",
 )
-@click.option(
-    "--python", metavar="X.Y", help="Python version (default: the newest the framework supports)."
-)
+@click.option("--python", metavar="X.Y", help="Python version (default: the newest the framework supports).")
 @click.option("--cuda", metavar="X.Y|cpu", help='CUDA version such as "12.4", or cpu (default).')
 @click.option(
     "--name",
@@ -172,16 +163,10 @@ def init_cmd(
       mlbuild init --framework jax -o -              print instead of writing
     """
     if framework is None and _interactive():
-        framework = click.prompt(
-            "Framework", type=click.Choice(FRAMEWORKS), default="pytorch", err=True
-        )
+        framework = click.prompt("Framework", type=click.Choice(FRAMEWORKS), default="pytorch", err=True)
         cuda = cuda or click.prompt('CUDA version ("cpu" or e.g. 12.4)', default="cpu", err=True)
         python = (
-            python
-            or click.prompt(
-                "Python (empty: newest supported)", default="", show_default=False, err=True
-            )
-            or None
+            python or click.prompt("Python (empty: newest supported)", default="", show_default=False, err=True) or None
         )
         name = name or click.prompt("Name", default=default_name(framework, cuda), err=True)
     framework = framework or "pytorch"

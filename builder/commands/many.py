@@ -132,11 +132,7 @@ def sharing_lines(share: Sharing | None, agrees: bool | None) -> list[str]:
     if agrees is not None:
         lines.append(
             "        layer sizes "
-            + (
-                "agree with `docker system df -v`"
-                if agrees
-                else "DIFFER from `docker system df -v`"
-            )
+            + ("agree with `docker system df -v`" if agrees else "DIFFER from `docker system df -v`")
         )
     return lines
 
@@ -162,9 +158,7 @@ def build_many(
     planned = fanout.plan(paths, only=variants)
     for p in planned:
         if not p.possible:
-            out.say(
-                f"skipping {p.variant.label}: {p.reason}" + (f" (hint: {p.hint})" if p.hint else "")
-            )
+            out.say(f"skipping {p.variant.label}: {p.reason}" + (f" (hint: {p.hint})" if p.hint else ""))
     fanout.check_strict(planned, strict)
     possible = [p for p in planned if p.possible]
     if extra_tags and len(possible) > 1:
@@ -193,9 +187,7 @@ def build_many(
         settings=settings,
         options=fanout.BuildOptions(**{**options, "extra_tags": extra_tags}),
         jobs=jobs,
-        on_event=lambda label, state, text: (
-            board(label, state, text) if state != "impossible" else None
-        ),
+        on_event=lambda label, state, text: board(label, state, text) if state != "impossible" else None,
         smoke_connect=smoke_connect,
     )
     images = [o.build.image_id for o in outcomes if o.build]
@@ -258,8 +250,7 @@ def github_matrix(planned: list[Planned], cpu_runner: str, gpu_runner: str) -> d
     type=click.Choice(["github", "json"]),
     default="github",
     show_default=True,
-    help="github: the strategy.matrix JSON on one line; "
-    "json: every variant with its spec or reason.",
+    help="github: the strategy.matrix JSON on one line; json: every variant with its spec or reason.",
 )
 @click.option("--strict", is_flag=True, help="Fail when a variant cannot be resolved.")
 @click.option(
@@ -275,9 +266,7 @@ def github_matrix(planned: list[Planned], cpu_runner: str, gpu_runner: str) -> d
     help="runs-on label for variants whose smoke test uses a GPU.",
 )
 @handle_errors
-def matrix_plan_cmd(
-    recipes: tuple[Path, ...], fmt: str, strict: bool, cpu_runner: str, gpu_runner: str
-) -> None:
+def matrix_plan_cmd(recipes: tuple[Path, ...], fmt: str, strict: bool, cpu_runner: str, gpu_runner: str) -> None:
     """Plan one CI job per variant of RECIPES (files or folders).
 
     \b
@@ -322,9 +311,7 @@ def image_ref(engine: Any, spec: Any, given: str | None, warn: Callable[[str], N
     from builder.pipeline import CONTENT_LABEL, split_ref
 
     ref = given or f"{spec.repository}:{spec.readable_tag}"
-    attrs = (
-        engine.inspect(ref) if given else (engine.inspect(ref) if engine.image_id(ref) else None)
-    )
+    attrs = engine.inspect(ref) if given else (engine.inspect(ref) if engine.image_id(ref) else None)
     if attrs is None:
         raise UsageError(
             f"{ref} is not on this engine, and the recipe has no image record",
@@ -371,9 +358,7 @@ def image_ref(engine: Any, spec: Any, given: str | None, warn: Callable[[str], N
     metavar="ID",
     help="Only these variants of a matrix: recipe.",
 )
-@click.option(
-    "--output", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
-)
+@click.option("--output", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.argument("command", nargs=-1)
 @handle_errors
 def k8s_cmd(

@@ -91,9 +91,7 @@ def matrix(
     Output(json_mode).result({"matrix_version": m.version, "releases": rows}, _table(rows, m))
 
 
-def matrix_rows(
-    m: Any, framework: str | None, python: str | None, cuda: str | None
-) -> list[dict[str, Any]]:
+def matrix_rows(m: Any, framework: str | None, python: str | None, cuda: str | None) -> list[dict[str, Any]]:
     """The releases (newest first) and builds that pass the filters, as plain data."""
     from builder.resolve import cuda_fits
 
@@ -184,9 +182,7 @@ def _table(rows: list[dict[str, Any]], m: Any) -> str:
     multiple=True,
     help="Only this framework (repeatable; default: all).",
 )
-@click.option(
-    "--write", is_flag=True, help="Write the changes into the data files (default: only show them)."
-)
+@click.option("--write", is_flag=True, help="Write the changes into the data files (default: only show them).")
 @click.option("--no-range", is_flag=True, help="Never read wheel METADATA by HTTP range requests.")
 @click.option(
     "--data-dir",

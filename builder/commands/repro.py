@@ -23,9 +23,7 @@ from builder.cli import Output, _settings_options, handle_errors, json_option
     help="Refresh an existing lock (all packages, or only PACKAGE) and show what changed.",
 )
 @click.argument("package", required=False)
-@click.option(
-    "--base-image", metavar="REF", help="Lock on this base image instead of the resolved one."
-)
+@click.option("--base-image", metavar="REF", help="Lock on this base image instead of the resolved one.")
 @click.option("--network", metavar="MODE", help="Network for the resolver's build steps.")
 @_settings_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -64,19 +62,13 @@ def lock_cmd(
 
     out = Output(json_mode, quiet)
     if package and not upgrade_:
-        raise UsageError(
-            "PACKAGE only goes with --upgrade", hint=f"mlbuild lock {recipe} --upgrade {package}"
-        )
+        raise UsageError("PACKAGE only goes with --upgrade", hint=f"mlbuild lock {recipe} --upgrade {package}")
     load_recipe(recipe)
     path = lock_path(recipe)
     old = Lock.from_json(path.read_text(), str(path)) if path.exists() else None
     if old and not upgrade_:
-        raise UsageError(
-            f"{path} exists", hint=f"refresh it deliberately: mlbuild lock {recipe} --upgrade"
-        )
-    settings = load_settings(
-        ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls
-    )
+        raise UsageError(f"{path} exists", hint=f"refresh it deliberately: mlbuild lock {recipe} --upgrade")
+    settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
     engine = Engine.connect()
     fresh = resolve_lock(
         recipe,
@@ -94,8 +86,7 @@ def lock_cmd(
     n_py, n_apt = len(new.python), len(new.apt)
     summary = (
         f"{'wrote' if new is not old else 'unchanged'} {path}: {n_py} Python and {n_apt} OS "
-        f"packages, base {new.base.digest or new.base.image_id[:19]}"
-        + (f" ({new.base.note})" if new.base.note else "")
+        f"packages, base {new.base.digest or new.base.image_id[:19]}" + (f" ({new.base.note})" if new.base.note else "")
     )
     doc = {"lock": str(path), "changed": new is not old, "changes": changes, **new.to_dict()}
     out.result(doc, "\n".join([summary, *(changes if old else [])]))
@@ -151,12 +142,8 @@ def verify_cmd(
             if not guess.is_file():
                 raise UsageError(f"cannot find the recipe of {target}", hint="give --recipe RECIPE")
             recipe = guess
-    settings = load_settings(
-        ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls
-    )
-    result = verify(
-        engine, recipe, settings=settings, reference=reference, network=network, say=out.say
-    )
+    settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
+    result = verify(engine, recipe, settings=settings, reference=reference, network=network, say=out.say)
     doc = {
         "identical": result.identical,
         "reference": result.reference_id,
@@ -170,9 +157,7 @@ def verify_cmd(
     assert result.diff
     out.result(
         doc,
-        "\n".join(
-            [f"NOT reproduced: {result.reference_id} != {result.rebuilt_id}", *result.diff.lines()]
-        ),
+        "\n".join([f"NOT reproduced: {result.reference_id} != {result.rebuilt_id}", *result.diff.lines()]),
     )
     sys.exit(1)
 

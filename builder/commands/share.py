@@ -37,10 +37,7 @@ class LayerPrinter:
         layer = ev.layer[:12]
         now = time.monotonic()
         if ev.status in _STREAMING and ev.total:
-            if (
-                self.status.get(layer) == ev.status
-                and now - self.when.get(layer, 0.0) < self.interval
-            ):
+            if self.status.get(layer) == ev.status and now - self.when.get(layer, 0.0) < self.interval:
                 return
             pct = 100 * (ev.current or 0) // max(ev.total, 1)
             text = f"{layer}: {ev.status.lower()} {pct}% of {ev.total / 1e6:.1f} MB"
@@ -56,8 +53,7 @@ registry_ca_option = click.option(
     "--registry-ca",
     type=click.Path(dir_okay=False),
     metavar="FILE",
-    help="CA certificate of a private registry (default: site config registry_ca, or "
-    "/etc/docker/certs.d/HOST/ca.crt).",
+    help="CA certificate of a private registry (default: site config registry_ca, or /etc/docker/certs.d/HOST/ca.crt).",
 )
 
 
@@ -109,9 +105,7 @@ def push_and_record(
         attrs = engine.inspect(image_id)
         labels = dict((attrs.get("Config") or {}).get("Labels") or {})
         # The record names the repository that carries the content tag (the first, if several).
-        main = next(
-            (r for r in results if labels.get(registry.CONTENT_LABEL) in r.tags), results[0]
-        )
+        main = next((r for r in results if labels.get(registry.CONTENT_LABEL) in r.tags), results[0])
         record = registry.make_record(main, labels, registry.platform_of(attrs))
         written = registry.record_path(recipe)
         registry.write_record(written, record)
@@ -193,19 +187,11 @@ def push_cmd(
     target = parse_reference(to_repo).name if to_repo else source
     if target is None:
         raise UsageError("an image ID names no repository", hint="add --to REPO")
-    tags = [
-        t
-        for t in (
-            parse_reference(r).tag for r in repo_tags if parse_reference(r).name in (source, target)
-        )
-        if t
-    ]
+    tags = [t for t in (parse_reference(r).tag for r in repo_tags if parse_reference(r).name in (source, target)) if t]
     tags = list(dict.fromkeys([content, *tags]))  # the immutable tag always travels along
     for tag in tags:
         engine.tag(image_id, target, tag)
-    results, written = push_and_record(
-        engine, image_id, [f"{target}:{t}" for t in tags], out, recipe, registry_ca
-    )
+    results, written = push_and_record(engine, image_id, [f"{target}:{t}" for t in tags], out, recipe, registry_ca)
     doc, text = push_summary(results, written)
     out.result(doc, text)
 
@@ -225,8 +211,8 @@ def pull_cmd(recipe: Path, registry_ca: str | None, quiet: bool, json_mode: bool
     from builder import registry
     from builder.engine import Engine
     from builder.errors import RegistryError
-    from builder.pipeline import load_and_resolve
     from builder.render import summary
+    from builder.resolve import load_and_resolve
     from builder.spec import ResolvedSpec
 
     out = Output(json_mode, quiet)
@@ -239,13 +225,9 @@ def pull_cmd(recipe: Path, registry_ca: str | None, quiet: bool, json_mode: bool
     out.say(f"pulling {record.reference}")
     auth = acc.creds.auth_config() if acc.creds else None
     try:
-        image_id = engine.pull_ref(
-            record.reference, auth_config=auth, on_progress=LayerPrinter(out)
-        )
+        image_id = engine.pull_ref(record.reference, auth_config=auth, on_progress=LayerPrinter(out))
     except RegistryError as exc:
-        if any(
-            w in " ".join(exc.details).lower() for w in ("unauthorized", "authentication required")
-        ):
+        if any(w in " ".join(exc.details).lower() for w in ("unauthorized", "authentication required")):
             raise registry.auth_error(ref.registry, acc.creds) from None
         raise
     attrs = engine.inspect(image_id)

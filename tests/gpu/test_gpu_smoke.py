@@ -80,8 +80,11 @@ def test_preflight_refuses_wheels_without_this_gpus_kernels(tmp_path: Path) -> N
     recipe = tmp_path / "old.yaml"
     recipe.write_text('name: old-torch\nframework: pytorch\nframework_version: "1.13"\ncuda: "11.7"\n')
     done = mlbuild("build", str(recipe))
-    caps = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                          capture_output=True, text=True).stdout.split()
+    caps = subprocess.run(
+        ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     if caps and all(float(c) <= 8.6 for c in caps):
         pytest.skip("this GPU is covered by cu117's architectures")
     assert done.returncode == 2, done.stderr

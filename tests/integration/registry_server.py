@@ -32,9 +32,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, seconds: flo
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.1)
-    raise RuntimeError(
-        f"nothing listens on 127.0.0.1:{port} after {seconds} s: {log.read_text()[-800:]}"
-    )
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s: {log.read_text()[-800:]}")
 
 
 def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
@@ -52,9 +50,7 @@ def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
 
 def htpasswd_file(folder: Path, user: str, password: str) -> Path:
     """bcrypt entries, the only kind the registry accepts."""
-    out = subprocess.run(
-        ["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True
-    )
+    out = subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True)
     path = folder / "htpasswd"
     path.write_text(out.stdout)
     return path

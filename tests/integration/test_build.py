@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from imagescan import find_in_image, layer_members
 
 from builder.errors import BuildError, SmokeFailed
 from builder.pipeline import build
 from builder.settings import load_settings
 from builder.spec import SPEC_LABEL, ResolvedSpec
-from imagescan import find_in_image, layer_members
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,15 @@ def test_labels_carry_oci_annotations_and_the_spec(engine, sklearn_build) -> Non
 def test_image_runs_as_numeric_non_root_user_without_caches(engine, sklearn_build) -> None:  # type: ignore[no-untyped-def]
     attrs = engine.inspect(sklearn_build.image_id)
     assert attrs["Config"]["User"] == "10001"
-    run = engine.run(sklearn_build.image_id, ["sh", "-c", "id -u; ls /var/lib/apt/lists | wc -l; ls /root/.cache 2>/dev/null | wc -l; test -e /tmp/mlbuild-build && echo BUILD-SETTINGS; command -v gcc || true"])
+    run = engine.run(
+        sklearn_build.image_id,
+        [
+            "sh",
+            "-c",
+            "id -u; ls /var/lib/apt/lists | wc -l; ls /root/.cache 2>/dev/null | wc -l; "
+            "test -e /tmp/mlbuild-build && echo BUILD-SETTINGS; command -v gcc || true",
+        ],
+    )
     lines = run.stdout.split()
     assert lines[:3] == ["10001", "0", "0"], run.stdout
     assert "BUILD-SETTINGS" not in run.stdout and "gcc" not in run.stdout
@@ -71,7 +79,10 @@ def test_smoke_command_and_inspect_read_the_labels(sklearn_build) -> None:  # ty
 def test_failing_smoke_exits_3_and_leaves_the_image_untagged(engine, bookworm_base, tmp_path) -> None:  # type: ignore[no-untyped-def]
     text = (ROOT / "recipes" / "sklearn-cpu.yaml").read_text()
     text = text.replace("name: sklearn-cpu", "name: sklearn-failing-smoke")
-    text = text.replace("    - python -c 'import pandas", "    - python -c 'import sys; sys.exit(4)'\n    - python -c 'import pandas")
+    text = text.replace(
+        "    - python -c 'import pandas",
+        "    - python -c 'import sys; sys.exit(4)'\n    - python -c 'import pandas",
+    )
     recipe = tmp_path / "failing.yaml"
     recipe.write_text(text)
     with pytest.raises(SmokeFailed) as info:
@@ -100,7 +111,12 @@ def test_ca_bundle_applies_to_the_build_and_stays_out_of_the_image(engine, bookw
     bundle.write_bytes(host.read_bytes() + canary)
     recipe = tmp_path / "ca.yaml"
     recipe.write_text("name: sklearn-ca\nframework: sklearn\nframework_version: '1.5'\npython: '3.11'\ncuda: cpu\n")
-    result = build(recipe, engine=engine, settings=load_settings(ca_bundle=str(bundle)), base_image=bookworm_base)
+    result = build(
+        recipe,
+        engine=engine,
+        settings=load_settings(ca_bundle=str(bundle)),
+        base_image=bookworm_base,
+    )
     assert result.smoke is None or result.smoke.passed
     body = b"".join(canary.split(b"\n")[1:-2])  # the certificate's base64 body
     assert find_in_image(engine, result.image_id, [canary, body[:64]]) == []
@@ -112,7 +128,9 @@ def test_a_ca_bundle_without_the_right_roots_makes_pip_fail(engine, bookworm_bas
     """Proof that the bundle reaches pip: trusting only the canary CA, PyPI is unreachable."""
     folder, _ = canary_ca
     recipe = tmp_path / "only-canary.yaml"
-    recipe.write_text("name: sklearn-ca-only\nframework: sklearn\nframework_version: '1.4'\npython: '3.11'\ncuda: cpu\n")
+    recipe.write_text(
+        "name: sklearn-ca-only\nframework: sklearn\nframework_version: '1.4'\npython: '3.11'\ncuda: cpu\n"
+    )
     with pytest.raises(BuildError) as info:
         build(recipe, engine=engine, settings=load_settings(ca_bundle=str(folder / "canary.pem")),
               base_image=bookworm_base)  # fmt: skip
@@ -123,7 +141,10 @@ def test_a_ca_bundle_without_the_right_roots_makes_pip_fail(engine, bookworm_bas
 def test_every_example_recipe_resolves_and_renders() -> None:
     for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
         done = mlbuild("render", str(recipe))
-        assert done.returncode == 0 and done.stdout.startswith("# Rendered by mlbuild"), (recipe, done.stderr)
+        assert done.returncode == 0 and done.stdout.startswith("# Rendered by mlbuild"), (
+            recipe,
+            done.stderr,
+        )
 
 
 FAKE_TORCH = ROOT / "tests" / "fixtures" / "fake_torch"
@@ -133,8 +154,8 @@ FAKE_TORCH = ROOT / "tests" / "fixtures" / "fake_torch"
 def gpu_spec_image(engine, sklearn_build, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
     """An image whose labels say PyTorch 2.5.1 cu124 (a numpy stand-in plays torch): how a
     CUDA image looks to the smoke test on a host without a GPU."""
-    from builder.resolve import load_and_resolve
     from builder.render import dockerfile_string
+    from builder.resolve import load_and_resolve
 
     _, spec = load_and_resolve(ROOT / "recipes" / "pytorch-gpu.yaml")
     spec = spec.__class__.from_dict({**spec.to_dict(), "python": "3.11", "smoke_run": []})

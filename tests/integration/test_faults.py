@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import registry_server as rs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,9 +127,7 @@ class Run:
             if self.proc.poll() is not None and not self._reader.is_alive():
                 break
             time.sleep(0.2)
-        raise AssertionError(
-            f"no line matching {pattern.pattern!r}:\n" + "\n".join(self.lines[-30:])
-        )
+        raise AssertionError(f"no line matching {pattern.pattern!r}:\n" + "\n".join(self.lines[-30:]))
 
     def finish(self, seconds: float) -> int:
         rc = self.proc.wait(seconds)
@@ -199,12 +196,7 @@ class Spare:
         return list(self.api.containers(all=True))
 
     def tags(self, repository: str = REPO) -> list[str]:
-        return [
-            t
-            for img in self.api.images()
-            for t in img.get("RepoTags") or []
-            if t.startswith(repository + ":")
-        ]
+        return [t for img in self.api.images() for t in img.get("RepoTags") or [] if t.startswith(repository + ":")]
 
     def contexts(self) -> list[Path]:
         return sorted(self.tmp.glob("mlbuild-context-*"))
@@ -358,17 +350,13 @@ def test_engine_stopped_mid_build(spare: Spare, tmp_path: Path) -> None:
     """Last on the spare engine: it is stopped (SIGTERM, as `systemctl stop docker` does)."""
     recipe = write(tmp_path, "r.yaml", "pandas==2.2.2", 1)  # another pin: the pip step runs
     run = spare.build(recipe)
-    eventually(
-        lambda: any(PIP_STEP.search(x) and '"-c"' in x for x in run.lines), 240, "the packages step"
-    )
+    eventually(lambda: any(PIP_STEP.search(x) and '"-c"' in x for x in run.lines), 240, "the packages step")
     eventually(spare.containers, 60, "the pip step's container")
     assert spare.teammate.proc is not None
     os.killpg(spare.teammate.proc.pid, signal.SIGTERM)
     assert run.finish(120) == 1
     clean_failure(run)
-    assert re.search(r"engine", run.stderr.split("error: ", 1)[1].splitlines()[0]), run.stderr[
-        -2000:
-    ]
+    assert re.search(r"engine", run.stderr.split("error: ", 1)[1].splitlines()[0]), run.stderr[-2000:]
     assert spare.contexts() == []
     spare.teammate.proc.wait(60)
     # Started again on the same data root: no tag of this build, no temporary container. The
@@ -392,9 +380,7 @@ def small_disk(bookworm_base: str) -> Iterator[Spare]:
     data.mkdir()
     subprocess.run(["truncate", "-s", "400M", str(image)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
-    mounted = subprocess.run(
-        ["mount", "-o", "loop", str(image), str(data)], capture_output=True, text=True
-    )
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(data)], capture_output=True, text=True)
     if mounted.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         image.unlink()

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,9 +95,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize(("field", "payload"), REFUSED, ids=[f"{f}-{p}" for f, p in REFUSED])
-def test_refused_with_exit_2_and_no_build(
-    field: str, payload: str, tmp_path: Path, restore_signals: None
-) -> None:
+def test_refused_with_exit_2_and_no_build(field: str, payload: str, tmp_path: Path, restore_signals: None) -> None:
     from builder.cli import main
 
     (tmp_path / "ok.txt").write_text("ok\n")
@@ -113,17 +110,13 @@ def test_refused_with_exit_2_and_no_build(
     assert not list(tmp_path.glob("mlbuild-context-*"))
 
 
-ACCEPTED_ENV = {
-    f"EVIL_{k.upper().replace('-', '_')}": v for k, v in PAYLOADS.items() if "\n" not in v
-}
+ACCEPTED_ENV = {f"EVIL_{k.upper().replace('-', '_')}": v for k, v in PAYLOADS.items() if "\n" not in v}
 ACCEPTED_PACKAGE = 'pandas==2.2.3; os_name != "$(touch /tmp/pwned-4)`touch /tmp/pwned-5`;{{ 7*7 }}"'
 ACCEPTED_SMOKE = ["echo '{{ 7*7 }}' '{% raw %}' \"$EVIL_SUBST\"", "test ! -e /tmp/pwned-4"]
 
 
 @pytest.fixture(scope="module")
-def hostile_build(
-    bookworm_base: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
+def hostile_build(bookworm_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One real build carrying every accepted payload at once."""
     import yaml
 
@@ -156,9 +149,7 @@ def hostile_build(
         engine.remove_image(tag)
 
 
-def test_accepted_payloads_ran_nowhere_and_arrive_literally(
-    hostile_build: dict[str, Any], engine: Any
-) -> None:
+def test_accepted_payloads_ran_nowhere_and_arrive_literally(hostile_build: dict[str, Any], engine: Any) -> None:
     image = hostile_build["result"]["image_id"]
     attrs = engine.inspect(image)
     config_env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
@@ -193,10 +184,7 @@ def test_accepted_payloads_add_no_instruction(hostile_build: dict[str, Any]) -> 
     for key in ACCEPTED_ENV:
         assert sum(x.startswith(f"ENV {key}=") for x in lines) == 1
     # the image's history has exactly the Dockerfile's RUN steps, none of them a payload's
-    assert all(
-        x.split(" ", 1)[0] in {"FROM", "ENV", "RUN", "COPY", "WORKDIR", "LABEL", "USER", "CMD"}
-        for x in lines
-    )
+    assert all(x.split(" ", 1)[0] in {"FROM", "ENV", "RUN", "COPY", "WORKDIR", "LABEL", "USER", "CMD"} for x in lines)
 
 
 def test_history_has_no_payload_step(hostile_build: dict[str, Any], engine: Any) -> None:
@@ -204,9 +192,7 @@ def test_history_has_no_payload_step(hostile_build: dict[str, Any], engine: Any)
     for entry in history:
         created_by = entry.get("CreatedBy") or ""
         if "touch /tmp/pwned" in created_by:
-            assert created_by.lstrip().startswith(
-                ("/bin/sh -c #(nop)  ENV", "/bin/sh -c #(nop)  LABEL")
-            ), created_by
+            assert created_by.lstrip().startswith(("/bin/sh -c #(nop)  ENV", "/bin/sh -c #(nop)  LABEL")), created_by
 
 
 # -- image safety on the shared example image ------------------------------------------------
@@ -233,9 +219,7 @@ def _setuid_files(engine: Any, image: str) -> set[str]:
 def test_image_runs_as_numeric_non_root_user(sklearn_build: Any, engine: Any) -> None:
     user = engine.inspect(sklearn_build.image_id)["Config"]["User"]
     assert user.isdigit() and int(user) != 0
-    run = engine.run(
-        sklearn_build.image_id, ["python", "-c", "import os; print(os.getuid(), os.getgid())"]
-    )
+    run = engine.run(sklearn_build.image_id, ["python", "-c", "import os; print(os.getuid(), os.getgid())"])
     assert run.stdout.split() == [user, "0"]
 
 

@@ -238,7 +238,9 @@ def second_engine(engine, bases, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def test_build_and_smoke_on_an_engine_through_docker_host(
-    second_engine: str, recipe: Path, bases  # type: ignore[no-untyped-def]
+    second_engine: str,
+    recipe: Path,
+    bases,  # type: ignore[no-untyped-def]
 ) -> None:
     from builder.engine import Engine
 
@@ -256,7 +258,10 @@ def test_build_and_smoke_on_an_engine_through_docker_host(
 
 
 def test_gpu_host_sends_only_the_smoke_step(
-    engine, second_engine: str, recipe: Path, matrix_run: dict[str, Any]  # type: ignore[no-untyped-def]
+    engine,
+    second_engine: str,
+    recipe: Path,
+    matrix_run: dict[str, Any],  # type: ignore[no-untyped-def]
 ) -> None:
     from builder.engine import Engine
 

@@ -48,10 +48,7 @@ def locked_recipe(engine, bookworm_base, settings, tmp_path_factory):  # type: i
     started = time.monotonic()
     lock = resolve_lock(recipe, engine=engine, settings=settings, base_image=bookworm_base)
     write_atomic(lock_path(recipe), lock.to_json())
-    print(
-        f"lock: {time.monotonic() - started:.1f} s, {len(lock.python)} Python, "
-        f"{len(lock.apt)} OS pins"
-    )
+    print(f"lock: {time.monotonic() - started:.1f} s, {len(lock.python)} Python, {len(lock.apt)} OS pins")
     return recipe
 
 
@@ -84,9 +81,7 @@ def test_lock_pins_base_os_and_python_packages(locked_recipe: Path, engine) -> N
     assert lock.base.digest is None and "image ID" in lock.base.note  # a bootstrapped base
 
 
-def test_locked_build_is_labelled_and_has_its_sbom(
-    first_build, locked_recipe: Path, engine
-) -> None:  # type: ignore[no-untyped-def]
+def test_locked_build_is_labelled_and_has_its_sbom(first_build, locked_recipe: Path, engine) -> None:  # type: ignore[no-untyped-def]
     result, _raw = first_build
     labels = engine.labels(result.image_id)
     lock = read_lock(locked_recipe)
@@ -97,10 +92,7 @@ def test_locked_build_is_labelled_and_has_its_sbom(
     assert {"pkg:pypi/scikit-learn", "pkg:pypi/numpy", "pkg:deb/debian/python3.11"} <= purls
     import hashlib
 
-    assert (
-        labels[SBOM_LABEL]
-        == f"{sbom_file.name} sha256:{hashlib.sha256(sbom_file.read_bytes()).hexdigest()}"
-    )
+    assert labels[SBOM_LABEL] == f"{sbom_file.name} sha256:{hashlib.sha256(sbom_file.read_bytes()).hexdigest()}"
     assert (
         labels["org.opencontainers.image.created"]
         == engine.inspect(result.image_id)["Created"].replace(".000000000", "")[:19] + "Z"
@@ -108,9 +100,7 @@ def test_locked_build_is_labelled_and_has_its_sbom(
     assert result.smoke and result.smoke.passed
 
 
-def test_recipe_edited_after_locking_is_refused(
-    engine, settings, locked_recipe: Path, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_recipe_edited_after_locking_is_refused(engine, settings, locked_recipe: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     edited = tmp_path / "tiny.yaml"
     edited.write_text(RECIPE + "packages:\n  - joblib\n")
     shutil.copy(lock_path(locked_recipe), lock_path(edited))
@@ -176,9 +166,7 @@ def test_rebuild_without_cache_is_identical_and_verify_names_differing_files(
         engine.remove_image(ref, force=True)
     started = time.monotonic()
     said: list[str] = []
-    checked = verify(
-        engine, locked_recipe, settings=settings, reference=tampered_id, say=said.append
-    )
+    checked = verify(engine, locked_recipe, settings=settings, reference=tampered_id, say=said.append)
     seconds = time.monotonic() - started
     raw2 = next(line.split()[1] for line in said if line.startswith("normalised "))
     print(

@@ -29,9 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
-
 import imagescan
+import pytest
 import registry_server as rs
 
 pytestmark = pytest.mark.integration
@@ -66,9 +65,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     seen: ClassVar[list[dict[str, str]]] = []
 
     def do_GET(self) -> None:
-        type(self).seen.append(
-            {"path": self.path, **{k.lower(): v for k, v in self.headers.items()}}
-        )
+        type(self).seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
         self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -83,16 +80,12 @@ def found_in(haystacks: dict[str, bytes]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def secret_build(
-    bookworm_base: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
+def secret_build(bookworm_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("secrets")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
-    registry = rs.start_registry(
-        folder / "registry", user=REGISTRY_USER, password=REGISTRY_PASSWORD
-    )
+    registry = rs.start_registry(folder / "registry", user=REGISTRY_USER, password=REGISTRY_PASSWORD)
     try:
         from builder.settings import load_settings
 
@@ -154,9 +147,7 @@ def test_the_secrets_reached_the_build(secret_build: dict[str, Any]) -> None:
     seen = secret_build["requests"]
     assert seen, "pip never asked the private index"
     assert any(r.get("authorization") == "Basic " + CANARIES["index basic auth"] for r in seen)
-    assert any(
-        r.get("proxy-authorization") == "Basic " + CANARIES["proxy basic auth"] for r in seen
-    )
+    assert any(r.get("proxy-authorization") == "Basic " + CANARIES["proxy basic auth"] for r in seen)
     assert secret_build["record"].exists(), "the push wrote its record"
 
 
@@ -186,9 +177,7 @@ def test_no_secret_in_dockerfiles_logs_reports_or_records(secret_build: dict[str
         "push record": secret_build["record"].read_bytes(),
     }
     assert found_in(places) == []
-    assert "127.0.0.1" in secret_build["log"] and "***@" in secret_build["log"], (
-        "settings shown, redacted"
-    )
+    assert "127.0.0.1" in secret_build["log"] and "***@" in secret_build["log"], "settings shown, redacted"
 
 
 def test_no_secret_in_the_registry(secret_build: dict[str, Any]) -> None:

@@ -106,11 +106,7 @@ def tiny_image(
     ctx = tmp_path_factory.mktemp("tiny")
     (ctx / "hello.txt").write_text(f"other content {time.time()}\n")
     (ctx / "Dockerfile").write_text(f"FROM {bookworm_base}\nCOPY hello.txt /hello.txt\n")
-    labels = {
-        k: v
-        for k, v in engine.labels(sklearn_build.image_id).items()
-        if k.startswith("org.mlbuild")
-    }
+    labels = {k: v for k, v in engine.labels(sklearn_build.image_id).items() if k.startswith("org.mlbuild")}
     image_id = engine.build(ctx, labels=labels)
     name = f"mlbuild-test/share-tiny-{os.getpid()}"
     engine.tag(image_id, name, "keep")  # untagging the last other tag must not delete it
@@ -155,10 +151,7 @@ def test_unreachable_registry(engine: Any, sklearn_build: Any, env: dict[str, st
     started = time.monotonic()
     r = mlbuild("push", ref, env=env)
     assert r.returncode == 1
-    assert (
-        f"cannot reach registry 127.0.0.1:{port}" in r.stderr
-        and "gave up after 2 attempts" in r.stderr
-    )
+    assert f"cannot reach registry 127.0.0.1:{port}" in r.stderr and "gave up after 2 attempts" in r.stderr
     assert "Traceback" not in r.stderr
     assert time.monotonic() - started < 60
     engine.remove_image(ref)
@@ -221,9 +214,7 @@ def test_push_then_teammate_pulls_by_recipe(
     assert report.passed, report.failures()
 
 
-def test_push_stopped_midway_then_succeeds(
-    engine: Any, sklearn_build: Any, work: Path, env: dict[str, str]
-) -> None:
+def test_push_stopped_midway_then_succeeds(engine: Any, sklearn_build: Any, work: Path, env: dict[str, str]) -> None:
     registry = rs.start_registry(work / "flaky-registry")
     try:
         ref = tag_into(engine, sklearn_build, f"{registry.host}/team/flaky")
@@ -275,41 +266,29 @@ def test_immutable_tag_is_never_overwritten(
 
     repo = f"{auth_registry.host}/team/sklearn-cpu"
     creds = {**env, "MLBUILD_REGISTRY_USER": USER, "MLBUILD_REGISTRY_PASSWORD": PASSWORD}
-    before = registry_digest(
-        auth_registry.host, "team/sklearn-cpu", sklearn_build.content_tag, f"{USER}:{PASSWORD}"
-    )
+    before = registry_digest(auth_registry.host, "team/sklearn-cpu", sklearn_build.content_tag, f"{USER}:{PASSWORD}")
     with pytest.raises(RegistryError, match="refusing to overwrite the immutable tag") as info:
         registry.push_image(engine, tiny_image, [f"{repo}:{sklearn_build.content_tag}"], env=creds)
     assert before in " ".join(info.value.details) and tiny_image in " ".join(info.value.details)
-    after = registry_digest(
-        auth_registry.host, "team/sklearn-cpu", sklearn_build.content_tag, f"{USER}:{PASSWORD}"
-    )
+    after = registry_digest(auth_registry.host, "team/sklearn-cpu", sklearn_build.content_tag, f"{USER}:{PASSWORD}")
     assert after == before
     # a readable tag may move
     engine.tag(tiny_image, repo, "latest")
     moved = registry.push_image(engine, tiny_image, [f"{repo}:latest"], env=creds)
-    assert moved[0].digest == registry_digest(
-        auth_registry.host, "team/sklearn-cpu", "latest", f"{USER}:{PASSWORD}"
-    )
+    assert moved[0].digest == registry_digest(auth_registry.host, "team/sklearn-cpu", "latest", f"{USER}:{PASSWORD}")
     engine.remove_image(f"{repo}:latest")
 
 
 @pytest.fixture
-def pushed_to_auth_registry(
-    auth_registry: rs.Registry, sklearn_build: Any, engine: Any, env: dict[str, str]
-) -> None:
+def pushed_to_auth_registry(auth_registry: rs.Registry, sklearn_build: Any, engine: Any, env: dict[str, str]) -> None:
     """The fixture image in the auth registry (pushed here when the main flow did not run)."""
     from builder import registry
 
     repo = f"{auth_registry.host}/team/sklearn-cpu"
     creds = {**env, "MLBUILD_REGISTRY_USER": USER, "MLBUILD_REGISTRY_PASSWORD": PASSWORD}
-    client = registry.RegistryClient(
-        auth_registry.host, registry.find_credentials(auth_registry.host, creds)
-    )
+    client = registry.RegistryClient(auth_registry.host, registry.find_credentials(auth_registry.host, creds))
     if client.manifest("team/sklearn-cpu", sklearn_build.content_tag) is None:
-        registry.push_image(
-            engine, sklearn_build.image_id, [tag_into(engine, sklearn_build, repo)], env=creds
-        )
+        registry.push_image(engine, sklearn_build.image_id, [tag_into(engine, sklearn_build, repo)], env=creds)
 
 
 def test_tls_registry_with_a_self_signed_ca(
@@ -328,14 +307,8 @@ def test_tls_registry_with_a_self_signed_ca(
         engine.tag(tiny_image, repo, sklearn_build.content_tag)
         refs = [f"{repo}:{sklearn_build.content_tag}"]
         out = registry.push_image(engine, tiny_image, refs, registry_ca=tls.ca, env=env)
-        remote = registry.RegistryClient(reg.host, ca=tls.ca).manifest(
-            "team/tiny", sklearn_build.content_tag
-        )
-        assert (
-            remote is not None
-            and remote.digest == out[0].digest
-            and remote.config_digest == tiny_image
-        )
+        remote = registry.RegistryClient(reg.host, ca=tls.ca).manifest("team/tiny", sklearn_build.content_tag)
+        assert remote is not None and remote.digest == out[0].digest and remote.config_digest == tiny_image
         # another CA does not verify this registry: a clear error, not a traceback
         wrong = rs.make_tls(work / "tls-other", name="other")
         with pytest.raises(RegistryError, match="not trusted") as info:
@@ -348,9 +321,7 @@ def test_tls_registry_with_a_self_signed_ca(
 
 
 # -- build avoidance ------------------------------------------------------------------------------
-def test_noop_rebuild_says_up_to_date(
-    sklearn_build: Any, bookworm_base: str, env: dict[str, str]
-) -> None:
+def test_noop_rebuild_says_up_to_date(sklearn_build: Any, bookworm_base: str, env: dict[str, str]) -> None:
     started = time.monotonic()
     r = mlbuild(
         "build",
@@ -366,9 +337,7 @@ def test_noop_rebuild_says_up_to_date(
     assert doc["up_to_date"] is True and doc["image_id"] == sklearn_build.image_id
     assert doc["content_tag"] == sklearn_build.content_tag
     assert elapsed < 10, elapsed  # process start included; the benchmark has the real figure
-    r = mlbuild(
-        "build", str(ROOT / "recipes" / "sklearn-cpu.yaml"), "--base-image", bookworm_base, env=env
-    )
+    r = mlbuild("build", str(ROOT / "recipes" / "sklearn-cpu.yaml"), "--base-image", bookworm_base, env=env)
     assert "up to date" in r.stderr and "up to date" in r.stdout
 
 

@@ -98,17 +98,13 @@ def test_expand_without_matrix_is_one_variant(tmp_path: Path) -> None:
 
 
 def test_exclude_everything_is_a_recipe_error(tmp_path: Path) -> None:
-    text = (
-        'name: x\nframework: sklearn\nmatrix:\n  python: ["3.11"]\n  exclude: [{python: "3.11"}]\n'
-    )
+    text = 'name: x\nframework: sklearn\nmatrix:\n  python: ["3.11"]\n  exclude: [{python: "3.11"}]\n'
     with pytest.raises(RecipeError, match="problem"):
         fanout.expand(load_recipe(write(tmp_path, text)))
 
 
 def test_variant_ids_fit_docker_tags() -> None:
-    vid = fanout.variant_id(
-        [("python", "3.12"), ("cuda", "12.4"), ("framework_version", ">=2.3,<2.5")]
-    )
+    vid = fanout.variant_id([("python", "3.12"), ("cuda", "12.4"), ("framework_version", ">=2.3,<2.5")])
     assert vid == "py3.12-cuda12.4-fwge2.3_lt2.5"
     assert fanout.variant_id([]) == "default"
 
@@ -119,11 +115,7 @@ def test_plan_skips_impossible_variants_with_reasons(tmp_path: Path) -> None:
     assert not by_id["py3.9-fw1.9"].possible  # scikit-learn 1.9 has no Python 3.9 wheels
     assert "3.9" in by_id["py3.9-fw1.9"].reason
     ok = by_id["py3.11-fw1.9"]
-    assert (
-        ok.spec is not None
-        and ok.spec.python == "3.11"
-        and ok.spec.framework_version.startswith("1.9")
-    )
+    assert ok.spec is not None and ok.spec.python == "3.11" and ok.spec.framework_version.startswith("1.9")
     assert by_id["py3.9-fw1.5"].spec.framework_version.startswith("1.5")  # type: ignore[union-attr]
     fanout.check_strict(planned, strict=False)
     with pytest.raises(ResolveError, match="1 of 5 variants cannot be built") as info:
@@ -214,9 +206,7 @@ def run_fake(
     return out, peak, events
 
 
-def test_build_all_bounds_parallelism_and_keeps_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_build_all_bounds_parallelism_and_keeps_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pythons = '["3.10", "3.11", "3.12", "3.13", "3.14"]'
     text = f"name: skm\nframework: sklearn\nmatrix:\n  python: {pythons}\n"
     planned = fanout.plan([write(tmp_path, text)])
@@ -230,17 +220,10 @@ def test_build_all_bounds_parallelism_and_keeps_order(
     assert peak1 == 1
 
 
-def test_failures_are_collected_with_exit_codes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    text = (
-        'name: skm\nframework: sklearn\nmatrix:\n  python: ["3.9", "3.11", "3.13"]\n'
-        '  framework_version: ["1.9"]\n'
-    )
+def test_failures_are_collected_with_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = 'name: skm\nframework: sklearn\nmatrix:\n  python: ["3.9", "3.11", "3.13"]\n  framework_version: ["1.9"]\n'
     planned = fanout.plan([write(tmp_path, text)])  # 3.9 is impossible with 1.9
-    outcomes, _, _ = run_fake(
-        monkeypatch, planned, jobs=3, fail={"3.13": SmokeFailed("probe failed")}
-    )
+    outcomes, _, _ = run_fake(monkeypatch, planned, jobs=3, fail={"3.13": SmokeFailed("probe failed")})
     assert [o.result for o in outcomes] == ["impossible", "built", "smoke-failed"]
     err = fanout.FanoutFailed(outcomes)
     assert err.exit_code == 3 and "1 of 3 variants failed" in err.message
@@ -350,14 +333,9 @@ def test_status_board_plain_and_live() -> None:
     assert quiet.getvalue() == ""
 
 
-def test_variants_on_one_base_wait_for_the_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_variants_on_one_base_wait_for_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first variant of a base builds alone, so the others reuse its cached OS layers."""
-    text = (
-        'name: skm\nframework: sklearn\npython: "3.11"\nmatrix:\n'
-        '  framework_version: ["1.5", "1.6", "1.7"]\n'
-    )
+    text = 'name: skm\nframework: sklearn\npython: "3.11"\nmatrix:\n  framework_version: ["1.5", "1.6", "1.7"]\n'
     planned = fanout.plan([write(tmp_path, text)])
     spans: dict[str, tuple[float, float]] = {}
 

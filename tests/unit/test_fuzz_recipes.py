@@ -50,14 +50,10 @@ PAYLOADS = (
 )  # fmt: skip
 ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 HOSTILE = st.one_of(st.sampled_from(PAYLOADS), ANY_TEXT)
-SCALAR = st.one_of(
-    HOSTILE, st.integers(-(10**20), 10**20), st.floats(allow_nan=True), st.booleans(), st.none()
-)
+SCALAR = st.one_of(HOSTILE, st.integers(-(10**20), 10**20), st.floats(allow_nan=True), st.booleans(), st.none())
 ANY_VALUE = st.recursive(
     SCALAR,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=12,
 )
 
@@ -178,9 +174,7 @@ def test_generated_recipes_resolve_or_fail_cleanly(doc: dict[str, Any], folder: 
 
 
 @FUZZ
-@given(
-    field=st.sampled_from([k for k in TOP_KEYS if k != "schema"]), payload=st.sampled_from(PAYLOADS)
-)
+@given(field=st.sampled_from([k for k in TOP_KEYS if k != "schema"]), payload=st.sampled_from(PAYLOADS))
 def test_every_payload_in_every_field(field: str, payload: str, folder: Path) -> None:
     """Each hostile string, alone and in the place where a field's value (or item) goes."""
     base: dict[str, Any] = {"name": "fuzz", "framework": "sklearn"}
@@ -211,9 +205,7 @@ def test_random_bytes_fail_cleanly(data: bytes, folder: Path) -> None:
 @FUZZ
 @given(base=st.sampled_from(sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))),
        cut=st.integers(0, 2000), junk=st.sampled_from(["\t", ":", "- ", "&a ", "*a", "!!python/name:os.system", "{", "]", "\x00", "\xff", "'", "\"", "? ", "<<: *a\n", "\n  - x", "%TAG ! x\n"]))  # fmt: skip
-def test_mutated_example_recipes_fail_cleanly(
-    base: Path, cut: int, junk: str, folder: Path
-) -> None:
+def test_mutated_example_recipes_fail_cleanly(base: Path, cut: int, junk: str, folder: Path) -> None:
     """Real recipes with YAML syntax spliced in somewhere: a YAML error or a validation error."""
     text = base.read_bytes()
     pos = cut % (len(text) + 1)
@@ -235,15 +227,12 @@ BAD_DOCUMENTS: dict[str, bytes] = {
     "duplicate nested keys": b"name: a\nframework: sklearn\nenv: {A: 1, A: 2}\n",
     "billion laughs": b"a: &a [x,x,x,x,x,x,x,x,x,x]\n"
     + b"".join(
-        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n".encode()
-        for p, c in zip("abcdefghi", "bcdefghij", strict=True)
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n".encode() for p, c in zip("abcdefghi", "bcdefghij", strict=True)
     ),
     "alias cycle": b"a: &a [*a]\nname: x\nframework: sklearn\n",
     "huge file": b"name: x\nframework: sklearn\n# " + b"x" * 300_000 + b"\n",
     "huge value": b"name: x\nframework: sklearn\nenv: {A: '" + b"x" * 5000 + b"'}\n",
-    "long list": b"name: x\nframework: sklearn\nsystem_packages: ["
-    + b", ".join([b"git"] * 300)
-    + b"]\n",
+    "long list": b"name: x\nframework: sklearn\nsystem_packages: [" + b", ".join([b"git"] * 300) + b"]\n",
     "deep block nesting": b"a:\n" + b"".join(b"  " * i + b"b:\n" for i in range(1, 60)),
     "deep flow nesting": b"a: " + b"[" * 100_000,
     "python object tag": b"name: !!python/object/apply:os.system ['id']\nframework: sklearn\n",
@@ -274,9 +263,7 @@ BAD_DOCUMENTS: dict[str, bytes] = {
     "absurd cuda": b"name: x\nframework: pytorch\ncuda: '99.9'\n",
     "version as a number": b"name: x\nframework: sklearn\npython: 3.10\n",
     "version with a shell": b"name: x\nframework: sklearn\nframework_version: '1.5; id'\n",
-    "huge version number": b"name: x\nframework: sklearn\nframework_version: '==1."
-    + b"9" * 4000
-    + b"'\n",
+    "huge version number": b"name: x\nframework: sklearn\nframework_version: '==1." + b"9" * 4000 + b"'\n",
     "files outside": b"name: x\nframework: sklearn\nfiles: [{src: ../x, dest: /x}]\n",
     "files absolute": b"name: x\nframework: sklearn\nfiles: [{src: /etc/passwd, dest: /x}]\n",
     "dest with ..": b"name: x\nframework: sklearn\nfiles: [{src: train.py, dest: /a/../../etc}]\n",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from builder import gpu
 from builder.engine import RunResult
 from builder.errors import EngineError, SmokeFailed
-from builder.pipeline import load_and_resolve
+from builder.resolve import load_and_resolve
 from builder.smoke import smoke
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,12 @@ def fake_root(tmp_path: Path, driver_dir: bool) -> Path:
 
 def test_detect_on_stand_in_root(tmp_path: Path) -> None:
     host = gpu.detect(root=str(fake_root(tmp_path, driver_dir=True)))
-    assert host.device_nodes == ("/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0", "/dev/nvidiactl")
+    assert host.device_nodes == (
+        "/dev/nvidia-uvm",
+        "/dev/nvidia-uvm-tools",
+        "/dev/nvidia0",
+        "/dev/nvidiactl",
+    )
     assert host.driver == "580.159.04"
     assert host.driver_dir == "/usr/local/nvidia"
     assert host.modes() == ["devices"]
@@ -65,7 +71,9 @@ def test_device_injection_from_loader_cache() -> None:
     host = gpu.HostGpus(device_nodes=("/dev/nvidia0",), driver_libs=libs)
     access = gpu.access_for("devices", host)
     assert access.volume_map()["/usr/lib/x86_64-linux-gnu/libcuda.so.1"] == {
-        "bind": "/usr/local/mlbuild-nvidia/lib64/libcuda.so.1", "mode": "ro"}
+        "bind": "/usr/local/mlbuild-nvidia/lib64/libcuda.so.1",
+        "mode": "ro",
+    }
     assert dict(access.environment)["LD_LIBRARY_PATH"] == "/usr/local/mlbuild-nvidia/lib64"
 
 
@@ -78,7 +86,10 @@ def test_toolkit_and_cdi_modes_use_device_requests() -> None:
 
 def test_parse_smi() -> None:
     got = gpu.parse_smi("0, NVIDIA H100 80GB HBM3, 9.0\n1, NVIDIA A100-SXM4-40GB, 8.0\n")
-    assert [(g.name, g.arch) for g in got] == [("NVIDIA H100 80GB HBM3", "sm_90"), ("NVIDIA A100-SXM4-40GB", "sm_80")]
+    assert [(g.name, g.arch) for g in got] == [
+        ("NVIDIA H100 80GB HBM3", "sm_90"),
+        ("NVIDIA A100-SXM4-40GB", "sm_80"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -91,8 +102,11 @@ def test_parse_smi() -> None:
     ],
 )
 def test_preflight(driver: str, min_driver: str, archs: tuple[str, ...], capability: str, problems: int) -> None:
-    host = gpu.HostGpus(device_nodes=("/dev/nvidia0",), driver=driver,
-                        gpus=(gpu.GpuInfo(0, "NVIDIA H100", capability),))
+    host = gpu.HostGpus(
+        device_nodes=("/dev/nvidia0",),
+        driver=driver,
+        gpus=(gpu.GpuInfo(0, "NVIDIA H100", capability),),
+    )
     found = gpu.preflight(host, min_driver, archs, "12.4")
     assert len(found) == problems
     for p in found:
@@ -115,12 +129,19 @@ class FakeEngine:
     def run(self, image: str, command: list[str], **kwargs: Any) -> RunResult:
         self.calls.append({"command": command, **kwargs})
         if kwargs.get("device_requests") == ["DeviceRequest(gpu)"]:
-            raise EngineError("cannot run x", details=['could not select device driver "" with capabilities: [[gpu]]'])
+            raise EngineError(
+                "cannot run x",
+                details=['could not select device driver "" with capabilities: [[gpu]]'],
+            )
         return RunResult(0, self.probe_stdout, "")
 
 
-PROBE_OK = ('{"probe": 1, "ok": true, "python": {"version": "3.12.3"}, "framework": {"version": "2.5.1+cu124", "cuda_build": "12.4"},'
-            ' "gpu": {"status": "passed", "devices": [{"name": "H100"}]}, "checks": [{"name": "gpu.matmul", "status": "passed"}]}')  # fmt: skip
+PROBE_OK = json.dumps({
+    "probe": 1, "ok": True, "python": {"version": "3.12.3"},
+    "framework": {"version": "2.5.1+cu124", "cuda_build": "12.4"},
+    "gpu": {"status": "passed", "devices": [{"name": "H100"}]},
+    "checks": [{"name": "gpu.matmul", "status": "passed"}],
+})  # fmt: skip
 
 
 def test_toolkit_refusal_falls_back_to_device_injection() -> None:

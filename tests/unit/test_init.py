@@ -20,9 +20,7 @@ def test_init_offers_every_framework_the_recipe_accepts() -> None:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_starter_recipe_written_by_the_cli_loads_and_resolves(
-    framework: str, tmp_path: Path
-) -> None:
+def test_starter_recipe_written_by_the_cli_loads_and_resolves(framework: str, tmp_path: Path) -> None:
     out = tmp_path / f"{framework}.yaml"
     r = CliRunner().invoke(main, ["init", "--framework", framework, "-o", str(out)])
     assert r.exit_code == 0, r.output
@@ -41,9 +39,7 @@ def test_starter_recipe_written_by_the_cli_loads_and_resolves(
     ("framework", "cuda", "python"),
     [("pytorch", "12.4", "3.11"), ("jax", "12.4", None), ("tensorflow", "12.3", "3.11")],
 )
-def test_gpu_starters_resolve_to_the_asked_cuda(
-    framework: str, cuda: str, python: str | None, tmp_path: Path
-) -> None:
+def test_gpu_starters_resolve_to_the_asked_cuda(framework: str, cuda: str, python: str | None, tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(starter_recipe(framework, "gpu-job", python, cuda))
     _, spec = load_and_resolve(path)
@@ -83,9 +79,7 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
 def test_impossible_choice_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     out = tmp_path / "r.yaml"
-    r = CliRunner().invoke(
-        main, ["init", "--framework", "sklearn", "--cuda", "12.4", "-o", str(out)]
-    )
+    r = CliRunner().invoke(main, ["init", "--framework", "sklearn", "--cuda", "12.4", "-o", str(out)])
     assert r.exit_code == 2
     assert "CUDA" in r.output
     assert not out.exists()

@@ -30,9 +30,7 @@ def validate(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize("kind", ["Job", "Deployment"])
 @pytest.mark.parametrize("recipe", ["pytorch-gpu.yaml", "sklearn-cpu.yaml"])
 def test_manifests_pass_the_api_schema(recipe: str, kind: str) -> None:
-    doc = k8s.manifest(
-        spec_of(recipe), DIGEST, kind=kind, namespace="ml", gpus=2, command=("python", "train.py")
-    )
+    doc = k8s.manifest(spec_of(recipe), DIGEST, kind=kind, namespace="ml", gpus=2, command=("python", "train.py"))
     validate(doc)
     assert doc["kind"] == kind
     assert doc["apiVersion"] == ("batch/v1" if kind == "Job" else "apps/v1")
@@ -57,9 +55,7 @@ def test_gpu_image_requests_gpus_and_pins_nodes() -> None:
     pod = doc["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == DIGEST
     assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "2"}}
-    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"
-    ]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     major = int(spec.min_driver.split(".")[0])
     allowed: set[tuple[int, int]] = set()
     for term in terms:

@@ -86,9 +86,7 @@ def test_order_of_inputs_does_not_change_the_bytes() -> None:
 
 def test_a_version_bump_is_a_one_line_diff() -> None:
     a = make_lock()
-    pins = tuple(
-        dataclasses.replace(p, version="2.2.4") if p.name == "pandas" else p for p in a.python
-    )
+    pins = tuple(dataclasses.replace(p, version="2.2.4") if p.name == "pandas" else p for p in a.python)
     b = make_lock(python=pins)
     old, new = a.to_json().splitlines(), b.to_json().splitlines()
     assert len(old) == len(new)
@@ -172,9 +170,7 @@ def test_pip_hash_mismatch_becomes_a_clear_error() -> None:
     clear = explain_build_failure(exc)
     assert isinstance(clear, LockedArtefactError)
     assert "hash" in clear.message and any("joblib==1.4.2" in d for d in clear.details)
-    gone = explain_build_failure(
-        BuildError("x", details=["E: Version '1.0' for 'curl' was not found"])
-    )
+    gone = explain_build_failure(BuildError("x", details=["E: Version '1.0' for 'curl' was not found"]))
     assert isinstance(gone, LockedArtefactError) and gone.details == ["apt: curl=1.0"]
 
 
@@ -221,7 +217,11 @@ def test_locked_render_pins_everything() -> None:
     [
         (("apt", "runtime", "git"), "1:2.39\nRUN touch /pwned", "apt.runtime.'git'"),
         (("apt", "runtime", "git;id"), "1.0", "apt.runtime.'git;id'"),
-        (("python", "framework", "scikit-learn", "version"), "1.5.2 --extra-index-url http://evil", "python.framework.'scikit-learn'"),
+        (
+            ("python", "framework", "scikit-learn", "version"),
+            "1.5.2 --extra-index-url http://evil",
+            "python.framework.'scikit-learn'",
+        ),
         (("python", "framework", "scikit-learn", "hashes"), ["md5:abc"], "hashes must be sha256"),
         (("python", "index_url"), "http://x/simple\n--trusted-host evil", "python.index_url"),
         (("base", "ref"), "debian; id", "base:"),

@@ -161,9 +161,7 @@ def test_known_pythons(m: Matrix, fw: str, version: str, pythons: list[str]) -> 
         ("1.12.1", "cu102", {"torchvision": "0.13.1", "torchaudio": "0.12.1"}),
     ],
 )
-def test_torch_defaults_and_companions(
-    m: Matrix, version: str, default: str, companions: dict
-) -> None:  # type: ignore[type-arg]
+def test_torch_defaults_and_companions(m: Matrix, version: str, default: str, companions: dict) -> None:  # type: ignore[type-arg]
     rel = next(r for r in m.framework("pytorch").releases if str(r.version) == version)
     assert rel.default_variant == default
     assert dict(rel.companions) == companions

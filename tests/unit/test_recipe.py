@@ -63,24 +63,33 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     [
         ("framework_version: '>>2'", "framework_version: '>>2' is neither a version prefix"),
         ("python: '3'", "python: '3' is not allowed; expected major.minor"),
-        ("packages: ['numpy; rm -rf /']", "packages[0]: 'numpy; rm -rf /' is not a PEP 508 requirement"),
-        ("packages: ['--index-url http://evil']", "packages[0]: '--index-url http://evil' is not a PEP 508"),
+        (
+            "packages: ['numpy; rm -rf /']",
+            "packages[0]: 'numpy; rm -rf /' is not a PEP 508 requirement",
+        ),
+        (
+            "packages: ['--index-url http://evil']",
+            "packages[0]: '--index-url http://evil' is not a PEP 508",
+        ),
         ("packages: ['x @ https://e.com/x.whl']", "direct URL requirements are not supported"),
-        ("system_packages: ['git && curl evil']", "system_packages[0]: 'git && curl evil' is not allowed"),
+        (
+            "system_packages: ['git && curl evil']",
+            "system_packages[0]: 'git && curl evil' is not allowed",
+        ),
         ("system_packages: ['$(id)']", "system_packages[0]: '$(id)' is not allowed"),
         ("env: {'BAD-NAME': x}", "env.BAD-NAME: is not a valid variable name"),
         ("env: {PATH: /x}", "env.PATH: is set by mlbuild"),
-        ("env: {A: \"x\\ny\"}", "env.A: must be one line"),
+        ('env: {A: "x\\ny"}', "env.A: must be one line"),
         ("env: {A: true}", "env.A: true is not text; quote it"),
         ("workdir: relative/dir", "workdir: 'relative/dir' is not allowed"),
         ("workdir: /a/../etc", "may not contain '..'"),
         ("workdir: '/w;id'", "workdir: '/w;id' is not allowed"),
         ("user: 'root;id'", "user: 'root;id' is not allowed"),
         ("smoke: {gpu: always}", "smoke.gpu: 'always' is not one of: auto | required | off"),
-        ("smoke: {run: [\"a\\nb\"]}", "smoke.run[0]: must be one non-empty line"),
+        ('smoke: {run: ["a\\nb"]}', "smoke.run[0]: must be one non-empty line"),
         ("image: {repository: 'UPPER/case'}", "image.repository: 'UPPER/case' is not allowed"),
         ("image: {tags: ['-bad']}", "image.tags[0]: '-bad' is not allowed"),
-        ("image: {tags: [1.0]}", 'image.tags[0]: 1.0 is a YAML number; quote it'),
+        ("image: {tags: [1.0]}", "image.tags[0]: 1.0 is a YAML number; quote it"),
         ("gpu: {min_driver: 535}", "gpu.min_driver: 535 is a YAML number; quote it"),
         ("gpu: {archs: [ampere]}", "gpu.archs[0]: 'ampere' is not allowed"),
         ("base_image: 'x y'", "base_image: 'x y' is not allowed"),
@@ -137,9 +146,7 @@ def test_files_symlink_leading_outside_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "r"
     folder.mkdir()
     (folder / "link.txt").symlink_to(outside)
-    found = problems(
-        b"name: ok\nframework: sklearn\nfiles: [{src: link.txt, dest: /x}]\n", folder
-    )
+    found = problems(b"name: ok\nframework: sklearn\nfiles: [{src: link.txt, dest: /x}]\n", folder)
     assert "leads outside the recipe's folder" in "\n".join(found)
 
 

@@ -189,9 +189,7 @@ def test_torch_default_variants_and_review(index_url: str, data: Path) -> None:
     rels = {r["version"]: r for r in doc["releases"]}
     assert list(rels) == ["2.16.0", "2.9.1", "2.9.0", "2.5.1"]
     assert rels["2.9.1"]["companions"] == {}  # unknown: the resolver refuses rather than guess
-    assert [v["name"] for v in rels["2.9.1"]["variants"]] == [
-        v["name"] for v in rels["2.9.0"]["variants"]
-    ]
+    assert [v["name"] for v in rels["2.9.1"]["variants"]] == [v["name"] for v in rels["2.9.0"]["variants"]]
     assert "# KEEP-ME: a hand-written note above 2.5.1" in d.new_text
     # written, the data is refused until a human reviews 2.16.0
     (data / "pytorch.yaml").write_text(d.new_text)
@@ -257,7 +255,5 @@ def test_parse_wheel_name(filename: str, expected: object) -> None:
     ],
 )
 def test_build_from_metadata(requires: list[str], expected: tuple[str | None, str | None]) -> None:
-    text = "Metadata-Version: 2.1\nName: torch\n" + "".join(
-        f"Requires-Dist: {r}\n" for r in requires
-    )
+    text = "Metadata-Version: 2.1\nName: torch\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
     assert build_from_metadata(text) == expected

@@ -33,9 +33,7 @@ TAG = "spec-0123456789abcdef"
         ("reg.example.com/a/b/c@sha256:abc", "reg.example.com", "a/b/c", None, "sha256:abc"),
     ],
 )
-def test_parse_reference(
-    ref: str, registry: str, path: str, tag: str | None, digest: str | None
-) -> None:
+def test_parse_reference(ref: str, registry: str, path: str, tag: str | None, digest: str | None) -> None:
     r = reg.parse_reference(ref)
     assert (r.registry, r.path, r.tag, r.digest) == (registry, path, tag, digest)
     assert r.explicit_registry == (registry != "docker.io")
@@ -67,9 +65,7 @@ def test_loopback_means_http(host: str, loopback: bool) -> None:
 def test_loopback_with_a_ca_uses_tls(tmp_path: Path) -> None:
     ca = tmp_path / "ca.crt"
     ca.write_text("x")
-    assert reg.RegistryClient("127.0.0.1:5000", ca=ca, session=FakeSession([])).base.startswith(
-        "https://"
-    )
+    assert reg.RegistryClient("127.0.0.1:5000", ca=ca, session=FakeSession([])).base.startswith("https://")
 
 
 # -- credentials -----------------------------------------------------------------------------
@@ -145,9 +141,7 @@ def test_store_credentials_roundtrip_private_file(tmp_path: Path) -> None:
 # -- retries ---------------------------------------------------------------------------------
 def test_retry_policy_is_bounded() -> None:
     assert reg.RetryPolicy(5, 1.0, 3.0).delays() == [1.0, 2.0, 3.0, 3.0]
-    p = reg.RetryPolicy.from_env(
-        {"MLBUILD_REGISTRY_ATTEMPTS": "1000", "MLBUILD_REGISTRY_BACKOFF": "0.1"}
-    )
+    p = reg.RetryPolicy.from_env({"MLBUILD_REGISTRY_ATTEMPTS": "1000", "MLBUILD_REGISTRY_BACKOFF": "0.1"})
     assert p.attempts == 10 and p.backoff == 0.1
 
 
@@ -173,9 +167,7 @@ def test_with_retries_recovers_and_does_not_retry_permanent() -> None:
             raise v
         return str(v)
 
-    assert (
-        reg.with_retries(once, reg.RetryPolicy(3, 0), "push", sleep=lambda _: None) == "sha256:ok"
-    )
+    assert reg.with_retries(once, reg.RetryPolicy(3, 0), "push", sleep=lambda _: None) == "sha256:ok"
     calls = []
 
     def denied() -> str:
@@ -189,9 +181,7 @@ def test_with_retries_recovers_and_does_not_retry_permanent() -> None:
 
 # -- the HTTP API through a fake session -----------------------------------------------------
 class FakeResponse:
-    def __init__(
-        self, status: int, doc: Any = None, headers: dict[str, str] | None = None, text: str = ""
-    ):
+    def __init__(self, status: int, doc: Any = None, headers: dict[str, str] | None = None, text: str = ""):
         self.status_code = status
         self._doc = doc
         self.headers = headers or {}
@@ -227,9 +217,7 @@ class FakeSession:
 
 def manifest(config: str = IMG) -> FakeResponse:
     doc = {"schemaVersion": 2, "mediaType": reg.MANIFEST_TYPES[0], "config": {"digest": config}}
-    return FakeResponse(
-        200, doc, {"Docker-Content-Digest": DIGEST, "Content-Type": reg.MANIFEST_TYPES[0]}
-    )
+    return FakeResponse(200, doc, {"Docker-Content-Digest": DIGEST, "Content-Type": reg.MANIFEST_TYPES[0]})
 
 
 BASIC = FakeResponse(401, {}, {"WWW-Authenticate": 'Basic realm="Registry Realm"'})
@@ -253,9 +241,7 @@ def test_manifest_missing_is_none() -> None:
 
 def test_wrong_password_names_registry_and_user_not_password() -> None:
     s = FakeSession([BASIC, BASIC])
-    client = reg.RegistryClient(
-        "127.0.0.1:5000", reg.Credentials("alice", "hunter2", "$X"), session=s
-    )
+    client = reg.RegistryClient("127.0.0.1:5000", reg.Credentials("alice", "hunter2", "$X"), session=s)
     with pytest.raises(RegistryError) as info:
         client.manifest("team/x", TAG)
     text = " ".join([info.value.message, *info.value.details, info.value.hint or ""])
@@ -305,9 +291,7 @@ def test_untrusted_certificate_says_which_ca_to_give() -> None:
 
 
 def test_http_to_a_tls_registry() -> None:
-    s = FakeSession(
-        [FakeResponse(400, None, text="Client sent an HTTP request to an HTTPS server.")]
-    )
+    s = FakeSession([FakeResponse(400, None, text="Client sent an HTTP request to an HTTPS server.")])
     with pytest.raises(RegistryError, match="speaks TLS"):
         reg.RegistryClient("127.0.0.1:5000", session=s).ping()
 
@@ -343,9 +327,7 @@ class FakeEngine:
     def inspect(self, ref: str) -> dict[str, Any]:
         return {"Id": IMG, "Os": "linux", "Architecture": "amd64", "Config": {"Labels": {}}}
 
-    def push(
-        self, repository: str, tag: str, *, auth_config: Any = None, on_progress: Any = None
-    ) -> str:
+    def push(self, repository: str, tag: str, *, auth_config: Any = None, on_progress: Any = None) -> str:
         self.pushed.append((repository, tag, auth_config))
         r = self.results.pop(0)
         if isinstance(r, Exception):
@@ -370,9 +352,7 @@ def test_content_tag_with_other_content_is_refused_before_any_push() -> None:
             access=_access(other),
         )
     assert engine.pushed == []
-    assert any("e" * 64 in d for d in info.value.details) and any(
-        IMG in d for d in info.value.details
-    )
+    assert any("e" * 64 in d for d in info.value.details) and any(IMG in d for d in info.value.details)
 
 
 def test_same_content_and_readable_tags_push() -> None:
@@ -402,17 +382,9 @@ def test_push_failing_midway_is_retried_then_reported() -> None:
 
 
 def test_push_auth_failure_says_what_to_do() -> None:
-    engine = FakeEngine(
-        [
-            PushError(
-                "push failed", transient=False, details=["unauthorized: authentication required"]
-            )
-        ]
-    )
+    engine = FakeEngine([PushError("push failed", transient=False, details=["unauthorized: authentication required"])])
     with pytest.raises(RegistryError, match="refused the credentials of user 'u'") as info:
-        reg.push_image(
-            engine, IMG, ["127.0.0.1:5000/t/x:v1"], access=_access(None, reg.Credentials("u", "pw"))
-        )
+        reg.push_image(engine, IMG, ["127.0.0.1:5000/t/x:v1"], access=_access(None, reg.Credentials("u", "pw")))
     assert "mlbuild login 127.0.0.1:5000" in (info.value.hint or "")
 
 
@@ -478,9 +450,7 @@ def test_check_labels() -> None:
     record = reg.make_record(reg.PushResult("r/x", DIGEST, (TAG,), IMG), _labels(), "linux/amd64")
     expected = json.loads(_labels()["org.mlbuild.spec"])
     assert reg.check_labels(_labels(), record, expected) == []
-    problems = reg.check_labels(
-        _labels("spec-ffffffffffffffff"), record, expected | {"framework_version": "1.5.3"}
-    )
+    problems = reg.check_labels(_labels("spec-ffffffffffffffff"), record, expected | {"framework_version": "1.5.3"})
     assert any("content label" in p for p in problems)
     assert any(p.startswith("framework_version:") for p in problems)
     assert reg.check_labels({}, record, None) != []

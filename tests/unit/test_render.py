@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.pipeline import load_and_resolve
 from builder.render import dockerfile_string, render, write_context
+from builder.resolve import load_and_resolve
 from builder.settings import BuildSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-# ruff: noqa: E501, RUF001  (one real combination per line; the messages use en dashes)
+# ruff: noqa: RUF001  (one real combination per line; the messages use en dashes)
 """The resolver on real combinations: known good picks, known impossible recipes and their
 messages, and the CLI's exit codes and JSON."""
 
@@ -114,31 +114,23 @@ def test_known_impossible(
 
 def test_companions_are_paired_and_checked(m: Matrix) -> None:
     spec = resolve(
-        _recipe(
-            "pytorch", framework_version="2.5", cuda="11.8", packages=("torchvision", "torchaudio")
-        ),
+        _recipe("pytorch", framework_version="2.5", cuda="11.8", packages=("torchvision", "torchaudio")),
         m,
     )
     assert spec.companions == ("torchvision==0.20.1+cu118", "torchaudio==2.5.1+cu118")
     with pytest.raises(ResolveError) as err:
         resolve(
-            _recipe(
-                "pytorch", framework_version="2.5", cuda="12.4", packages=("torchvision==0.19.0",)
-            ),
+            _recipe("pytorch", framework_version="2.5", cuda="12.4", packages=("torchvision==0.19.0",)),
             m,
         )
     assert "pairs with torchvision==0.20.1" in (err.value.hint or "")
 
 
 def test_two_frameworks_share_one_cuda_major(m: Matrix) -> None:
-    ok = resolve(
-        _recipe("pytorch", framework_version="2.5", cuda="12.4", packages=("jax[cuda12]",)), m
-    )
+    ok = resolve(_recipe("pytorch", framework_version="2.5", cuda="12.4", packages=("jax[cuda12]",)), m)
     assert ok.requirements == ("jax[cuda12]",)
     with pytest.raises(ResolveError, match="needs CUDA 12"):
-        resolve(
-            _recipe("pytorch", framework_version="2.5", cuda="11.8", packages=("jax[cuda12]",)), m
-        )
+        resolve(_recipe("pytorch", framework_version="2.5", cuda="11.8", packages=("jax[cuda12]",)), m)
 
 
 # ------------------------------------------------------------------ the command line
@@ -151,9 +143,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_resolve_json_has_index_archs_and_reasons(tmp_path: Path) -> None:
-    recipe = _write(
-        tmp_path, 'name: t\nframework: pytorch\nframework_version: "2.5"\ncuda: "11.8"\n'
-    )
+    recipe = _write(tmp_path, 'name: t\nframework: pytorch\nframework_version: "2.5"\ncuda: "11.8"\n')
     result = CliRunner().invoke(main, ["resolve", str(recipe), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -164,9 +154,7 @@ def test_resolve_json_has_index_archs_and_reasons(tmp_path: Path) -> None:
 
 
 def test_resolve_example_recipe_json() -> None:
-    result = CliRunner().invoke(
-        main, ["resolve", str(ROOT / "recipes" / "sklearn-cpu.yaml"), "--json"]
-    )
+    result = CliRunner().invoke(main, ["resolve", str(ROOT / "recipes" / "sklearn-cpu.yaml"), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert (doc["framework_version"], doc["python"], doc["cuda"]) == ("1.5.2", "3.11", "cpu")
@@ -174,9 +162,7 @@ def test_resolve_example_recipe_json() -> None:
 
 
 def test_resolve_impossible_exits_2_with_hint(tmp_path: Path) -> None:
-    recipe = _write(
-        tmp_path, 'name: t\nframework: pytorch\nframework_version: "2.4"\ncuda: "12.6"\n'
-    )
+    recipe = _write(tmp_path, 'name: t\nframework: pytorch\nframework_version: "2.4"\ncuda: "12.6"\n')
     result = CliRunner().invoke(main, ["resolve", str(recipe)])
     assert result.exit_code == 2
     assert "pytorch 2.4.* offers CUDA 11.8, 12.1, 12.4; you asked for 12.6" in result.output
@@ -202,9 +188,7 @@ def test_matrix_command(args: list[str], code: int, fragment: str) -> None:
 
 
 def test_matrix_json_is_filtered() -> None:
-    result = CliRunner().invoke(
-        main, ["matrix", "pytorch", "--cuda", "12.4", "--python", "3.13", "--json"]
-    )
+    result = CliRunner().invoke(main, ["matrix", "pytorch", "--cuda", "12.4", "--python", "3.13", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["releases"]
     assert [r["version"] for r in rows] == ["2.6.0", "2.5.1", "2.5.0"]

@@ -100,9 +100,7 @@ def test_resolver_is_sound_complete_and_newest_first(r: Recipe) -> None:
         return
     assert options, "resolved a recipe that has no valid combination"
     # every constraint of the recipe holds
-    rel = next(
-        x for x in M.framework(r.framework).releases if str(x.version) == spec.framework_version
-    )
+    rel = next(x for x in M.framework(r.framework).releases if str(x.version) == spec.framework_version)
     v = next(x for x in rel.variants if x.name == spec.variant)
     assert version_matches(rel.version, r.framework_version)
     assert spec.python in rel.pythons_for(v) and spec.python in M.python_bases

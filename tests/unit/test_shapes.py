@@ -25,7 +25,11 @@ FRAMEWORKS = {
     "jax": 'framework_version: "0.4.35"\ncuda: "12.6"\n',
 }
 SHAPES = ("runtime", "cuda-runtime", "devel")
-BUILD = {"pytorch": "flash-attn==2.7.4.post1", "tensorflow": "tensorflow-addons==0.23.0", "jax": "jax-triton==0.2.0"}
+BUILD = {
+    "pytorch": "flash-attn==2.7.4.post1",
+    "tensorflow": "tensorflow-addons==0.23.0",
+    "jax": "jax-triton==0.2.0",
+}
 
 
 def recipe_text(framework: str, shape: str, python: str = "3.11") -> str:
@@ -107,11 +111,31 @@ def test_fleet_archs_narrow_the_compiled_kernels(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "error", "message"),
     [
-        ("name: x\nframework: sklearn\nvariant: cuda-runtime\n", ResolveError, "variant: cuda-runtime is for CUDA builds"),
-        ("name: x\nframework: pytorch\ncuda: '11.7'\nframework_version: '1.13'\nvariant: cuda-runtime\n", ResolveError, "no NVIDIA CUDA base image is known for CUDA 11.7"),
-        ("name: x\nframework: pytorch\nvariant: devel\n", RecipeError, "devel compiles build_packages"),
-        ("name: x\nframework: pytorch\nbuild_packages: [flash-attn]\n", RecipeError, "needs variant: devel"),
-        ("name: x\nframework: pytorch\nvariant: gpu\n", RecipeError, "'gpu' is not one of: runtime | cuda-runtime | devel"),
+        (
+            "name: x\nframework: sklearn\nvariant: cuda-runtime\n",
+            ResolveError,
+            "variant: cuda-runtime is for CUDA builds",
+        ),
+        (
+            "name: x\nframework: pytorch\ncuda: '11.7'\nframework_version: '1.13'\nvariant: cuda-runtime\n",
+            ResolveError,
+            "no NVIDIA CUDA base image is known for CUDA 11.7",
+        ),
+        (
+            "name: x\nframework: pytorch\nvariant: devel\n",
+            RecipeError,
+            "devel compiles build_packages",
+        ),
+        (
+            "name: x\nframework: pytorch\nbuild_packages: [flash-attn]\n",
+            RecipeError,
+            "needs variant: devel",
+        ),
+        (
+            "name: x\nframework: pytorch\nvariant: gpu\n",
+            RecipeError,
+            "'gpu' is not one of: runtime | cuda-runtime | devel",
+        ),
     ],
 )
 def test_impossible_shapes_are_refused(text: str, error: type[Exception], message: str, tmp_path: Path) -> None:

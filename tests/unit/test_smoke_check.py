@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from builder.engine import RunResult
-from builder.pipeline import load_and_resolve
 from builder.probe import arch_covers, base_version
+from builder.resolve import load_and_resolve
 from builder.smoke import check, parse_probe
 from builder.spec import ResolvedSpec
 
@@ -23,8 +23,12 @@ def torch_spec() -> ResolvedSpec:
     return spec
 
 
-def probe_doc(version: str, cuda: str | None, gpu: dict[str, Any] | None = None,
-              checks: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def probe_doc(
+    version: str,
+    cuda: str | None,
+    gpu: dict[str, Any] | None = None,
+    checks: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
     return {
         "probe": 1, "ok": True,
         "python": {"version": "3.12.7"},
@@ -41,7 +45,8 @@ def test_matching_build_passes(torch_spec: ResolvedSpec) -> None:
 
 def test_framework_replaced_by_cpu_build_fails(torch_spec: ResolvedSpec) -> None:
     doc = probe_doc("2.5.1+cpu", None, checks=[
-        {"name": "framework.build", "status": "failed", "detail": "pytorch 2.5.1 (CUDA 12.4) expected, found 2.5.1+cpu (no CUDA)"},
+        {"name": "framework.build", "status": "failed",
+         "detail": "pytorch 2.5.1 (CUDA 12.4) expected, found 2.5.1+cpu (no CUDA)"},
     ])  # fmt: skip
     report = check(torch_spec, doc, "auto")
     assert not report.passed
@@ -75,8 +80,7 @@ def test_cpu_image_gpu_is_not_applicable() -> None:
 
 
 def test_failed_smoke_command_fails(torch_spec: ResolvedSpec) -> None:
-    report = check(torch_spec, probe_doc("2.5.1", "12.4"), "auto",
-                   (("false", RunResult(1, "", "boom")),))
+    report = check(torch_spec, probe_doc("2.5.1", "12.4"), "auto", (("false", RunResult(1, "", "boom")),))
     assert not report.passed and report.failures()[0].name == "run: false"
 
 

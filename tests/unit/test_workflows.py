@@ -65,11 +65,7 @@ def test_workflows_pass_actionlint(path: Path) -> None:
 def test_actionlint_is_not_a_no_op(tmp_path: Path) -> None:
     bad = tmp_path / ".github" / "workflows" / "bad.yml"
     bad.parent.mkdir(parents=True)
-    bad.write_text(
-        REUSABLE.read_text().replace(
-            "runs-on: ${{ matrix.runner }}", "runs-on: ${{ matrix.runnr }}"
-        )
-    )
+    bad.write_text(REUSABLE.read_text().replace("runs-on: ${{ matrix.runner }}", "runs-on: ${{ matrix.runnr }}"))
     bad.write_text(
         bad.read_text().replace(
             "matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}",
@@ -110,9 +106,7 @@ def test_workflow_reads_only_keys_every_entry_has(tmp_path: Path) -> None:
         assert used <= set(entry), used - set(entry)
     inlined = tmp_path / ".github" / "workflows" / "inlined.yml"
     inlined.parent.mkdir(parents=True)
-    text = REUSABLE.read_text().replace(
-        "${{ fromJSON(needs.plan.outputs.matrix) }}", json.dumps(matrix)
-    )
+    text = REUSABLE.read_text().replace("${{ fromJSON(needs.plan.outputs.matrix) }}", json.dumps(matrix))
     assert json.dumps(matrix) in text
     inlined.write_text(text)
     yaml.safe_load(text)

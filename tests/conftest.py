@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_TAG = os.environ.get("MLBUILD_TEST_BASE", "mlbuild-test/debian:bookworm")
+QUICKSTART_BASE = "mlbuild/debian:bookworm"
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,11 @@ def engine():  # type: ignore[no-untyped-def]
 def bookworm_base(engine) -> str:  # type: ignore[no-untyped-def]
     """A Debian bookworm base made by `mlbuild base bootstrap` (once per machine)."""
     if engine.image_id(BASE_TAG):
+        return BASE_TAG
+    made = engine.image_id(QUICKSTART_BASE)
+    if made:  # the quickstart (run first by .ci/run) made one already: same image, same cache
+        repo, _, tag = BASE_TAG.rpartition(":")
+        engine.tag(made, repo, tag)
         return BASE_TAG
     from builder.base import bootstrap
 

@@ -456,6 +456,7 @@ def inspect(image: str, json_mode: bool) -> None:
     from builder.engine import Engine
     from builder.errors import UsageError
     from builder.render import summary
+    from builder.smoke import last_result
     from builder.spec import ResolvedSpec
 
     engine = Engine.connect()
@@ -471,7 +472,13 @@ def inspect(image: str, json_mode: bool) -> None:
         "size_bytes": attrs.get("Size"),
         "labels": {k: v for k, v in labels.items() if k != "org.mlbuild.spec"},
         "spec": spec.to_dict(),
+        "smoke": last_result(str(attrs["Id"])),
+        "lock": labels.get("org.mlbuild.lock"),
     }
+    smoke = doc["smoke"]
+    smoke_text = "never run here"
+    if smoke:
+        smoke_text = f"{'passed' if smoke['passed'] else 'FAILED'} (GPU {smoke['gpu']}) at {smoke['when']}"
     text = "\n".join([
         f"{spec.name}: {summary(spec)}",
         f"  image     {attrs['Id']}",
@@ -481,6 +488,8 @@ def inspect(image: str, json_mode: bool) -> None:
         f"  base      {spec.base_image}",
         f"  driver    >= {spec.min_driver}" if spec.min_driver else "  driver    -",
         f"  created   {labels.get('org.opencontainers.image.created', '-')}",
+        f"  smoke     {smoke_text}",
+        f"  lock      {doc['lock'] or '-'}",
     ])  # fmt: skip
     Output(json_mode).result(doc, text)
 

@@ -482,14 +482,16 @@ def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
     return r.document()
 
 
-def _compare(r: Report, spec: dict[str, Any]) -> None:
-    """The framework must be exactly the resolved build: its version and its CUDA build."""
-    fw = r.facts["framework"]
+def build_verdict(spec: dict[str, Any], found_v: str, found_cuda: str | None) -> tuple[bool, str] | None:
+    """Is the installed framework exactly the resolved build (version and CUDA build)?
+
+    None when the spec fixes no version (a framework taken from the base); else (ok, detail),
+    e.g. (False, "pytorch 2.5.1 (CUDA 12.4) expected, found 2.5.1+cpu (no CUDA)").
+    """
     want_v = spec.get("framework_version")
     want_cuda = spec.get("cuda") or "cpu"
     if not want_v or want_v == "from-base":
-        return
-    found_v, found_cuda = fw.get("version", ""), fw.get("cuda_build")
+        return None
     depth = 1 if spec.get("cuda_match") == "major" else 2
     if want_cuda == "from-base":
         cuda_ok = True
@@ -501,9 +503,15 @@ def _compare(r: Report, spec: dict[str, Any]) -> None:
     shown = found_v + (f" (CUDA {found_cuda})" if found_cuda else " (no CUDA)")
     name = spec.get("framework", "framework")
     if base_version(found_v) == want_v and cuda_ok:
-        r.check("framework.build", "passed", f"{name} {shown} as resolved")
-    else:
-        r.check("framework.build", "failed", f"{name} {expected} expected, found {shown}")
+        return True, f"{name} {shown} as resolved"
+    return False, f"{name} {expected} expected, found {shown}"
+
+
+def _compare(r: Report, spec: dict[str, Any]) -> None:
+    fw = r.facts["framework"]
+    verdict = build_verdict(spec, fw.get("version", ""), fw.get("cuda_build"))
+    if verdict:
+        r.check("framework.build", "passed" if verdict[0] else "failed", verdict[1])
 
 
 def observe(import_name: str) -> dict[str, Any]:

@@ -4,13 +4,16 @@ what the probe saw to the image's resolved spec with a pure `check()`."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from builder import gpu as gpu_mod
 from builder.engine import RunResult
 from builder.errors import SmokeFailed
-from builder.probe import base_version
+from builder.probe import build_verdict
 from builder.spec import PROBE_PATH, VENV, ResolvedSpec
 
 
@@ -78,11 +81,9 @@ def check(
     # Do not trust the probe's own comparison alone: hold its facts to the spec from the labels.
     fw = probe.get("framework") or {}
     found = str(fw.get("version") or "")
-    if spec.framework_version not in ("", "from-base") and found and base_version(found) != spec.framework_version:
-        checks.append(Check(
-                "spec.framework_version", "failed",
-                f"{spec.framework} {spec.framework_version} expected, found {found}",
-            ))  # fmt: skip
+    verdict = build_verdict(spec.to_dict(), found, fw.get("cuda_build")) if found else None
+    if verdict and not verdict[0]:
+        checks.append(Check("spec.framework_build", "failed", verdict[1]))
     py = str((probe.get("python") or {}).get("version") or "")
     if spec.python not in ("", "from-base") and py and not py.startswith(spec.python + "."):
         checks.append(Check("spec.python", "failed", f"Python {spec.python} expected, found {py}"))
@@ -112,7 +113,66 @@ def check(
     return SmokeReport(passed, tuple(checks), gpu_status, reason, access, probe)
 
 
+def state_dir() -> Path:
+    """Where mlbuild keeps what it learned about local images (XDG state)."""
+    root = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(root) / "mlbuild" / "smoke"
+
+
+def save_result(image_id: str, report: SmokeReport) -> None:
+    """Remember the last smoke result of an image for `mlbuild inspect` (labels cannot change
+    after the build, so this lives beside the engine, keyed by image ID)."""
+    doc = {
+        "image_id": image_id,
+        "passed": report.passed,
+        "gpu": report.gpu_status,
+        "gpu_reason": report.gpu_reason,
+        "access": report.gpu_access,
+        "failures": [f"{c.name}: {c.detail}" for c in report.failures()],
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    folder = state_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{image_id.removeprefix('sha256:')}.tmp"
+        tmp.write_text(json.dumps(doc, sort_keys=True))
+        os.replace(tmp, folder / f"{image_id.removeprefix('sha256:')}.json")
+    except OSError:
+        pass  # a read-only home: the result is still printed, just not remembered
+
+
+def last_result(image_id: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads((state_dir() / f"{image_id.removeprefix('sha256:')}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def smoke(
+    engine: Any,
+    image: str,
+    spec: ResolvedSpec,
+    gpu_mode: str = "auto",
+    access_mode: str | None = None,
+    host: gpu_mod.HostGpus | None = None,
+) -> SmokeReport:
+    """Run the probe in `image`, and remember the verdict for `mlbuild inspect`."""
+    report = _smoke(engine, image, spec, gpu_mode, access_mode, host)
+    image_id = image if image.startswith("sha256:") else _image_id(engine, image)
+    if image_id:
+        save_result(image_id, report)
+    return report
+
+
+def _image_id(engine: Any, ref: str) -> str | None:
+    try:
+        return str(engine.image_id(ref)) if hasattr(engine, "image_id") else None
+    except Exception:  # remembering is best effort
+        return None
+
+
+def _smoke(
     engine: Any,
     image: str,
     spec: ResolvedSpec,

@@ -73,7 +73,9 @@ def test_smoke_command_and_inspect_read_the_labels(sklearn_build) -> None:  # ty
     assert names["framework.build"] == "passed" and names["compute.cpu"] == "passed"
     assert doc["gpu"]["status"] == "not-applicable"
     done = mlbuild("inspect", sklearn_build.tags[0], "--json")
-    assert json.loads(done.stdout)["spec"]["framework_version"] == "1.5.2"
+    doc = json.loads(done.stdout)
+    assert doc["spec"]["framework_version"] == "1.5.2"
+    assert doc["smoke"]["passed"] is True and doc["smoke"]["image_id"] == sklearn_build.image_id
 
 
 def test_failing_smoke_exits_3_and_leaves_the_image_untagged(engine, bookworm_base, tmp_path) -> None:  # type: ignore[no-untyped-def]

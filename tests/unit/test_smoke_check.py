@@ -56,7 +56,8 @@ def test_framework_replaced_by_cpu_build_fails(torch_spec: ResolvedSpec) -> None
 def test_other_version_fails_even_if_the_probe_said_ok(torch_spec: ResolvedSpec) -> None:
     report = check(torch_spec, probe_doc("2.4.0", "12.4"), "auto")
     assert not report.passed
-    assert report.failures()[0].name == "spec.framework_version"
+    assert report.failures()[0].name == "spec.framework_build"
+    assert "2.5.1 (CUDA 12.4) expected, found 2.4.0" in report.failures()[0].detail
 
 
 def test_gpu_required_but_not_run_fails(torch_spec: ResolvedSpec) -> None:
@@ -126,3 +127,21 @@ def test_from_labels_round_trip(torch_spec: ResolvedSpec) -> None:
     again = ResolvedSpec.from_labels({SPEC_LABEL: torch_spec.to_json()})
     assert again == torch_spec
     assert dataclasses.asdict(again) == dataclasses.asdict(torch_spec)
+
+
+def test_smoke_results_are_remembered_for_inspect(torch_spec: ResolvedSpec, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from builder.smoke import last_result, save_result
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    report = check(torch_spec, probe_doc("2.5.1+cpu", None), "auto")
+    save_result("sha256:" + "ab" * 32, report)
+    got = last_result("sha256:" + "ab" * 32)
+    assert got is not None and got["passed"] is False and got["gpu"] == "not-run"
+    assert last_result("sha256:" + "cd" * 32) is None
+
+
+def test_cpu_build_is_caught_even_when_the_probe_reported_nothing(torch_spec: ResolvedSpec) -> None:
+    """The verdict holds the probe's facts to the spec from the labels, not to the probe's word."""
+    report = check(torch_spec, probe_doc("2.5.1+cpu", None), "auto")
+    assert not report.passed
+    assert report.failures()[0].detail == "pytorch 2.5.1 (CUDA 12.4) expected, found 2.5.1+cpu (no CUDA)"

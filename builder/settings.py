@@ -141,6 +141,15 @@ def load_settings(
                 hint="a folder of wheels is a wheelhouse, not an index",
             )
     proxies = tuple((k, environ[k]) for k in PROXY_ENV if environ.get(k))
+    # An apt mirror reaches every apt step as a caching proxy for http (apt-cacher-ng,
+    # Artifactory and Nexus remote repositories work so): `http_proxy` is one of Docker's
+    # predefined build arguments, which image history leaves out. Rewriting the image's apt
+    # sources instead would leave the mirror in the final stage's history.
+    apt_proxy = environ.get("MLBUILD_APT_PROXY") or config.get("apt_proxy")
+    if apt_proxy:
+        if not _http(str(apt_proxy)):
+            raise UsageError(f"apt_proxy {redact(str(apt_proxy))!r} is not an http(s) URL")
+        proxies = (*tuple(p for p in proxies if p[0] != "http_proxy"), ("http_proxy", str(apt_proxy)))
     trusted = tuple(config.get("trusted_hosts") or ())
     variant_indexes = tuple(sorted((str(k), str(v)) for k, v in (config.get("indexes") or {}).items()))
     return BuildSettings(

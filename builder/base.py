@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from builder.engine import Engine
 from builder.errors import EngineError, UsageError
 from builder.pipeline import BASE_SUITE_LABEL, split_ref
 from builder.settings import redact
+from builder.tarstream import tar_stream
 
 SOURCES_FILES = ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list")
 # Left out of the image: caches that debootstrap leaves and nothing at run time needs.
@@ -104,32 +104,16 @@ def _run_with_progress(cmd: list[str], say: Callable[[str], None], what: str) ->
 
 
 def _import(engine: Engine, rootfs: Path, repo: str, version: str, suite: str, mirror: str) -> str:
-    """Stream a tarball of the root file system into `docker import`, entries sorted."""
-    read_fd, write_fd = os.pipe()
-    errors: list[BaseException] = []
+    """`docker import` of the root file system, entries in sorted order."""
 
-    def writer() -> None:
-        try:
-            with (
-                os.fdopen(write_fd, "wb") as fh,
-                tarfile.open(fileobj=fh, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                for path in sorted(rootfs.rglob("*")):
-                    tar.add(path, arcname=str(path.relative_to(rootfs)), recursive=False)
-        except BaseException as exc:
-            errors.append(exc)
+    def fill(tar: tarfile.TarFile) -> None:
+        for path in sorted(rootfs.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(rootfs)), recursive=False)
 
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
     changes = [
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         f"LABEL {BASE_SUITE_LABEL}={suite}",
         f"LABEL org.mlbuild.base.mirror={redact(mirror)}",
         'CMD ["/bin/bash"]',
     ]
-    with os.fdopen(read_fd, "rb") as reader:
-        image_id = engine.import_rootfs(reader, repo, version, changes)
-    thread.join()
-    if errors:
-        raise EngineError(f"could not pack the root file system: {errors[0]}")
-    return image_id
+    return engine.import_rootfs(tar_stream(fill, "the root file system"), repo, version, changes)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder import sbom
+from builder.changes import changed
 from builder.normalize import FileEntry, SavedImage, hides, read_layer, save, whiteouts
 
 if TYPE_CHECKING:
@@ -184,17 +185,7 @@ def _diff_entries(a: dict[str, FileEntry], b: dict[str, FileEntry]) -> list[str]
 
 
 def _diff_packages(a: list[sbom.Package], b: list[sbom.Package]) -> list[str]:
-    va = {p.name: p.version for p in a}
-    vb = {p.name: p.version for p in b}
-    out = []
-    for name in sorted(set(va) | set(vb)):
-        if name not in va:
-            out.append(f"+ {name} {vb[name]}")
-        elif name not in vb:
-            out.append(f"- {name} {va[name]}")
-        elif va[name] != vb[name]:
-            out.append(f"~ {name} {va[name]} -> {vb[name]}")
-    return out
+    return changed({p.name: p.version for p in a}, {p.name: p.version for p in b})
 
 
 def _env(env: list[str] | None) -> dict[str, str]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.changes import changed
 from builder.errors import BuildError, ResolveError, UsageError
 from builder.recipe import IMAGE_REF_RE
 from builder.spec import ResolvedSpec
@@ -352,16 +353,7 @@ def diff_locks(old: Lock | None, new: Lock) -> list[str]:
 
 
 def _diff_map(kind: str, a: dict[tuple[str, str], str], b: dict[tuple[str, str], str]) -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        where, name = key
-        if key not in a:
-            out.append(f"+ {kind} {where}: {name} {b[key]}")
-        elif key not in b:
-            out.append(f"- {kind} {where}: {name} {a[key]}")
-        elif a[key] != b[key]:
-            out.append(f"~ {kind} {where}: {name} {a[key]} -> {b[key]}")
-    return out
+    return changed(a, b, lambda key: f"{kind} {key[0]}: {key[1]}")
 
 
 # -- what the resolver prints --------------------------------------------------------------------

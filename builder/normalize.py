@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import EngineError
+from builder.tarstream import tar_stream
 
 if TYPE_CHECKING:
     from builder.engine import Engine
@@ -274,31 +275,12 @@ def capture_layer(path: Path, keep: Callable[[str], bool]) -> dict[str, tuple[Fi
 
 def _bundle(folder: Path, names: list[str]) -> Iterator[bytes]:
     """A `docker load` tar of `names`, streamed (never a second copy of the layers on disk)."""
-    import os
-    import threading
 
-    read_fd, write_fd = os.pipe()
-    errors: list[BaseException] = []
+    def fill(tar: tarfile.TarFile) -> None:
+        for name in names:
+            tar.add(folder / name, arcname=name)
 
-    def writer() -> None:
-        try:
-            with (
-                os.fdopen(write_fd, "wb") as fh,
-                tarfile.open(fileobj=fh, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                for name in names:
-                    tar.add(folder / name, arcname=name)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
-    with os.fdopen(read_fd, "rb") as reader:
-        while block := reader.read(CHUNK):
-            yield block
-    thread.join()
-    if errors:
-        raise EngineError(f"could not pack the normalised image: {errors[0]}")
+    return tar_stream(fill, "the normalised image")
 
 
 def _merge_captured(files: dict[str, bytes], layer: dict[str, tuple[FileEntry, bytes | None]]) -> None:

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,9 +515,3 @@ def _where() -> str:
 
     host = os.environ.get("DOCKER_HOST")
     return f" at {redact(host)}" if host else " at /var/run/docker.sock"
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[Callable[[], float]]:
-    start = time.monotonic()
-    yield lambda: time.monotonic() - start

@@ -21,7 +21,6 @@ from pathlib import Path
 from builder.matrix import version_key
 from builder.probe import arch_covers
 
-MODES = ("toolkit", "cdi", "devices")
 DRIVER_DIRS = ("/usr/local/nvidia",)  # where GPU clouds and the device machine put the driver
 MOUNT_POINT = "/usr/local/mlbuild-nvidia"
 DRIVER_LIBS = (

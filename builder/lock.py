@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 LOCK_VERSION = 1
 LOCK_LABEL = "org.mlbuild.lock"  # sha256 of the lock file's bytes
 SBOM_LABEL = "org.mlbuild.sbom"  # "<file name> sha256:<digest>" of the SBOM beside the lock
-LOCK_IN_IMAGE = "/opt/mlbuild/lock.json"
 STEPS = ("framework", "packages")  # the pip steps of the builder stage, in order
 Say = Callable[[str], None]
 

@@ -302,12 +302,6 @@ def normalized_config(config: dict[str, Any], epoch: int, diff_ids: tuple[str, .
     return out
 
 
-def iter_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            yield block
-
-
 def normalize_locked(
     engine: Engine,
     image_id: str,

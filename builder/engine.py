@@ -152,18 +152,10 @@ class Engine:
 
     def pull(self, ref: str) -> str:
         """Pull and return the image ID; EngineError when the registry cannot be reached."""
-        import docker.errors
-
         try:
-            for chunk in self.api.pull(ref, stream=True, decode=True):
-                if "error" in chunk:
-                    raise EngineError(f"cannot pull {ref}", details=[redact(str(chunk["error"]))])
-        except docker.errors.APIError as exc:
-            raise EngineError(f"cannot pull {ref}", details=[_short(exc)]) from None
-        image_id = self.image_id(ref)
-        if not image_id:
-            raise EngineError(f"pulled {ref} but the engine does not list it")
-        return image_id
+            return self.pull_ref(ref)  # the one reading of the pull stream (errors, progress)
+        except RegistryError as exc:
+            raise EngineError(exc.message, details=exc.details, hint=exc.hint) from None
 
     def tag(self, image_id: str, repository: str, tag: str) -> None:
         if not self.api.tag(image_id, repository, tag):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from locking import lock_recipe
 
 from builder.errors import BuildError
 from builder.lock import (
@@ -23,9 +24,7 @@ from builder.lock import (
     LockError,
     lock_path,
     read_lock,
-    resolve_lock,
     sbom_path,
-    write_atomic,
 )
 from builder.pipeline import build
 
@@ -43,13 +42,7 @@ cuda: cpu
 @pytest.fixture(scope="module")
 def locked_recipe(engine, bookworm_base, settings, tmp_path_factory):  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp("repro")
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(RECIPE)
-    started = time.monotonic()
-    lock = resolve_lock(recipe, engine=engine, settings=settings, base_image=bookworm_base)
-    write_atomic(lock_path(recipe), lock.to_json())
-    print(f"lock: {time.monotonic() - started:.1f} s, {len(lock.python)} Python, {len(lock.apt)} OS pins")
-    return recipe
+    return lock_recipe(folder, RECIPE, engine=engine, settings=settings, base_image=bookworm_base)
 
 
 @pytest.fixture(scope="module")

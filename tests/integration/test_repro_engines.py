@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 import registry_server as rs  # this folder is on sys.path (pytest's default import mode)
 import requests
+from locking import lock_recipe
 
-from builder.lock import lock_path, resolve_lock, sbom_path, write_atomic
+from builder.lock import lock_path, sbom_path
 from builder.pipeline import BuildResult, build
 
 pytestmark = pytest.mark.integration
@@ -47,13 +48,7 @@ SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 @pytest.fixture(scope="module")
 def locked_recipe(engine: Any, bookworm_base: str, settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("repro-engines-a")
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(RECIPE)
-    started = time.monotonic()
-    lock = resolve_lock(recipe, engine=engine, settings=settings, base_image=bookworm_base)
-    write_atomic(lock_path(recipe), lock.to_json())
-    print(f"\nlock on A: {time.monotonic() - started:.1f} s, {len(lock.python)} Python, {len(lock.apt)} OS pins")
-    return recipe
+    return lock_recipe(folder, RECIPE, engine=engine, settings=settings, base_image=bookworm_base)
 
 
 def _iptables(*args: str) -> None:

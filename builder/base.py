@@ -14,7 +14,8 @@ from typing import Any
 
 from builder.engine import Engine
 from builder.errors import EngineError, UsageError
-from builder.pipeline import BASE_SUITE_LABEL, split_ref
+from builder.labels import BASE_MIRROR_LABEL, BASE_SUITE_LABEL
+from builder.refs import split_tag
 from builder.settings import redact
 from builder.tarstream import tar_stream
 
@@ -61,7 +62,7 @@ def bootstrap(engine: Engine, suite: str, tag: str, mirror: str | None, say: Cal
     mirror = mirror or host_mirror()
     if not mirror:
         raise UsageError("no Debian mirror found in this host's apt sources", hint="give --mirror URL")
-    repo, version = split_ref(tag)
+    repo, version = split_tag(tag)
     with tempfile.TemporaryDirectory(prefix="mlbuild-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         say(f"debootstrap {suite} from {redact(mirror)} (about 30 s)")
@@ -113,7 +114,7 @@ def _import(engine: Engine, rootfs: Path, repo: str, version: str, suite: str, m
     changes = [
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         f"LABEL {BASE_SUITE_LABEL}={suite}",
-        f"LABEL org.mlbuild.base.mirror={redact(mirror)}",
+        f"LABEL {BASE_MIRROR_LABEL}={redact(mirror)}",
         'CMD ["/bin/bash"]',
     ]
     return engine.import_rootfs(tar_stream(fill, "the root file system"), repo, version, changes)

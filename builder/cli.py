@@ -7,7 +7,6 @@ failed; 1 anything else (engine unreachable, build failed), with a one-line caus
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -197,9 +196,9 @@ def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
     _, spec = load_and_resolve(recipe, base_image)
     text = render_spec(spec)
     if output:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, output)  # never a half-written file
+        from builder.fileio import write_atomic
+
+        write_atomic(output, text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -425,13 +424,14 @@ def smoke_cmd(image: str, gpu_mode: str, gpu_access: str | None, json_mode: bool
     """
     from builder.engine import Engine
     from builder.errors import SmokeFailed, UsageError
+    from builder.labels import SPEC_LABEL
     from builder.smoke import smoke
     from builder.spec import ResolvedSpec
 
     engine = Engine.connect()
     spec = ResolvedSpec.from_labels(engine.labels(image))
     if spec is None:
-        raise UsageError(f"{image} was not built by mlbuild (no org.mlbuild.spec label)")
+        raise UsageError(f"{image} was not built by mlbuild (no {SPEC_LABEL} label)")
     report = smoke(engine, image, spec, gpu_mode, gpu_access)
     lines = [f"{'ok  ' if c.status == 'passed' else c.status[:4]:4} {c.name}: {c.detail}" for c in report.checks]
     lines.append(
@@ -455,6 +455,7 @@ def inspect(image: str, json_mode: bool) -> None:
     """Show what IMAGE says about itself: its resolved spec, read from its labels."""
     from builder.engine import Engine
     from builder.errors import UsageError
+    from builder.labels import LOCK_LABEL, OCI_CREATED, SPEC_LABEL
     from builder.render import summary
     from builder.smoke import last_result
     from builder.spec import ResolvedSpec
@@ -464,16 +465,16 @@ def inspect(image: str, json_mode: bool) -> None:
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     spec = ResolvedSpec.from_labels(labels)
     if spec is None:
-        raise UsageError(f"{image} was not built by mlbuild (no org.mlbuild.spec label)")
+        raise UsageError(f"{image} was not built by mlbuild (no {SPEC_LABEL} label)")
     doc = {
         "image_id": attrs["Id"],
         "tags": attrs.get("RepoTags") or [],
         "digests": attrs.get("RepoDigests") or [],
         "size_bytes": attrs.get("Size"),
-        "labels": {k: v for k, v in labels.items() if k != "org.mlbuild.spec"},
+        "labels": {k: v for k, v in labels.items() if k != SPEC_LABEL},
         "spec": spec.to_dict(),
         "smoke": last_result(str(attrs["Id"])),
-        "lock": labels.get("org.mlbuild.lock"),
+        "lock": labels.get(LOCK_LABEL),
     }
     smoke = doc["smoke"]
     smoke_text = "never run here"
@@ -487,7 +488,7 @@ def inspect(image: str, json_mode: bool) -> None:
         f"  size      {(attrs.get('Size') or 0) / 1e6:.1f} MB",
         f"  base      {spec.base_image}",
         f"  driver    >= {spec.min_driver}" if spec.min_driver else "  driver    -",
-        f"  created   {labels.get('org.opencontainers.image.created', '-')}",
+        f"  created   {labels.get(OCI_CREATED, '-')}",
         f"  smoke     {smoke_text}",
         f"  lock      {doc['lock'] or '-'}",
     ])  # fmt: skip

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import BuildError, EngineError, RegistryError
+from builder.labels import TEMPORARY_LABEL
+from builder.refs import parse_reference
 from builder.settings import redact
 
 if TYPE_CHECKING:
@@ -263,7 +265,7 @@ class Engine:
                 volumes=volumes or {},
                 environment=environment or {},
                 device_requests=device_requests or None,
-                labels={"org.mlbuild.temporary": "1"},
+                labels={TEMPORARY_LABEL: "1"},
             )
             container.start()
             result = container.wait(timeout=timeout)
@@ -312,7 +314,7 @@ class Engine:
     def remove_temporary_containers(self) -> int:
         """Containers left by an interrupted mlbuild run."""
         n = 0
-        for c in self.client.containers.list(all=True, filters={"label": "org.mlbuild.temporary=1"}):
+        for c in self.client.containers.list(all=True, filters={"label": f"{TEMPORARY_LABEL}=1"}):
             with contextlib.suppress(Exception):
                 c.remove(force=True)
                 n += 1
@@ -407,8 +409,8 @@ class Engine:
         """Pull `ref` (by tag or digest) with explicit credentials; return the image ID."""
         import docker.errors
 
-        name, _, digest = ref.partition("@")
-        repository, tag = (name, digest) if digest else _split_tag(name)
+        parsed = parse_reference(ref)
+        repository, tag = parsed.name, parsed.digest or parsed.tag_or_latest
         try:
             stream = self.api.pull(repository, tag=tag, stream=True, decode=True,
                                    auth_config=auth_config or {})  # fmt: skip
@@ -490,11 +492,6 @@ def _auth_header(auth_config: dict[str, str] | None) -> str:
 
     raw = json.dumps(auth_config or {}).encode()
     return base64.urlsafe_b64encode(raw).decode()
-
-
-def _split_tag(name: str) -> tuple[str, str]:
-    slash, colon = name.rfind("/"), name.rfind(":")
-    return (name[:colon], name[colon + 1 :]) if colon > slash else (name, "latest")
 
 
 def _short(exc: BaseException) -> str:

@@ -241,7 +241,8 @@ def verify(
     import time
 
     from builder.errors import UsageError
-    from builder.lock import LOCK_LABEL, read_lock
+    from builder.labels import LOCK_LABEL
+    from builder.lock import read_lock
     from builder.pipeline import build
 
     started = time.monotonic()
@@ -270,9 +271,9 @@ def verify(
     )
     diff = None
     if rebuilt.image_id != ref_id:
-        from builder.pipeline import split_ref
+        from builder.refs import split_tag
 
         for ref in ref_tags:  # the rebuild took the tags: give them back
-            engine.tag(ref_id, *split_ref(ref))
+            engine.tag(ref_id, *split_tag(ref))
         diff = diff_images(engine, ref_id, rebuilt.image_id)
     return Verified(reference, ref_id, rebuilt.image_id, diff, time.monotonic() - started)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder.changes import changed
 from builder.errors import BuildError, ResolveError, UsageError
+from builder.labels import OCI_BASE_DIGEST, OCI_CREATED, OCI_REVISION, TEMPORARY_LABEL
 from builder.recipe import IMAGE_REF_RE
 from builder.spec import ResolvedSpec
 
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from builder.settings import BuildSettings
 
 LOCK_VERSION = 1
-LOCK_LABEL = "org.mlbuild.lock"  # sha256 of the lock file's bytes
-SBOM_LABEL = "org.mlbuild.sbom"  # "<file name> sha256:<digest>" of the SBOM beside the lock
 STEPS = ("framework", "packages")  # the pip steps of the builder stage, in order
 Say = Callable[[str], None]
 
@@ -255,10 +254,10 @@ class Lock:
 
     def labels(self, labels: dict[str, str]) -> dict[str, str]:
         """Build-time labels of a locked build: times from the epoch, nothing that varies."""
-        out = {k: v for k, v in labels.items() if k != "org.opencontainers.image.revision"}
-        out["org.opencontainers.image.created"] = iso(self.epoch)
+        out = {k: v for k, v in labels.items() if k != OCI_REVISION}
+        out[OCI_CREATED] = iso(self.epoch)
         if self.base.digest:
-            out["org.opencontainers.image.base.digest"] = self.base.digest.partition("@")[2]
+            out[OCI_BASE_DIGEST] = self.base.digest.partition("@")[2]
         return out
 
 
@@ -307,18 +306,6 @@ def read_lock(recipe: Path) -> Lock:
     if not path.is_file():
         raise LockError(f"{path} does not exist", hint=f"make it with: mlbuild lock {recipe}")
     return Lock.from_json(path.read_text(), str(path))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Never a half-written file: write beside it, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- review --------------------------------------------------------------------------------------
@@ -457,7 +444,7 @@ def resolve_lock(
             buildargs=settings.build_args(),
             on_line=on_line,
             network=network,
-            labels={"org.mlbuild.temporary": "1"},
+            labels={TEMPORARY_LABEL: "1"},
         )
     try:
         run = engine.run(image_id, ["/tmp/mlbuild-lock/collect.py"], entrypoint=["python3"])
@@ -523,8 +510,6 @@ def upgrade(old: Lock | None, new: Lock, package: str | None) -> Lock:
 
 
 __all__ = [
-    "LOCK_LABEL",
-    "SBOM_LABEL",
     "AptPin",
     "BaseLock",
     "Lock",

@@ -313,7 +313,9 @@ def normalize_locked(
     """A locked build's last step: normalise the image, write its SBOM beside the lock, and
     name the SBOM (with its digest) in a label. Returns the normalised image's ID."""
     from builder import sbom
-    from builder.lock import SBOM_LABEL, sbom_path
+    from builder.fileio import write_atomic
+    from builder.labels import SBOM_LABEL
+    from builder.lock import sbom_path
 
     spec = lock.spec
     keep = len((engine.inspect(base_id).get("RootFS") or {}).get("Layers") or [])
@@ -331,8 +333,6 @@ def normalize_locked(
         return {SBOM_LABEL: f"{target.name} {sbom.digest(written['text'])}"}
 
     done = normalize(engine, image_id, lock.epoch, keep_layers=keep, labels=labels, capture=sbom.wanted)
-    from builder.lock import write_atomic
-
     write_atomic(target, written["text"])
     say(f"normalised {done.raw_id} -> {done.image_id} ({done.seconds:.1f} s); SBOM {target}")
     if done.raw_id != done.image_id:

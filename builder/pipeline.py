@@ -25,17 +25,25 @@ from builder.errors import (
     UsageError,
 )
 from builder.gpu import HostGpus, preflight
+from builder.labels import (
+    BASE_ID_LABEL,
+    BASE_SUITE_LABEL,
+    CONTENT_LABEL,
+    OCI_BASE_NAME,
+    OCI_CREATED,
+    OCI_REVISION,
+    OCI_SOURCE,
+    SPEC_LABEL,
+)
 from builder.probe import base_version
 from builder.recipe import Recipe, check_image_ref
+from builder.refs import split_tag
 from builder.render import probe_source, render, write_context
 from builder.resolve import FROM_BASE, load_and_resolve, resolve
 from builder.settings import BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, smoke
 from builder.spec import ResolvedSpec
 
-BASE_SUITE_LABEL = "org.mlbuild.base.suite"
-CONTENT_LABEL = "org.mlbuild.content"
-BASE_ID_LABEL = "org.mlbuild.base.id"
 Say = Callable[[str], None]
 
 
@@ -91,7 +99,7 @@ def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:
             # images built FROM such a base inherit its label: keep tagged ones that are a bare
             # imported root file system (one history entry), as `mlbuild base bootstrap` makes
             if [t for t in img.get("RepoTags") or [] if t != "<none>:<none>"]
-            and "org.mlbuild.spec" not in (img.get("Labels") or {})
+            and SPEC_LABEL not in (img.get("Labels") or {})
             and len(engine.history(str(img["Id"]))) == 1
         ]  # fmt: skip
         if made:
@@ -216,8 +224,8 @@ def oci_labels(recipe: Recipe, base: BaseChoice, tag: str) -> dict[str, str]:
         else dt.datetime.now(dt.timezone.utc)
     )
     labels = {
-        "org.opencontainers.image.created": when.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        "org.opencontainers.image.base.name": base.ref,
+        OCI_CREATED: when.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        OCI_BASE_NAME: base.ref,
         BASE_ID_LABEL: base.image_id,
         CONTENT_LABEL: tag,
     }
@@ -242,10 +250,10 @@ def _git_labels(folder: Path) -> dict[str, str]:
     labels = {}
     revision = git("rev-parse", "HEAD")
     if revision:
-        labels["org.opencontainers.image.revision"] = revision
+        labels[OCI_REVISION] = revision
     remote = git("config", "--get", "remote.origin.url")
     if remote:
-        labels["org.opencontainers.image.source"] = redact(remote)
+        labels[OCI_SOURCE] = redact(remote)
     return labels
 
 
@@ -385,7 +393,7 @@ def tag_image(
     done = []
     try:
         for ref in dict.fromkeys(refs):
-            repo, tag = split_ref(ref)
+            repo, tag = split_tag(ref)
             engine.tag(image_id, repo, tag)
             done.append(f"{repo}:{tag}")
     except KeyboardInterrupt:  # SIGINT/SIGTERM (builder.cleanup): leave no half-tagged image
@@ -394,13 +402,3 @@ def tag_image(
         untag_partial(engine, done)
         raise
     return tuple(done)
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """registry:5000/team/name:tag -> (registry:5000/team/name, tag); no tag -> latest."""
-    name = ref.partition("@")[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        return name[:colon], name[colon + 1 :]
-    return name, "latest"

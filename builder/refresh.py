@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -679,12 +678,6 @@ def _verify(diff: FrameworkDiff, pythons_of: Callable[[str], tuple[str, ...] | N
     versions = [Version(v) for v in got]
     if versions != sorted(versions, reverse=True):
         raise RefreshError(f"refresh would break the newest-first order of {diff.path.name}")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.refresh-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
 
 
 def refresh(

@@ -47,7 +47,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,13 +54,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from builder.errors import RegistryError, UsageError
+from builder.fileio import write_atomic
+from builder.labels import CONTENT_LABEL
+from builder.refs import DOCKER_HUB, Reference, parse_reference
 from builder.settings import redact
 
 RECORD_SUFFIX = ".image.json"
 RECORD_SCHEMA = 1
 CONTENT_TAG_RE = re.compile(r"^spec-[0-9a-f]{16}$")
-CONTENT_LABEL = "org.mlbuild.content"
-DOCKER_HUB = "docker.io"
 CERTS_D = Path("/etc/docker/certs.d")
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -72,39 +72,6 @@ MANIFEST_TYPES = (
 INDEX_TYPES = MANIFEST_TYPES[1::2]
 T = TypeVar("T")
 Say = Callable[[str], None]
-
-
-# -- references -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reference:
-    """A parsed image reference. `name` is as written; `registry` + `path` as the API needs."""
-
-    name: str  # e.g. 127.0.0.1:5000/team/x, or mlbuild/x (Docker Hub)
-    registry: str  # host[:port]; docker.io when the name has none
-    path: str  # the repository inside the registry: team/x, library/ubuntu
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def explicit_registry(self) -> bool:
-        return self.name.split("/", 1)[0] == self.registry
-
-
-def parse_reference(ref: str) -> Reference:
-    """Docker's rules: the first part is a registry when it has a '.' or ':' or is localhost."""
-    name, _, digest = ref.partition("@")
-    tag = None
-    slash, colon = name.rfind("/"), name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1 :]
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, path = first, rest
-    else:
-        registry, path = DOCKER_HUB, name if "/" in name else f"library/{name}"
-    if not path or path != path.lower():
-        raise UsageError(f"{ref!r} is not a valid image reference", hint="e.g. host:5000/team/name:tag")
-    return Reference(name, registry, path, tag, digest or None)
 
 
 def is_loopback(registry: str) -> bool:
@@ -271,21 +238,8 @@ def store_credentials(
     auths = config.setdefault("auths", {})
     auth = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
     auths[_helper_server(registry)] = {"auth": auth}
-    atomic_write(path, json.dumps(config, indent=2) + "\n", mode=0o600)
+    write_atomic(path, json.dumps(config, indent=2) + "\n", mode=0o600)
     return str(path)
-
-
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- retries --------------------------------------------------------------------------------------
@@ -606,7 +560,7 @@ def group_refs(refs: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for ref in refs:
         r = parse_reference(ref)
-        out.setdefault(r.name, []).append(r.tag or "latest")
+        out.setdefault(r.name, []).append(r.tag_or_latest)
     return out
 
 
@@ -783,7 +737,7 @@ def make_record(result: PushResult, labels: dict[str, str], platform: str) -> Im
 
 
 def write_record(path: Path, record: ImageRecord) -> None:
-    atomic_write(path, json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def read_record(recipe: str | Path) -> ImageRecord:

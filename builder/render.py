@@ -19,8 +19,9 @@ from pathlib import Path
 
 import jinja2
 
+from builder.labels import LOCK_LABEL, OCI_DESCRIPTION, OCI_TITLE, OCI_VERSION, SPEC_LABEL
 from builder.settings import BuildSettings
-from builder.spec import PROBE_PATH, SPEC_LABEL, SPEC_PATH, VENV, ResolvedSpec
+from builder.spec import PROBE_PATH, SPEC_PATH, VENV, ResolvedSpec
 
 TEMPLATE = "Dockerfile.j2"
 APT_CLEAN = (
@@ -133,13 +134,13 @@ def plan(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings |
     )
     env_lines = tuple(f"ENV {k}={dockerfile_string(v)}" for k, v in spec.env)
     labels = {
-        "org.opencontainers.image.title": spec.name,
-        "org.opencontainers.image.version": spec.readable_tag,
-        "org.opencontainers.image.description": summary(spec),
+        OCI_TITLE: spec.name,
+        OCI_VERSION: spec.readable_tag,
+        OCI_DESCRIPTION: summary(spec),
         SPEC_LABEL: spec.to_json(),
     }
     if pins:
-        labels["org.mlbuild.lock"] = pins.lock_digest
+        labels[LOCK_LABEL] = pins.lock_digest
     label_lines = tuple(f"LABEL {dockerfile_string(k)}={dockerfile_string(v)}" for k, v in sorted(labels.items()))
     p = Plan(
         name=spec.name,

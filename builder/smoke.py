@@ -3,6 +3,7 @@ what the probe saw to the image's resolved spec with a pure `check()`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 from builder import gpu as gpu_mod
 from builder.engine import RunResult
 from builder.errors import SmokeFailed
+from builder.fileio import write_atomic
 from builder.probe import build_verdict
 from builder.spec import PROBE_PATH, VENV, ResolvedSpec
 
@@ -131,14 +133,8 @@ def save_result(image_id: str, report: SmokeReport) -> None:
         "failures": [f"{c.name}: {c.detail}" for c in report.failures()],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    folder = state_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{image_id.removeprefix('sha256:')}.tmp"
-        tmp.write_text(json.dumps(doc, sort_keys=True))
-        os.replace(tmp, folder / f"{image_id.removeprefix('sha256:')}.json")
-    except OSError:
-        pass  # a read-only home: the result is still printed, just not remembered
+    with contextlib.suppress(OSError):  # a read-only home: the result is printed, not remembered
+        write_atomic(state_dir() / f"{image_id.removeprefix('sha256:')}.json", json.dumps(doc, sort_keys=True))
 
 
 def last_result(image_id: str) -> dict[str, Any] | None:

@@ -8,7 +8,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-SPEC_LABEL = "org.mlbuild.spec"
+from builder.labels import SPEC_LABEL
+
 SPEC_SCHEMA = 1
 DEFAULT_UID = 10001
 VENV = "/opt/venv"

@@ -308,7 +308,8 @@ def matrix_plan_cmd(recipes: tuple[Path, ...], fmt: str, strict: bool, cpu_runne
 def image_ref(engine: Any, spec: Any, given: str | None, warn: Callable[[str], None]) -> str:
     """The image by registry digest when known; else by its content tag, with a warning."""
     from builder.errors import UsageError
-    from builder.pipeline import CONTENT_LABEL, split_ref
+    from builder.labels import CONTENT_LABEL
+    from builder.refs import parse_reference
 
     ref = given or f"{spec.repository}:{spec.readable_tag}"
     attrs = engine.inspect(ref) if given else (engine.inspect(ref) if engine.image_id(ref) else None)
@@ -317,9 +318,9 @@ def image_ref(engine: Any, spec: Any, given: str | None, warn: Callable[[str], N
             f"{ref} is not on this engine, and the recipe has no image record",
             hint="build it first (mlbuild build RECIPE --push), then run k8s again",
         )
-    repo = split_ref(ref)[0] if "@" not in ref else ref.split("@")[0]
+    repo = parse_reference(ref).name
     digests = [str(d) for d in attrs.get("RepoDigests") or []]
-    mine = [d for d in digests if d.split("@")[0] == repo] or digests
+    mine = [d for d in digests if parse_reference(d).name == repo] or digests
     if mine:
         return mine[0]
     labels = (attrs.get("Config") or {}).get("Labels") or {}

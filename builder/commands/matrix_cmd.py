@@ -201,7 +201,8 @@ def refresh_cmd(
     the builds of the nearest older release (`# carried from X`); the first release of a new
     minor also gets a `todo:` that check_matrix refuses until a human checks its builds.
     """
-    from builder.refresh import Index, default_index_url, http_fetch, refresh, write_atomically
+    from builder.fileio import write_atomic as write_atomically
+    from builder.refresh import Index, default_index_url, http_fetch, refresh
     from builder.settings import load_settings, redact
 
     url = default_index_url(index_url)

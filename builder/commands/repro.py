@@ -56,7 +56,8 @@ def lock_cmd(
     """
     from builder.engine import Engine
     from builder.errors import UsageError
-    from builder.lock import Lock, diff_locks, lock_path, resolve_lock, upgrade, write_atomic
+    from builder.fileio import write_atomic
+    from builder.lock import Lock, diff_locks, lock_path, resolve_lock, upgrade
     from builder.recipe import load_recipe
     from builder.settings import load_settings
 
@@ -199,7 +200,7 @@ def sbom_cmd(image: str, output: Path | None) -> None:
 
     from builder import sbom
     from builder.engine import Engine
-    from builder.lock import SBOM_LABEL
+    from builder.labels import LOCK_LABEL, OCI_CREATED, SBOM_LABEL
     from builder.normalize import save
     from builder.spec import ResolvedSpec
 
@@ -214,10 +215,10 @@ def sbom_cmd(image: str, output: Path | None) -> None:
             _merge_captured(files, read_layer(layer, sbom.wanted))
         created = str(saved.config.get("created") or "")[:19] + "Z"
     spec = ResolvedSpec.from_labels(labels)
-    lock_label = labels.get("org.mlbuild.lock")
+    lock_label = labels.get(LOCK_LABEL)
     when = created
-    if lock_label and labels.get("org.opencontainers.image.created"):
-        when = labels["org.opencontainers.image.created"]
+    if lock_label and labels.get(OCI_CREATED):
+        when = labels[OCI_CREATED]
     doc = sbom.cyclonedx(
         sbom.packages(files),
         str((spec.to_dict() if spec else {}).get("name", image)),

@@ -91,6 +91,7 @@ def push_and_record(
 ) -> tuple[list[PushResult], Path | None]:
     """Push, then write the record next to the recipe (only when every push succeeded)."""
     from builder import registry
+    from builder.labels import CONTENT_LABEL
 
     results = registry.push_image(
         engine,
@@ -105,7 +106,7 @@ def push_and_record(
         attrs = engine.inspect(image_id)
         labels = dict((attrs.get("Config") or {}).get("Labels") or {})
         # The record names the repository that carries the content tag (the first, if several).
-        main = next((r for r in results if labels.get(registry.CONTENT_LABEL) in r.tags), results[0])
+        main = next((r for r in results if labels.get(CONTENT_LABEL) in r.tags), results[0])
         record = registry.make_record(main, labels, registry.platform_of(attrs))
         written = registry.record_path(recipe)
         registry.write_record(written, record)
@@ -168,7 +169,8 @@ def push_cmd(
     """
     from builder.engine import Engine
     from builder.errors import UsageError
-    from builder.registry import CONTENT_LABEL, parse_reference
+    from builder.labels import CONTENT_LABEL, SPEC_LABEL
+    from builder.refs import parse_reference
 
     out = Output(json_mode, quiet)
     if recipe is not None and not recipe.is_file():
@@ -178,7 +180,7 @@ def push_cmd(
     image_id = str(attrs["Id"])
     labels = dict((attrs.get("Config") or {}).get("Labels") or {})
     content = labels.get(CONTENT_LABEL)
-    if not content or "org.mlbuild.spec" not in labels:
+    if not content or SPEC_LABEL not in labels:
         raise UsageError(f"{image} was not built by mlbuild (no {CONTENT_LABEL} label)")
     repo_tags = [str(t) for t in attrs.get("RepoTags") or []]
     # `build --no-smoke` tags too, so the tags prove nothing: test what is about to be shared.
@@ -211,6 +213,7 @@ def pull_cmd(recipe: Path, registry_ca: str | None, quiet: bool, json_mode: bool
     from builder import registry
     from builder.engine import Engine
     from builder.errors import RegistryError
+    from builder.refs import parse_reference
     from builder.render import summary
     from builder.resolve import load_and_resolve
     from builder.spec import ResolvedSpec
@@ -219,7 +222,7 @@ def pull_cmd(recipe: Path, registry_ca: str | None, quiet: bool, json_mode: bool
     record = registry.read_record(recipe)
     base = str(record.spec.get("base_image") or "") or None
     _, expected = load_and_resolve(recipe, base)  # the same base as the build: compare the rest
-    ref = registry.parse_reference(record.repository)
+    ref = parse_reference(record.repository)
     acc = registry.access_for(ref.registry, registry_ca)
     engine = Engine.connect()
     out.say(f"pulling {record.reference}")

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from builder.lock import lock_path, resolve_lock, write_atomic
+from builder.fileio import write_atomic
+from builder.lock import lock_path, resolve_lock
 
 
 def lock_recipe(folder: Path, text: str, *, engine: Any, settings: Any, base_image: str) -> Path:

@@ -14,9 +14,10 @@ import pytest
 from imagescan import find_in_image, layer_members
 
 from builder.errors import BuildError, SmokeFailed
+from builder.labels import SPEC_LABEL
 from builder.pipeline import build
 from builder.settings import load_settings
-from builder.spec import SPEC_LABEL, ResolvedSpec
+from builder.spec import ResolvedSpec
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

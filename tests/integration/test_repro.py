@@ -17,9 +17,8 @@ import pytest
 from locking import lock_recipe
 
 from builder.errors import BuildError
+from builder.labels import LOCK_LABEL, SBOM_LABEL
 from builder.lock import (
-    LOCK_LABEL,
-    SBOM_LABEL,
     LockedArtefactError,
     LockError,
     lock_path,

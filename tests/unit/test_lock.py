@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuildError
+from builder.fileio import write_atomic
 from builder.lock import (
     LOCK_VERSION,
     AptPin,
@@ -27,7 +28,6 @@ from builder.lock import (
     spec_digest,
     spec_for_lock,
     upgrade,
-    write_atomic,
 )
 from builder.resolve import load_and_resolve
 

@@ -396,7 +396,7 @@ def test_registry_not_holding_what_was_pushed_is_an_error() -> None:
 
 # -- records ---------------------------------------------------------------------------------
 def _labels(tag: str = TAG) -> dict[str, str]:
-    from builder.spec import SPEC_LABEL
+    from builder.labels import CONTENT_LABEL, SPEC_LABEL
 
     spec = {
         "name": "demo",
@@ -420,7 +420,7 @@ def _labels(tag: str = TAG) -> dict[str, str]:
         "min_driver": None,
         "archs": [],
     }
-    return {SPEC_LABEL: json.dumps(spec), reg.CONTENT_LABEL: tag}
+    return {SPEC_LABEL: json.dumps(spec), CONTENT_LABEL: tag}
 
 
 def test_record_roundtrip_is_atomic_and_credential_free(tmp_path: Path) -> None:

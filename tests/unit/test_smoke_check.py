@@ -122,7 +122,7 @@ def test_base_version() -> None:
 
 
 def test_from_labels_round_trip(torch_spec: ResolvedSpec) -> None:
-    from builder.spec import SPEC_LABEL
+    from builder.labels import SPEC_LABEL
 
     again = ResolvedSpec.from_labels({SPEC_LABEL: torch_spec.to_json()})
     assert again == torch_spec

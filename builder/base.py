@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builder.engine import Engine
+from builder.engine_api import Engine
 from builder.errors import EngineError, UsageError
 from builder.labels import BASE_MIRROR_LABEL, BASE_SUITE_LABEL
 from builder.refs import split_tag

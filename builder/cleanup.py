@@ -25,7 +25,10 @@ import signal
 import threading
 from collections.abc import Iterable, Iterator
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from builder.engine_api import Engine
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -40,10 +43,6 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
-
-
-class _Untagger(Protocol):
-    def remove_image(self, ref: str, force: bool = False) -> None: ...
 
 
 class _Handler:
@@ -70,7 +69,7 @@ def install_signal_handlers() -> bool:
     return True
 
 
-def untag_partial(engine: _Untagger, refs: Iterable[str]) -> list[str]:
+def untag_partial(engine: Engine, refs: Iterable[str]) -> list[str]:
     """Remove tags that an interrupted run had set; returns the ones removed.
 
     Removing a tag that other tags share only untags; removing the last one deletes the

@@ -1,7 +1,8 @@
 """The Docker engine, reached through the docker SDK. The only module that imports `docker`.
 
-Everything else talks to an `Engine`; unit tests pass a fake with the same methods. The SDK is
-imported lazily so that commands which need no engine (resolve, render, matrix) start fast.
+`Engine` implements the protocol builder.engine_api.Engine, which is all the library asks of
+an engine; unit tests pass an in-memory fake of the same protocol. The SDK is imported lazily
+so that commands which need no engine (resolve, render, matrix) start fast.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder import engine_api
+from builder.engine_api import LayerProgress, LineSink, ProgressSink, RunResult
 from builder.errors import BuildError, EngineError, RegistryError
 from builder.labels import TEMPORARY_LABEL
 from builder.refs import parse_reference
@@ -23,15 +26,7 @@ from builder.settings import redact
 if TYPE_CHECKING:
     import docker
 
-LineSink = Callable[[str], None]
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-
-
-@dataclass(frozen=True)
-class RunResult:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 @dataclass
@@ -48,19 +43,6 @@ class BuildLog:
             self.lines = []
         self.lines.append(line)
         del self.lines[:-40]
-
-
-@dataclass(frozen=True)
-class LayerProgress:
-    """One event of a push or pull stream, for one layer."""
-
-    layer: str
-    status: str  # Preparing, Waiting, Pushing, Pushed, Layer already exists, Retrying in 5 seconds
-    current: int | None = None
-    total: int | None = None
-
-
-ProgressSink = Callable[[LayerProgress], None]
 
 
 class PushError(RegistryError):
@@ -82,7 +64,7 @@ _AUTH_RE = re.compile(r"unauthorized|authentication required|denied|401|403", re
 
 
 class Engine:
-    """A connected Docker engine."""
+    """A connected Docker engine (implements builder.engine_api.Engine)."""
 
     def __init__(self, client: docker.DockerClient):
         self.client = client
@@ -430,14 +412,6 @@ class Engine:
             raise RegistryError(f"pulled {ref} but the engine does not list it")
         return image_id
 
-    def platform(self, ref: str) -> str:
-        """os/arch[/variant] of a local image, e.g. linux/amd64."""
-        attrs = self.inspect(ref)
-        parts = [str(attrs.get("Os") or "linux"), str(attrs.get("Architecture") or "amd64")]
-        if attrs.get("Variant"):
-            parts.append(str(attrs["Variant"]))
-        return "/".join(parts)
-
     # -- many images (builder.fanout) -------------------------------------------------------------
     @property
     def base_url(self) -> str:
@@ -504,3 +478,7 @@ def _where() -> str:
 
     host = os.environ.get("DOCKER_HOST")
     return f" at {redact(host)}" if host else " at /var/run/docker.sock"
+
+
+if TYPE_CHECKING:
+    _implements: type[engine_api.Engine] = Engine  # mypy holds the class to the protocol

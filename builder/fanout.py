@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.engine import Engine
+from builder.engine_api import Engine
 from builder.errors import MlbuildError, RecipeError, ResolveError, SmokeFailed, UsageError
 from builder.recipe import TAG_RE, ImageSpec, Recipe, load_recipe
 from builder.spec import ResolvedSpec

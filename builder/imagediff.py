@@ -17,7 +17,7 @@ from builder.changes import changed
 from builder.normalize import FileEntry, SavedImage, hides, read_layer, save, whiteouts
 
 if TYPE_CHECKING:
-    from builder.engine import Engine
+    from builder.engine_api import Engine
 
 MAX_FILES = 50  # per layer, in text output
 

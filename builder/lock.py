@@ -33,7 +33,7 @@ from builder.recipe import IMAGE_REF_RE
 from builder.spec import ResolvedSpec
 
 if TYPE_CHECKING:
-    from builder.engine import Engine
+    from builder.engine_api import Engine
     from builder.pipeline import BaseChoice
     from builder.render import Pins
     from builder.settings import BuildSettings

@@ -32,7 +32,7 @@ from builder.errors import EngineError
 from builder.tarstream import tar_stream
 
 if TYPE_CHECKING:
-    from builder.engine import Engine
+    from builder.engine_api import Engine
     from builder.lock import Lock
 
 CHUNK = 1 << 20

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.engine import Engine
+from builder.engine_api import Engine
 from builder.errors import (
     BuildError,
     EngineError,

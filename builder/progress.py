@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from builder.engine import LayerProgress
+    from builder.engine_api import LayerProgress
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 # Statuses after which a layer needs no more transfer.

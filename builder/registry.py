@@ -51,13 +51,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder.errors import RegistryError, UsageError
 from builder.fileio import write_atomic
 from builder.labels import CONTENT_LABEL
 from builder.refs import DOCKER_HUB, Reference, parse_reference
 from builder.settings import redact
+
+if TYPE_CHECKING:
+    from builder.engine_api import Engine
 
 RECORD_SUFFIX = ".image.json"
 RECORD_SCHEMA = 1
@@ -510,19 +513,6 @@ def _reason(exc: BaseException) -> str:
 
 
 # -- push -----------------------------------------------------------------------------------------
-class Pusher(Protocol):
-    def push(
-        self,
-        repository: str,
-        tag: str,
-        *,
-        auth_config: dict[str, str] | None = None,
-        on_progress: Any = None,
-    ) -> str: ...
-
-    def inspect(self, ref: str) -> dict[str, Any]: ...
-
-
 @dataclass(frozen=True)
 class PushResult:
     repository: str
@@ -595,7 +585,7 @@ def check_immutable(
 
 
 def push_image(
-    engine: Pusher,
+    engine: Engine,
     image_id: str,
     refs: tuple[str, ...] | list[str],
     *,
@@ -813,7 +803,7 @@ def check_labels(labels: dict[str, str], record: ImageRecord, expected: dict[str
 
 
 # -- build avoidance ------------------------------------------------------------------------------
-def pull_if_present(engine: Any, repository: str, tag: str, say: Say = lambda _: None) -> str | None:
+def pull_if_present(engine: Engine, repository: str, tag: str, say: Say = lambda _: None) -> str | None:
     """The content tag from the recipe's registry, pulled by digest; None when it is not there.
 
     Only repositories that name their registry are asked (never Docker Hub by default), with a

@@ -9,10 +9,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from builder import gpu as gpu_mod
-from builder.engine import RunResult
+from builder.engine_api import Engine, RunResult
 from builder.errors import SmokeFailed
 from builder.fileio import write_atomic
 from builder.probe import build_verdict
@@ -47,10 +47,6 @@ class SmokeReport:
             "checks": [c.__dict__ for c in self.checks],
             "probe": self.probe,
         }  # fmt: skip
-
-
-class Runner(Protocol):
-    def run(self, image: str, command: list[str], **kwargs: Any) -> RunResult: ...
 
 
 def parse_probe(stdout: str) -> dict[str, Any] | None:
@@ -146,7 +142,7 @@ def last_result(image_id: str) -> dict[str, Any] | None:
 
 
 def smoke(
-    engine: Any,
+    engine: Engine,
     image: str,
     spec: ResolvedSpec,
     gpu_mode: str = "auto",
@@ -161,15 +157,15 @@ def smoke(
     return report
 
 
-def _image_id(engine: Any, ref: str) -> str | None:
+def _image_id(engine: Engine, ref: str) -> str | None:
     try:
-        return str(engine.image_id(ref)) if hasattr(engine, "image_id") else None
+        return engine.image_id(ref)
     except Exception:  # remembering is best effort
         return None
 
 
 def _smoke(
-    engine: Any,
+    engine: Engine,
     image: str,
     spec: ResolvedSpec,
     gpu_mode: str = "auto",
@@ -227,7 +223,7 @@ def _smoke(
     return SmokeReport(report.passed, report.checks, "not-run", reason, None, report.probe)
 
 
-def _run_kwargs(engine: Any, access: gpu_mod.Access | None) -> dict[str, Any]:
+def _run_kwargs(engine: Engine, access: gpu_mod.Access | None) -> dict[str, Any]:
     if access is None:
         return {}
     kwargs: dict[str, Any] = {
@@ -242,7 +238,7 @@ def _run_kwargs(engine: Any, access: gpu_mod.Access | None) -> dict[str, Any]:
     return kwargs
 
 
-def detect_host(engine: Any) -> gpu_mod.HostGpus:
+def detect_host(engine: Engine) -> gpu_mod.HostGpus:
     """GPUs of the machine this process runs on, with what the engine supports."""
     try:
         info = engine.info()

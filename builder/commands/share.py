@@ -16,7 +16,7 @@ import click
 from builder.cli import Output, handle_errors, json_option
 
 if TYPE_CHECKING:
-    from builder.engine import Engine, LayerProgress
+    from builder.engine_api import Engine, LayerProgress
     from builder.registry import PushResult
 
 _STREAMING = ("Pushing", "Downloading", "Extracting")

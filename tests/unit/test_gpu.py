@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from builder import gpu
-from builder.engine import RunResult
+from builder.engine_api import RunResult
 from builder.errors import EngineError, SmokeFailed
 from builder.resolve import load_and_resolve
 from builder.smoke import smoke

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from builder.engine import LayerProgress
+from builder.engine_api import LayerProgress
 from builder.progress import LayerTally, Progress, clock_text, live_allowed
 
 

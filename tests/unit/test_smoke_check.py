@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from builder.engine import RunResult
+from builder.engine_api import RunResult
 from builder.probe import arch_covers, base_version
 from builder.resolve import load_and_resolve
 from builder.smoke import check, parse_probe

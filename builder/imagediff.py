@@ -1,5 +1,6 @@
 """What differs between two images: packages first (Python, OS), then environment and labels,
-then layers and files. `verify` uses the layer/file part to say where a rebuild went astray.
+then layers and files. builder.verify uses the layer/file part to say where a rebuild went
+astray.
 
 Both images are saved (`docker save`) and read layer by layer; a file's identity is its type,
 mode, owner, size, content sha256 (or link target) and mtime.
@@ -212,68 +213,3 @@ def _diff_pairs(a: dict[str, Any], b: dict[str, Any], long: int = 200) -> list[s
         elif a[key] != b[key]:
             out.append(f"~ {key}: {cut(a[key])} -> {cut(b[key])}")
     return out
-
-
-@dataclass(frozen=True)
-class Verified:
-    reference: str
-    reference_id: str
-    rebuilt_id: str
-    diff: ImageDiff | None
-    seconds: float
-
-    @property
-    def identical(self) -> bool:
-        return self.reference_id == self.rebuilt_id
-
-
-def verify(
-    engine: Engine,
-    recipe_path: Path,
-    *,
-    settings: Any,
-    reference: str | None = None,
-    network: str | None = None,
-    say: Any = lambda _: None,
-) -> Verified:
-    """Rebuild from the lock with no cache and compare with `reference` (default: the newest
-    image built from this very lock). The reference keeps its tags whatever the outcome."""
-    import time
-
-    from builder.errors import UsageError
-    from builder.labels import LOCK_LABEL
-    from builder.lock import read_lock
-    from builder.pipeline import build
-
-    started = time.monotonic()
-    lock = read_lock(recipe_path)
-    if reference is None:
-        made = engine.images_with_label(f"{LOCK_LABEL}={lock.digest()}")
-        if not made:
-            raise UsageError(
-                f"no image on this engine was built from {recipe_path.name}'s lock",
-                hint=f"build one first: mlbuild build {recipe_path} --locked",
-            )
-        reference = str(max(made, key=lambda img: (img.get("Created", 0), img["Id"]))["Id"])
-    attrs = engine.inspect(reference)
-    ref_id, ref_tags = str(attrs["Id"]), list(attrs.get("RepoTags") or [])
-    say(f"rebuilding {recipe_path.name} from its lock, without cache, to compare with {reference}")
-    rebuilt = build(
-        recipe_path,
-        engine=engine,
-        settings=settings,
-        locked=True,
-        nocache=True,
-        reuse=False,
-        run_smoke=False,
-        network=network,
-        say=say,
-    )
-    diff = None
-    if rebuilt.image_id != ref_id:
-        from builder.refs import split_tag
-
-        for ref in ref_tags:  # the rebuild took the tags: give them back
-            engine.tag(ref_id, *split_tag(ref))
-        diff = diff_images(engine, ref_id, rebuilt.image_id)
-    return Verified(reference, ref_id, rebuilt.image_id, diff, time.monotonic() - started)

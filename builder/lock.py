@@ -7,8 +7,11 @@ review. `lock_version` says how to read it; a reader refuses versions it does no
 What it holds: the base image (registry digest, or the image ID of a base that has none), the
 exact Debian package versions that each apt step installs (resolved in the base), every Python
 package of each pip step at an exact version with its sha256 hashes (resolved by pip inside the
-base, see `resolve_lock`), the resolved spec (framework, CUDA, cuDNN, matrix data version,
+base, see builder.lockmaker), the resolved spec (framework, CUDA, cuDNN, matrix data version,
 mlbuild version) with its digest, and the epoch used for every timestamp in the image.
+
+This module is the lock as data: reading, checking and using one (`Lock.pins()` is what a
+locked build installs). Making one runs the base image on an engine: builder.lockmaker.
 """
 
 from __future__ import annotations
@@ -17,30 +20,19 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
 import re
-import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from builder.changes import changed
-from builder.errors import BuildError, ResolveError, UsageError
-from builder.labels import OCI_BASE_DIGEST, OCI_CREATED, OCI_REVISION, TEMPORARY_LABEL
+from builder.errors import BuildError, ResolveError
+from builder.labels import OCI_BASE_DIGEST, OCI_CREATED, OCI_REVISION
 from builder.recipe import IMAGE_REF_RE
 from builder.spec import ResolvedSpec
 
-if TYPE_CHECKING:
-    from builder.engine_api import Engine
-    from builder.pipeline import BaseChoice
-    from builder.render import Pins
-    from builder.settings import BuildSettings
-
 LOCK_VERSION = 1
 STEPS = ("framework", "packages")  # the pip steps of the builder stage, in order
-Say = Callable[[str], None]
 
 
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
@@ -58,6 +50,20 @@ class LockError(ResolveError):
 
 class LockedArtefactError(BuildError):
     """Something the lock names cannot be had any more, or its hash differs (exit 1)."""
+
+
+@dataclass(frozen=True)
+class Pins:
+    """What a lock fixes, as the build's files take it (builder.render): the locked build
+    installs only this."""
+
+    builder_apt: tuple[str, ...]  # name=version
+    runtime_apt: tuple[str, ...]
+    framework: str  # requirements file text: name==version --hash=sha256:...
+    packages: str
+    lock_json: str
+    lock_digest: str
+    epoch: int
 
 
 @dataclass(frozen=True, order=True)
@@ -228,17 +234,16 @@ class Lock:
             hint="run `mlbuild lock --upgrade RECIPE` to lock the new recipe, and review the diff",
         )
 
-    def check_base(self, base: BaseChoice) -> None:
-        if base.image_id != self.base.image_id:
+    def check_base(self, image_id: str) -> None:
+        """The base found on the engine (by ID) must be the locked one."""
+        if image_id != self.base.image_id:
             raise LockedArtefactError(
-                f"the locked base image is not available: {self.base.ref} is now {base.image_id[:19]}",
+                f"the locked base image is not available: {self.base.ref} is now {image_id[:19]}",
                 details=[f"locked: {self.base.image_id}" + (f" ({self.base.digest})" if self.base.digest else "")],
                 hint="load the locked base again, or run `mlbuild lock --upgrade RECIPE` to move to the new one",
             )
 
     def pins(self) -> Pins:
-        from builder.render import Pins
-
         def apt(stage: str) -> tuple[str, ...]:
             return tuple(f"{p.name}={p.version}" for p in sorted(self.apt) if p.stage == stage)
 
@@ -342,42 +347,6 @@ def _diff_map(kind: str, a: dict[tuple[str, str], str], b: dict[tuple[str, str],
     return changed(a, b, lambda key: f"{kind} {key[0]}: {key[1]}")
 
 
-# -- what the resolver prints --------------------------------------------------------------------
-_INST_RE = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) ")
-
-
-def parse_apt_simulation(text: str, stage: str) -> list[AptPin]:
-    """`apt-get install -s` lines: `Inst libc6 [2.36-9] (2.36-9+deb12u9 Debian:12 [amd64])`."""
-    pins = {}
-    for line in text.splitlines():
-        m = _INST_RE.match(line)
-        if m:
-            name = m.group(1).split(":")[0]  # drop an :arch qualifier
-            pins[name] = AptPin(stage, name, m.group(2))
-    return sorted(pins.values())
-
-
-def parse_pip_report(report: dict[str, Any], step: str) -> list[PythonPin]:
-    """pip's installation report (`pip install --report`): name, version and archive hash."""
-    pins = []
-    for item in report.get("install", []):
-        meta = item.get("metadata") or {}
-        info = item.get("download_info") or {}
-        archive = info.get("archive_info") or {}
-        hashes = {f"{k}:{v}" for k, v in (archive.get("hashes") or {}).items() if k == "sha256"}
-        legacy = archive.get("hash") or ""  # pip < 23.1: "sha256=<hex>"
-        if legacy.startswith("sha256="):
-            hashes.add("sha256:" + legacy.partition("=")[2])
-        if not hashes:
-            raise LockError(
-                f"pip gave no sha256 for {meta.get('name')} {meta.get('version')}",
-                details=[f"source: {info.get('url', '?')}"],
-                hint="a package from a folder or VCS cannot be locked by hash; publish it to an index",
-            )
-        pins.append(PythonPin(step, canonical(str(meta["name"])), str(meta["version"]), tuple(sorted(hashes))))
-    return sorted(pins)
-
-
 def explain_build_failure(exc: BuildError) -> BuildError:
     """Turn pip's and apt's own words about a locked artefact into a clear error."""
     text = "\n".join([exc.message, *exc.details])
@@ -405,119 +374,15 @@ def explain_build_failure(exc: BuildError) -> BuildError:
     return exc
 
 
-# -- making a lock -------------------------------------------------------------------------------
-def resolve_lock(
-    recipe_path: Path,
-    *,
-    engine: Engine,
-    settings: BuildSettings,
-    base_image: str | None = None,
-    network: str | None = None,
-    epoch: int | None = None,
-    say: Say = lambda _: None,
-    on_line: Callable[[str], None] | None = None,
-) -> Lock:
-    """Resolve every package inside the base image, the way the build installs them.
-
-    A throwaway image is built from the base with the builder stage's own setup (site CA
-    bundle and index, never the final image): apt simulates each apt step on the untouched base
-    (`apt-get install -s`: exact versions of everything it would add), then pip really installs
-    the framework step (so that the packages step sees it, as in the build) and dry-runs the
-    packages step, each writing `--report` JSON with the archive's sha256.
-    """
-    from builder.pipeline import choose_base, observe_base
-    from builder.render import resolver_context
-    from builder.resolve import load_and_resolve
-
-    _, spec = load_and_resolve(recipe_path, base_image)
-    locked_spec = spec_for_lock(spec)
-    base = choose_base(engine, spec, say)
-    spec = dataclasses.replace(spec, base_image=base.ref)
-    if spec.framework_from_base:
-        spec = observe_base(engine, spec)
-    digest = _registry_digest(engine, base.ref)
-    with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp:
-        resolver_context(spec, Path(tmp), settings)
-        say(f"resolving OS and Python packages inside {base.ref}")
-        image_id = engine.build(
-            Path(tmp),
-            buildargs=settings.build_args(),
-            on_line=on_line,
-            network=network,
-            labels={TEMPORARY_LABEL: "1"},
-        )
-    try:
-        run = engine.run(image_id, ["/tmp/mlbuild-lock/collect.py"], entrypoint=["python3"])
-    finally:
-        engine.remove_image(image_id, force=True)
-    if run.exit_code != 0:
-        raise LockError("could not read what the resolver found", details=[run.stderr[-400:]])
-    found = json.loads(run.stdout.strip().splitlines()[-1])
-    apt = parse_apt_simulation(found.get("apt-builder", ""), "builder")
-    apt += parse_apt_simulation(found.get("apt-runtime", ""), "runtime")
-    python = []
-    for step in STEPS:
-        if found.get(step):
-            python += parse_pip_report(json.loads(found[step]), step)
-    when = epoch if epoch is not None else _default_epoch()
-    return Lock(
-        recipe=recipe_path.name,
-        base_override=base_image,
-        spec=locked_spec,
-        spec_digest=spec_digest(locked_spec),
-        base=BaseLock(
-            base.ref,
-            base.image_id,
-            digest,
-            "" if digest else "no registry digest (a base made locally): locked by image ID",
-        ),
-        apt=tuple(sorted(apt)),
-        python=tuple(sorted(python)),
-        index_url=spec.index_url,
-        epoch=when,
-        mlbuild_version=spec.mlbuild_version,
-        matrix_version=spec.matrix_version,
-    )
-
-
-def _registry_digest(engine: Engine, ref: str) -> str | None:
-    digests = engine.inspect(ref).get("RepoDigests") or []
-    return str(sorted(digests)[0]) if digests else None
-
-
-def _default_epoch() -> int:
-    env = os.environ.get("SOURCE_DATE_EPOCH", "")
-    return int(env) if env.isdigit() else int(time.time())
-
-
-def upgrade(old: Lock | None, new: Lock, package: str | None) -> Lock:
-    """--upgrade PACKAGE: take only that package's new pin; everything else stays as locked."""
-    if old is None or package is None:
-        return new if old is None or diff_locks(old, new) else old
-    name = canonical(package)
-    if not any(p.name == name for p in (*old.python, *new.python)):
-        raise UsageError(f"{package} is not in the lock", hint="leave PACKAGE out to refresh everything")
-    if old.spec_digest != new.spec_digest or old.base != new.base:
-        raise LockError(
-            "the recipe or base changed since locking: upgrade everything, not one package",
-            hint="run `mlbuild lock --upgrade RECIPE` without a PACKAGE",
-        )
-    kept = [p for p in old.python if p.name != name]
-    taken = [p for p in new.python if p.name == name]
-    python = tuple(sorted(kept + taken))
-    changed = python != old.python
-    return dataclasses.replace(old, python=python, epoch=new.epoch if changed else old.epoch)
-
-
 __all__ = [
     "AptPin",
     "BaseLock",
     "Lock",
     "LockError",
     "LockedArtefactError",
+    "Pins",
     "PythonPin",
     "diff_locks",
     "lock_path",
     "read_lock",
-    "resolve_lock",
 ]

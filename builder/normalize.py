@@ -28,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder import sbom
 from builder.errors import EngineError
+from builder.fileio import write_atomic
+from builder.labels import SBOM_LABEL
+from builder.lock import Lock, iso, sbom_path
 from builder.tarstream import tar_stream
 
 if TYPE_CHECKING:
     from builder.engine_api import Engine
-    from builder.lock import Lock
 
 CHUNK = 1 << 20
 DROP_PAX = ("atime", "ctime", "mtime", "uname", "gname", "uid", "gid")
@@ -190,12 +193,6 @@ class Normalized:
     seconds: float
 
 
-def iso(epoch: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def normalize(
     engine: Engine,
     image_id: str,
@@ -312,11 +309,6 @@ def normalize_locked(
 ) -> str:
     """A locked build's last step: normalise the image, write its SBOM beside the lock, and
     name the SBOM (with its digest) in a label. Returns the normalised image's ID."""
-    from builder import sbom
-    from builder.fileio import write_atomic
-    from builder.labels import SBOM_LABEL
-    from builder.lock import sbom_path
-
     spec = lock.spec
     keep = len((engine.inspect(base_id).get("RootFS") or {}).get("Layers") or [])
     target = sbom_path(recipe_path)

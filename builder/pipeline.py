@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -15,43 +14,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.base import BaseChoice, choose_base, observe_base
 from builder.engine_api import Engine
 from builder.errors import (
     BuildError,
     EngineError,
     PreflightError,
-    ResolveError,
     SmokeFailed,
     UsageError,
 )
 from builder.gpu import HostGpus, preflight
 from builder.labels import (
     BASE_ID_LABEL,
-    BASE_SUITE_LABEL,
     CONTENT_LABEL,
     OCI_BASE_NAME,
     OCI_CREATED,
     OCI_REVISION,
     OCI_SOURCE,
-    SPEC_LABEL,
 )
-from builder.probe import base_version
 from builder.recipe import Recipe, check_image_ref
 from builder.refs import split_tag
-from builder.render import probe_source, render, write_context
-from builder.resolve import FROM_BASE, load_and_resolve, resolve
+from builder.render import render, write_context
+from builder.resolve import load_and_resolve, resolve
 from builder.settings import BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, smoke
 from builder.spec import ResolvedSpec
 
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class BaseChoice:
-    ref: str  # what FROM names
-    image_id: str
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,90 +70,6 @@ class BuildResult:
             "seconds": round(self.seconds, 1),
             "up_to_date": self.up_to_date,
         }
-
-
-def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:
-    """The base image on this engine: as named, pulled, or one made by `mlbuild base bootstrap`."""
-    image_id = engine.image_id(spec.base_image)
-    if image_id:
-        return BaseChoice(spec.base_image, image_id)
-    say(f"base {spec.base_image} is not on this engine; pulling it")
-    try:
-        return BaseChoice(spec.base_image, engine.pull(spec.base_image), "pulled")
-    except EngineError as exc:
-        pull_error = "; ".join([exc.message, *exc.details])
-    if spec.base_suite and spec.python_from == "distro":
-        made = [
-            img for img in engine.images_with_label(f"{BASE_SUITE_LABEL}={spec.base_suite}")
-            # images built FROM such a base inherit its label: keep tagged ones that are a bare
-            # imported root file system (one history entry), as `mlbuild base bootstrap` makes
-            if [t for t in img.get("RepoTags") or [] if t != "<none>:<none>"]
-            and SPEC_LABEL not in (img.get("Labels") or {})
-            and len(engine.history(str(img["Id"]))) == 1
-        ]  # fmt: skip
-        if made:
-            newest = max(made, key=lambda img: (img.get("Created", 0), img["Id"]))
-            ref = sorted(t for t in newest["RepoTags"] if t != "<none>:<none>")[0]
-            return BaseChoice(
-                ref, str(newest["Id"]),
-                f"{spec.base_image} cannot be pulled; using {ref}, a Debian {spec.base_suite} base "
-                "made by `mlbuild base bootstrap`",
-            )  # fmt: skip
-    suite = spec.base_suite or "bookworm"
-    raise EngineError(
-        f"base image {spec.base_image} is not on this engine and cannot be pulled",
-        details=[redact(pull_error)],
-        hint=(
-            f"on a site without registry access, make one: mlbuild base bootstrap --suite {suite} "
-            f"--tag mlbuild/debian:{suite}"
-            if spec.python_from == "distro"
-            else "load it with `docker load`, or pass --base-image REF"
-        ),
-    )
-
-
-def observe_base(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:
-    """framework_from_base: find the base's Python and framework and record them in the spec."""
-    code = probe_source()
-    result = engine.run(
-        spec.base_image,
-        ["-c", code, "--observe", spec.import_name],  # the probe's own main() reads sys.argv
-        entrypoint=["python3"],
-    )
-    try:
-        seen = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise EngineError(
-            f"cannot find Python in the base image {spec.base_image}",
-            details=[(result.stderr or result.stdout).strip()[-300:]],
-            hint="framework_from_base needs python3 on the base image's PATH",
-        ) from None
-    if "error" in seen:
-        raise ResolveError(
-            f"the base image {spec.base_image} does not carry {spec.framework}",
-            details=[seen["error"]],
-            hint="drop framework_from_base to install the framework, or use another base",
-        )
-    py = ".".join(seen["python"].split(".")[:2])
-    if spec.python not in (FROM_BASE, py):
-        raise ResolveError(f"the base image has Python {seen['python']}; the recipe asks for {spec.python}")
-    cuda = seen.get("cuda_build")
-    cuda_mm = ".".join(str(cuda).split(".")[:2]) if cuda else "cpu"
-    if spec.cuda not in (FROM_BASE, cuda_mm):
-        raise ResolveError(f"the base's {spec.framework} is built for {cuda_mm}; the recipe asks for {spec.cuda}")
-    return dataclasses.replace(
-        spec,
-        framework_version=base_version(seen["framework_version"]),
-        python=py,
-        python_bin=seen["python_bin"],
-        cuda=cuda_mm,
-        cudnn=seen.get("cudnn"),
-        variant=seen["framework_version"].partition("+")[2] or ("cpu" if not cuda else f"cuda{cuda_mm}"),
-        archs=tuple(seen.get("archs") or ()),
-        base_site_packages=tuple(seen.get("site_packages") or ()),
-        reasons=(*spec.reasons, f"observed in the base: {spec.framework} {seen['framework_version']}, "
-                 f"Python {seen['python']}, CUDA {cuda or 'none'}, cuDNN {seen.get('cudnn') or 'none'}"),
-    )  # fmt: skip
 
 
 def with_wheelhouse(settings: BuildSettings, recipe: Recipe, spec: ResolvedSpec) -> BuildSettings:
@@ -302,7 +207,7 @@ def build(
         say(base.note)
     spec = dataclasses.replace(spec, base_image=base.ref)
     if lock:
-        lock.check_base(base)
+        lock.check_base(base.image_id)
     if spec.framework_from_base:
         spec = observe_base(engine, spec)
         if gpu_checked and spec.is_gpu:

@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from builder.labels import LOCK_LABEL, OCI_DESCRIPTION, OCI_TITLE, OCI_VERSION, SPEC_LABEL
+from builder.lock import Pins
 from builder.settings import BuildSettings
 from builder.spec import PROBE_PATH, SPEC_PATH, VENV, ResolvedSpec
 
@@ -72,19 +73,6 @@ class Plan:
     devel_lines: tuple[str, ...] = ()  # the devel stage, compiled extensions as wheels
     install_built: str = ""  # builder: install the devel stage's wheels
     runtime_python: str = ""  # final stage: COPY of a standalone Python
-
-
-@dataclass(frozen=True)
-class Pins:
-    """What a lock fixes (builder.lock.Lock.pins()): the locked build installs only this."""
-
-    builder_apt: tuple[str, ...]  # name=version
-    runtime_apt: tuple[str, ...]
-    framework: str  # requirements file text: name==version --hash=sha256:...
-    packages: str
-    lock_json: str
-    lock_digest: str
-    epoch: int
 
 
 def templates_dir() -> Path:

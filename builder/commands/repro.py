@@ -57,7 +57,8 @@ def lock_cmd(
     from builder.engine import Engine
     from builder.errors import UsageError
     from builder.fileio import write_atomic
-    from builder.lock import Lock, diff_locks, lock_path, resolve_lock, upgrade
+    from builder.lock import Lock, diff_locks, lock_path
+    from builder.lockmaker import resolve_lock, upgrade
     from builder.recipe import load_recipe
     from builder.settings import load_settings
 
@@ -123,8 +124,8 @@ def verify_cmd(
     """
     from builder.engine import Engine
     from builder.errors import UsageError
-    from builder.imagediff import verify
     from builder.settings import load_settings
+    from builder.verify import verify
 
     out = Output(json_mode, quiet)
     engine = Engine.connect()

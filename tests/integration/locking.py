@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from builder.fileio import write_atomic
-from builder.lock import lock_path, resolve_lock
+from builder.lock import lock_path
+from builder.lockmaker import resolve_lock
 
 
 def lock_recipe(folder: Path, text: str, *, engine: Any, settings: Any, base_image: str) -> Path:

@@ -132,7 +132,7 @@ def test_rebuild_without_cache_is_identical_and_verify_names_differing_files(
     first_build,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from builder.imagediff import verify
+    from builder.verify import verify
 
     result, raw = first_build
     # A deliberately different image that claims the same lock: one file changed.

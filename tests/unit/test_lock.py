@@ -21,14 +21,12 @@ from builder.lock import (
     diff_locks,
     explain_build_failure,
     lock_path,
-    parse_apt_simulation,
-    parse_pip_report,
     read_lock,
     requirements_text,
     spec_digest,
     spec_for_lock,
-    upgrade,
 )
+from builder.lockmaker import parse_apt_simulation, parse_pip_report, upgrade
 from builder.resolve import load_and_resolve
 
 ROOT = Path(__file__).resolve().parents[2]

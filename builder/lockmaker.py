@@ -1,0 +1,174 @@
+"""Making a lock: resolve every package of a recipe inside its base image, on an engine.
+
+builder.lock is the lock as data; this module produces one (`resolve_lock`) and refreshes
+one (`upgrade`), from what apt and pip say inside a throwaway resolver image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from builder.base import choose_base, observe_base
+from builder.engine_api import Engine, LineSink
+from builder.errors import UsageError
+from builder.labels import TEMPORARY_LABEL
+from builder.lock import (
+    STEPS,
+    AptPin,
+    BaseLock,
+    Lock,
+    LockError,
+    PythonPin,
+    canonical,
+    diff_locks,
+    spec_digest,
+    spec_for_lock,
+)
+from builder.render import resolver_context
+from builder.resolve import load_and_resolve
+from builder.settings import BuildSettings
+
+Say = Callable[[str], None]
+
+
+def resolve_lock(
+    recipe_path: Path,
+    *,
+    engine: Engine,
+    settings: BuildSettings,
+    base_image: str | None = None,
+    network: str | None = None,
+    epoch: int | None = None,
+    say: Say = lambda _: None,
+    on_line: LineSink | None = None,
+) -> Lock:
+    """Resolve every package inside the base image, the way the build installs them.
+
+    A throwaway image is built from the base with the builder stage's own setup (site CA
+    bundle and index, never the final image): apt simulates each apt step on the untouched base
+    (`apt-get install -s`: exact versions of everything it would add), then pip really installs
+    the framework step (so that the packages step sees it, as in the build) and dry-runs the
+    packages step, each writing `--report` JSON with the archive's sha256.
+    """
+    _, spec = load_and_resolve(recipe_path, base_image)
+    locked_spec = spec_for_lock(spec)
+    base = choose_base(engine, spec, say)
+    spec = dataclasses.replace(spec, base_image=base.ref)
+    if spec.framework_from_base:
+        spec = observe_base(engine, spec)
+    digest = _registry_digest(engine, base.ref)
+    with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp:
+        resolver_context(spec, Path(tmp), settings)
+        say(f"resolving OS and Python packages inside {base.ref}")
+        image_id = engine.build(
+            Path(tmp),
+            buildargs=settings.build_args(),
+            on_line=on_line,
+            network=network,
+            labels={TEMPORARY_LABEL: "1"},
+        )
+    try:
+        run = engine.run(image_id, ["/tmp/mlbuild-lock/collect.py"], entrypoint=["python3"])
+    finally:
+        engine.remove_image(image_id, force=True)
+    if run.exit_code != 0:
+        raise LockError("could not read what the resolver found", details=[run.stderr[-400:]])
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    apt = parse_apt_simulation(found.get("apt-builder", ""), "builder")
+    apt += parse_apt_simulation(found.get("apt-runtime", ""), "runtime")
+    python = []
+    for step in STEPS:
+        if found.get(step):
+            python += parse_pip_report(json.loads(found[step]), step)
+    when = epoch if epoch is not None else _default_epoch()
+    return Lock(
+        recipe=recipe_path.name,
+        base_override=base_image,
+        spec=locked_spec,
+        spec_digest=spec_digest(locked_spec),
+        base=BaseLock(
+            base.ref,
+            base.image_id,
+            digest,
+            "" if digest else "no registry digest (a base made locally): locked by image ID",
+        ),
+        apt=tuple(sorted(apt)),
+        python=tuple(sorted(python)),
+        index_url=spec.index_url,
+        epoch=when,
+        mlbuild_version=spec.mlbuild_version,
+        matrix_version=spec.matrix_version,
+    )
+
+
+def _registry_digest(engine: Engine, ref: str) -> str | None:
+    digests = engine.inspect(ref).get("RepoDigests") or []
+    return str(sorted(digests)[0]) if digests else None
+
+
+def _default_epoch() -> int:
+    env = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(env) if env.isdigit() else int(time.time())
+
+
+def upgrade(old: Lock | None, new: Lock, package: str | None) -> Lock:
+    """--upgrade PACKAGE: take only that package's new pin; everything else stays as locked."""
+    if old is None or package is None:
+        return new if old is None or diff_locks(old, new) else old
+    name = canonical(package)
+    if not any(p.name == name for p in (*old.python, *new.python)):
+        raise UsageError(f"{package} is not in the lock", hint="leave PACKAGE out to refresh everything")
+    if old.spec_digest != new.spec_digest or old.base != new.base:
+        raise LockError(
+            "the recipe or base changed since locking: upgrade everything, not one package",
+            hint="run `mlbuild lock --upgrade RECIPE` without a PACKAGE",
+        )
+    kept = [p for p in old.python if p.name != name]
+    taken = [p for p in new.python if p.name == name]
+    python = tuple(sorted(kept + taken))
+    changed = python != old.python
+    return dataclasses.replace(old, python=python, epoch=new.epoch if changed else old.epoch)
+
+
+# -- what the resolver prints --------------------------------------------------------------------
+_INST_RE = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) ")
+
+
+def parse_apt_simulation(text: str, stage: str) -> list[AptPin]:
+    """`apt-get install -s` lines: `Inst libc6 [2.36-9] (2.36-9+deb12u9 Debian:12 [amd64])`."""
+    pins = {}
+    for line in text.splitlines():
+        m = _INST_RE.match(line)
+        if m:
+            name = m.group(1).split(":")[0]  # drop an :arch qualifier
+            pins[name] = AptPin(stage, name, m.group(2))
+    return sorted(pins.values())
+
+
+def parse_pip_report(report: dict[str, Any], step: str) -> list[PythonPin]:
+    """pip's installation report (`pip install --report`): name, version and archive hash."""
+    pins = []
+    for item in report.get("install", []):
+        meta = item.get("metadata") or {}
+        info = item.get("download_info") or {}
+        archive = info.get("archive_info") or {}
+        hashes = {f"{k}:{v}" for k, v in (archive.get("hashes") or {}).items() if k == "sha256"}
+        legacy = archive.get("hash") or ""  # pip < 23.1: "sha256=<hex>"
+        if legacy.startswith("sha256="):
+            hashes.add("sha256:" + legacy.partition("=")[2])
+        if not hashes:
+            raise LockError(
+                f"pip gave no sha256 for {meta.get('name')} {meta.get('version')}",
+                details=[f"source: {info.get('url', '?')}"],
+                hint="a package from a folder or VCS cannot be locked by hash; publish it to an index",
+            )
+        pins.append(PythonPin(step, canonical(str(meta["name"])), str(meta["version"]), tuple(sorted(hashes))))
+    return sorted(pins)

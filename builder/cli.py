@@ -6,112 +6,18 @@ failed; 1 anything else (engine unreachable, build failed), with a one-line caus
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from builder import __version__
-from builder.errors import MlbuildError
+from builder.commands.options import settings_options
+from builder.commands.output import F, Output, handle_errors, json_option
 
-F = TypeVar("F", bound=Callable[..., Any])
 EPILOG_EXIT = "Exit codes: 0 ok, 1 failure (engine, build), 2 invalid recipe or usage, 3 smoke test failed."
-
-
-class Output:
-    """Where messages go: progress on stderr (unless quiet or --json), results on stdout."""
-
-    def __init__(self, json_mode: bool = False, quiet: bool = False, timed: bool = False):
-        from builder.progress import Progress, live_allowed
-
-        self.json_mode = json_mode
-        self.quiet = quiet or json_mode
-        self.timed = timed  # long commands (build, bootstrap): messages carry the elapsed time
-        self.progress = Progress(live=not self.quiet and live_allowed(sys.stderr))
-        self._status_shown = False  # a status line that the next message overwrites
-
-    def say(self, text: str) -> None:
-        if not self.quiet:
-            self._clear_status()
-            stamp = click.style(self.progress.stamp() + " ", dim=True) if self.timed else ""
-            click.echo(click.style("==> ", fg="blue", bold=True) + stamp + text, err=True)
-
-    def line(self, text: str) -> None:
-        if not self.quiet:
-            self._clear_status()
-            click.echo(click.style("  | ", dim=True) + text, err=True)
-
-    def build_line(self, text: str) -> None:
-        """Build output: step lines stay (Step N/M [elapsed] ...); on a terminal the lines in
-        between redraw one status line, elsewhere (CI, pipes, NO_COLOR) every line is kept."""
-        if self.quiet:
-            return
-        shown = self.progress.build_line(text)
-        if shown.keep:
-            self.line(shown.text)
-            return
-        import shutil
-
-        width = max(20, shutil.get_terminal_size().columns - 5)
-        # Trailing \r: whatever is printed next (even an error) starts over this line.
-        status = click.style("  | " + shown.text[:width], dim=True)
-        click.echo("\r\x1b[2K" + status + "\r", nl=False, err=True)
-        self._status_shown = True
-
-    def _clear_status(self) -> None:
-        if self._status_shown:
-            click.echo("\r\x1b[2K", nl=False, err=True)
-            self._status_shown = False
-
-    def result(self, doc: Any, text: str) -> None:
-        self._clear_status()
-        if self.json_mode:
-            click.echo(json.dumps(doc, indent=2, sort_keys=True))
-        else:
-            click.echo(text)
-
-
-def handle_errors(fn: F) -> F:
-    """Typed errors become one or two lines and a stable exit code; no traceback unless --debug."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        debug = bool((ctx.find_root().obj or {}).get("debug"))
-        try:
-            return fn(*args, **kwargs)
-        except MlbuildError as exc:
-            if debug:
-                raise
-            _show_error(exc)
-            sys.exit(exc.exit_code)
-        except Exception as exc:  # requests/urllib3 errors: an engine gone mid-stream
-            from builder.engine import Engine
-
-            lost = Engine.transport_error(exc)
-            if debug or lost is None:
-                raise
-            _show_error(lost)
-            sys.exit(lost.exit_code)
-        except KeyboardInterrupt as exc:  # builder.cleanup.Interrupted for SIGTERM too
-            click.echo(f"error: interrupted{f' ({exc})' if str(exc) else ''}", err=True)
-            sys.exit(getattr(exc, "exit_code", 130))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _show_error(exc: MlbuildError) -> None:
-    from builder.settings import redact
-
-    click.echo(click.style("error: ", fg="red", bold=True) + redact(exc.message), err=True)
-    for line in exc.details:
-        click.echo("  " + redact(line), err=True)
-    if exc.hint:
-        click.echo(click.style("hint: ", fg="yellow") + redact(exc.hint), err=True)
 
 
 @click.group(
@@ -145,9 +51,6 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 def _recipe_arg() -> Callable[[F], F]:
     return click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-
-
-json_option = click.option("--json", "json_mode", is_flag=True, help="Print one JSON document.")
 
 
 @main.command()
@@ -204,28 +107,6 @@ def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
         click.echo(text, nl=False)
 
 
-def _settings_options(fn: F) -> F:
-    fn = click.option(
-        "--ca-bundle",
-        type=click.Path(dir_okay=False),
-        help="CA bundle for build steps (default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE). "
-        "Never left in the image.",
-    )(fn)
-    fn = click.option(
-        "--index-url",
-        metavar="URL",
-        help="pip index for build steps (default: $PIP_INDEX_URL or the site config).",
-    )(fn)
-    fn = click.option(
-        "--extra-index-url",
-        "extra_index_urls",
-        multiple=True,
-        metavar="URL",
-        help="Extra pip index (repeatable).",
-    )(fn)
-    return fn
-
-
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--base-image", metavar="REF", help="Build on this base image instead of the resolved one.")
@@ -253,7 +134,7 @@ def _settings_options(fn: F) -> F:
     metavar="MODE",
     help="Network for build steps (e.g. none on hosts without a bridge; default: the engine's).",
 )
-@_settings_options
+@settings_options
 @click.option(
     "--push",
     is_flag=True,

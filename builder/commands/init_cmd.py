@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from builder.cli import handle_errors
+from builder.commands.output import handle_errors
 
 FRAMEWORKS = ("pytorch", "tensorflow", "jax", "sklearn")
 DEFAULT_OUTPUT = "recipe.yaml"

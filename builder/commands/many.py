@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from builder.cli import Output, handle_errors
+from builder.commands.output import Output, handle_errors
 
 if TYPE_CHECKING:
     from builder.fanout import Outcome, Planned, Sharing

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from builder.cli import Output, handle_errors, json_option
+from builder.commands.output import Output, handle_errors, json_option
 
 FRAMEWORKS = ("pytorch", "tensorflow", "jax", "sklearn")
 _VALUE_OPTIONS = {"--python", "--cuda", "--framework"}

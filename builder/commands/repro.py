@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from builder.cli import Output, _settings_options, handle_errors, json_option
+from builder.commands.options import settings_options
+from builder.commands.output import Output, handle_errors, json_option
 
 
 @click.command("lock")
@@ -25,7 +26,7 @@ from builder.cli import Output, _settings_options, handle_errors, json_option
 @click.argument("package", required=False)
 @click.option("--base-image", metavar="REF", help="Lock on this base image instead of the resolved one.")
 @click.option("--network", metavar="MODE", help="Network for the resolver's build steps.")
-@_settings_options
+@settings_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
@@ -102,7 +103,7 @@ def lock_cmd(
     help="With an IMAGE: its recipe (the lock beside it is used).",
 )
 @click.option("--network", metavar="MODE", help="Network for build steps.")
-@_settings_options
+@settings_options
 @click.option("-q", "--quiet", is_flag=True)
 @json_option
 @handle_errors

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from builder.cli import Output, handle_errors, json_option
+from builder.commands.options import registry_ca_option
+from builder.commands.output import Output, handle_errors, json_option
 
 if TYPE_CHECKING:
     from builder.engine_api import Engine, LayerProgress
@@ -47,14 +48,6 @@ class LayerPrinter:
             text = f"{layer}: {ev.status}"
         self.status[layer], self.when[layer] = ev.status, now
         self.out.line(text)
-
-
-registry_ca_option = click.option(
-    "--registry-ca",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="CA certificate of a private registry (default: site config registry_ca, or /etc/docker/certs.d/HOST/ca.crt).",
-)
 
 
 def ensure_smoked(

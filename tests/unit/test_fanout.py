@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-import builder.cli  # noqa: F401 - first: it registers builder.commands.many
 from builder import fanout
 from builder.commands.many import StatusBoard, github_matrix, summary_table
 from builder.errors import RecipeError, ResolveError, SmokeFailed, UsageError

@@ -73,7 +73,7 @@ def test_layer_tally() -> None:
 
 
 def test_output_stamps_steps_and_is_silent_when_quiet(capsys: pytest.CaptureFixture[str]) -> None:
-    from builder.cli import Output
+    from builder.commands.output import Output
 
     out = Output(timed=True)  # pytest's stderr is not a terminal: plain lines
     out.build_line("Step 2/9 : COPY a b")

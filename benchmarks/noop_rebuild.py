@@ -48,9 +48,9 @@ def main() -> None:
     print("preparing: mlbuild build (not counted)", file=sys.stderr)
     timed([*build, "-q"], 1)
 
-    from builder.pipeline import load_and_resolve
     from builder.recipe import load_recipe
     from builder.render import write_context
+    from builder.resolve import load_and_resolve
     from builder.settings import load_settings
 
     recipe = load_recipe(args.recipe)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from builder import fanout
 from builder.engine import Engine
+from builder.pipeline import BuildOptions
 from builder.settings import load_settings
 
 RELEASES = ("1.5", "1.6", "1.7", "1.4", "1.3")
@@ -41,7 +42,7 @@ def run(engine: Engine, recipe: Path, base: str, jobs: int) -> tuple[float, list
         planned,
         connect=Engine.connect,
         settings=load_settings(),
-        options=fanout.BuildOptions(base_image=ref, reuse=False),
+        options=BuildOptions(base_image=ref, reuse=False),
         jobs=jobs,
     )
     seconds = time.monotonic() - started
@@ -49,8 +50,8 @@ def run(engine: Engine, recipe: Path, base: str, jobs: int) -> tuple[float, list
     if bad:
         sys.exit(f"{len(bad)} variant(s) failed: {bad[0].error.message if bad[0].error else ''}")
     for o in outcomes:  # the images are throw-away: drop their tags, and the run's base
-        if o.build:
-            fanout.untag(engine, o.build.tags)
+        for tag in o.build.tags if o.build else ():
+            engine.remove_image(tag)  # the name only: the image goes with its last name
     engine.remove_image(ref)
     return seconds, [f"{o.planned.variant.label} {o.seconds:.0f}s" for o in outcomes]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -216,51 +215,34 @@ def build(
       mlbuild build recipes/pytorch-cpu.yaml --wheelhouse /opt/wheels
     """
     from builder.cleanup import install_signal_handlers
+    from builder.commands.many import build_many, wants_many
+    from builder.commands.share import LayerPrinter, push_summary
     from builder.engine import Engine
+    from builder.errors import UsageError
+    from builder.pipeline import BuildOptions
     from builder.pipeline import build as run_build
     from builder.recipe import load_recipe
     from builder.settings import load_settings
 
     install_signal_handlers()  # SIGTERM unwinds like Ctrl-C: contexts, containers, tags cleaned
     out = Output(json_mode, quiet, timed=True)
-    if push and no_smoke:
-        from builder.errors import UsageError
-
-        raise UsageError("--push needs the smoke test", hint="drop --no-smoke: only tested images are pushed")
-    from builder.commands.many import build_many, wants_many
-
+    options = BuildOptions(
+        base_image=base_image, extra_tags=tags, run_smoke=not no_smoke, gpu_mode=gpu_mode, gpu_access=gpu_access,
+        network=network, reuse=not rebuild, locked=locked, push=push, registry_ca=registry_ca,
+    )  # fmt: skip
     if wants_many(recipe, variants, gpu_host):  # a folder, matrix:, --variant or --gpu-host
         if locked:
-            from builder.errors import UsageError
-
             raise UsageError("--locked builds one recipe from its lock; not a folder or a matrix")
         settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
                                  wheelhouse=wheelhouse, offline=offline)  # fmt: skip
-        options = {"base_image": base_image, "run_smoke": not no_smoke, "gpu_mode": gpu_mode, "gpu_access": gpu_access,
-                   "network": network, "reuse": not rebuild, "push": push, "registry_ca": registry_ca}  # fmt: skip
         return build_many([recipe], out=out, settings=settings, options=options, jobs=jobs, strict=strict,
-                          variants=variants, gpu_host=gpu_host, extra_tags=tags)  # fmt: skip
+                          variants=variants, gpu_host=gpu_host)  # fmt: skip
     load_recipe(recipe)  # report recipe problems before touching the engine
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
                              wheelhouse=wheelhouse, offline=offline)  # fmt: skip
     engine = Engine.connect()
-    result = run_build(
-        recipe, engine=engine, settings=settings, base_image=base_image, extra_tags=tags,
-        run_smoke=not no_smoke, gpu_mode=gpu_mode, gpu_access=gpu_access, network=network, say=out.say,
-        on_line=out.build_line, reuse=not rebuild, locked=locked,
-    )  # fmt: skip
-    if result.up_to_date:
-        out.say(f"up to date: {result.tags[0] if result.tags else result.content_tag} (nothing built)")
-    pushed_lines: list[str] = []
-    push_doc: dict[str, Any] = {}
-    if push:
-        from builder.commands.share import ensure_smoked, push_and_record, push_summary
-
-        if result.smoke is None:  # up to date: test what is about to be shared
-            ensure_smoked(engine, result.image_id, out, gpu_mode, gpu_access)
-        pushed, record = push_and_record(engine, result.image_id, result.tags, out, recipe, registry_ca)
-        push_doc, push_text = push_summary(pushed, record)
-        pushed_lines = push_text.splitlines()
+    result = run_build(recipe, engine=engine, settings=settings, options=options, say=out.say,
+                       on_line=out.build_line, on_progress=LayerPrinter(out))  # fmt: skip
     smoke_line = "not run (up to date)" if result.up_to_date else "skipped"
     if result.smoke:
         smoke_line = "passed" + (
@@ -275,9 +257,9 @@ def build(
         f"smoke   {smoke_line}",
         f"time    {result.seconds:.1f} s",
         *(["status  up to date"] if result.up_to_date else []),
-        *pushed_lines,
+        *(push_summary(result.published)[1].splitlines() if result.published else []),
     ])  # fmt: skip
-    out.result({**result.to_dict(), **push_doc}, text)
+    out.result(result.to_dict(), text)
 
 
 @main.command("smoke")

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import itertools
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,12 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder import pipeline
 from builder.engine_api import Engine
 from builder.errors import MlbuildError, RecipeError, ResolveError, SmokeFailed, UsageError
+from builder.pipeline import BuildOptions, BuildResult
 from builder.recipe import TAG_RE, ImageSpec, Recipe, load_recipe
+from builder.settings import BuildSettings
 from builder.spec import ResolvedSpec
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
+DEFAULT_ID = "default"  # the one variant of a recipe without matrix:
 MAX_VARIANTS = 256  # GitHub Actions' limit of jobs per matrix; more is a mistake here too
 OnEvent = Callable[[str, str, str], None]  # (variant label, state, text)
 # pip-style operators in framework_version: keep them readable in variant ids and tags.
@@ -51,11 +54,11 @@ class Variant:
     source: Path  # the recipe file
     recipe: Recipe  # matrix: removed, axes set
     values: tuple[tuple[str, str], ...] = ()  # (axis, value) in the matrix's order
-    id: str = "default"  # unique within its recipe; used by --variant and in CI job names
+    id: str = DEFAULT_ID  # unique within its recipe; used by --variant and in CI job names
 
     @property
     def label(self) -> str:
-        return self.recipe.name if self.id == "default" else f"{self.recipe.name}:{self.id}"
+        return self.recipe.name if self.id == DEFAULT_ID else f"{self.recipe.name}:{self.id}"
 
     def value(self, axis: str) -> str | None:
         return dict(self.values).get(axis)
@@ -93,7 +96,7 @@ def variant_id(values: Iterable[tuple[str, str]]) -> str:
             for op, word in _OPERATORS:
                 text = text.replace(op, word)
             parts.append("fw" + re.sub(r"[^A-Za-z0-9._]+", "_", text))
-    return "-".join(parts) or "default"
+    return "-".join(parts) or DEFAULT_ID
 
 
 def expand(recipe: Recipe, source: Path | None = None) -> list[Variant]:
@@ -233,23 +236,10 @@ def check_strict(planned: list[Planned], strict: bool) -> None:
 
 # ---- building --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class BuildOptions:
-    base_image: str | None = None
-    extra_tags: tuple[str, ...] = ()
-    run_smoke: bool = True
-    gpu_mode: str | None = None
-    gpu_access: str | None = None
-    network: str | None = None
-    reuse: bool = True
-    push: bool = False
-    registry_ca: str | None = None
-
-
-@dataclass(frozen=True)
 class Outcome:
     planned: Planned
     result: str  # built | up-to-date | impossible | failed | smoke-failed
-    build: Any = None  # builder.pipeline.BuildResult
+    build: BuildResult | None = None
     error: MlbuildError | None = None
     seconds: float = 0.0
     pushed: tuple[str, ...] = ()  # repository@digest
@@ -295,7 +285,7 @@ def build_all(
     planned: list[Planned],
     *,
     connect: Callable[[], Engine],
-    settings: Any,
+    settings: BuildSettings,
     options: BuildOptions,
     jobs: int = 2,
     on_event: OnEvent = lambda *_: None,
@@ -303,12 +293,12 @@ def build_all(
 ) -> list[Outcome]:
     """Build the possible variants, at most `jobs` at a time; outcomes in the plan's order.
 
-    Threads, not processes: a build mostly waits on the engine. Each thread connects its own
-    Engine (the SDK's HTTP session is not meant to be shared between threads).
+    Each variant goes through builder.pipeline.build, as one recipe does. Threads, not
+    processes: a build mostly waits on the engine. Each thread connects its own Engine (the
+    SDK's HTTP session is not meant to be shared between threads).
     """
     if jobs < 1:
         raise UsageError(f"-j {jobs}: give at least 1")
-    smoke_lock = threading.Lock()  # one image at a time through the smoke engine's upload
 
     def one(p: Planned) -> Outcome:
         label = p.variant.label
@@ -318,7 +308,7 @@ def build_all(
         on_event(label, "starting", "connecting to the engine")
         started = time.monotonic()
         try:
-            return _build_one(p, connect, settings, options, on_event, smoke_connect, smoke_lock, started)
+            return _build_one(p, connect, settings, options, on_event, smoke_connect, started)
         except SmokeFailed as exc:
             on_event(label, "smoke-failed", exc.message)
             return Outcome(p, "smoke-failed", error=exc, seconds=time.monotonic() - started)
@@ -361,18 +351,19 @@ def prefix_key(p: Planned) -> tuple[Any, ...]:
 def _build_one(
     p: Planned,
     connect: Callable[[], Engine],
-    settings: Any,
+    settings: BuildSettings,
     options: BuildOptions,
     on_event: OnEvent,
     smoke_connect: Callable[[], Engine] | None,
-    smoke_lock: threading.Lock,
     started: float,
 ) -> Outcome:
-    from builder import pipeline
-
     label = p.variant.label
     engine = connect()
-    elsewhere = smoke_connect is not None and options.run_smoke
+    smoke_engine = smoke_connect() if smoke_connect is not None and options.run_smoke else None
+    stage = ["running"]
+
+    def on_stage(name: str) -> None:
+        stage[0] = name
 
     def on_line(line: str) -> None:
         if line.startswith("Step "):
@@ -382,88 +373,19 @@ def _build_one(
         p.variant.source,
         engine=engine,
         settings=settings,
-        base_image=options.base_image,
-        extra_tags=options.extra_tags,
-        run_smoke=options.run_smoke and not elsewhere,
-        gpu_mode=options.gpu_mode,
-        gpu_access=options.gpu_access,
-        network=options.network,
-        say=lambda text: on_event(label, "running", text),
-        on_line=on_line,
-        reuse=options.reuse,
+        # a record names one image: a matrix recipe's variants share its file, so none is written
+        options=dataclasses.replace(options, record=options.record and p.variant.id == DEFAULT_ID),
         recipe=p.variant.recipe,
+        smoke_engine=smoke_engine,
+        say=lambda text: on_event(label, stage[0], text),
+        on_line=on_line,
+        on_stage=on_stage,
     )
-    smoked_on = ""
-    if elsewhere and smoke_connect is not None and not result.up_to_date:
-        other = smoke_connect()
-        smoked_on = other.base_url
-        on_event(label, "smoke", f"moving the image to {smoked_on} for the smoke test")
-        try:
-            with smoke_lock:
-                report = smoke_on(engine, other, result, options.gpu_mode, options.gpu_access)
-        except MlbuildError:
-            untag(engine, result.tags)
-            raise
-        if not report.passed:
-            untag(engine, result.tags)  # only tested images keep their tags
-            raise SmokeFailed(
-                f"smoke test on {smoked_on} failed for image {result.image_id[:19]} (untagged)",
-                details=[f"{c.name}: {c.detail}" for c in report.failures()],
-            )
-        result = dataclasses.replace(result, smoke=report)
-    pushed: tuple[str, ...] = ()
-    if options.push:
-        from builder import registry
-
-        on_event(label, "pushing", ", ".join(result.tags))
-        done = registry.push_image(
-            engine,
-            result.image_id,
-            list(result.tags),
-            registry_ca=options.registry_ca,
-            say=lambda text: on_event(label, "pushing", text),
-        )
-        pushed = tuple(r.reference for r in done)
+    smoked_on = smoke_engine.base_url if smoke_engine is not None and result.smoke else ""
+    pushed = tuple(r.reference for r in result.published.pushed) if result.published else ()
     state = "up-to-date" if result.up_to_date else "built"
     on_event(label, state, f"{result.size_bytes / 1e6:.0f} MB in {time.monotonic() - started:.0f} s")
     return Outcome(p, state, result, None, time.monotonic() - started, pushed, smoked_on)
-
-
-def untag(engine: Engine, tags: Iterable[str]) -> None:
-    for ref in tags:
-        engine.remove_image(ref)  # removes the name only: the image keeps its other references
-
-
-def smoke_on(
-    build_engine: Engine,
-    smoke_engine: Engine,
-    result: Any,
-    gpu_mode: str | None,
-    gpu_access: str | None,
-) -> Any:
-    """Copy the image to another engine (docker save | docker load) and smoke-test it there.
-
-    The GPUs of a remote engine cannot be looked at from here, so a GPU image is handed over
-    with the NVIDIA container toolkit (what GPU hosts run) unless --gpu-access says otherwise;
-    the probe inside the container checks the devices, the driver and the kernels itself.
-    """
-    from builder import gpu as gpu_mod
-    from builder.smoke import smoke
-
-    spec: ResolvedSpec = result.spec
-    ref = f"{spec.repository}:{result.content_tag}"
-    if not smoke_engine.image_id(result.image_id):
-        smoke_engine.load(build_engine.save(ref))
-    mode = gpu_mode or spec.smoke_gpu
-    if spec.is_gpu and mode != "off":
-        host = gpu_mod.HostGpus(
-            device_nodes=("/dev/nvidia0",),
-            toolkit=gpu_access in (None, "toolkit"),
-            cdi=gpu_access == "cdi",
-            notes=("remote engine: GPUs seen only from inside the container",),
-        )
-        return smoke(smoke_engine, result.image_id, spec, mode, gpu_access or "toolkit", host=host)
-    return smoke(smoke_engine, result.image_id, spec, mode, None, host=gpu_mod.HostGpus())
 
 
 # ---- shared layers ---------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""recipe -> resolve -> render -> build -> smoke -> tag: the main job, used by the CLI."""
+"""recipe -> resolve -> render -> build -> smoke -> tag -> push: one image, the library's main
+job. The build command (one recipe), many-image builds and CI fan-out (builder.fanout) all
+come through `build`; the CLI only fills in `BuildOptions` and prints what comes back.
+
+Nothing here prints: callers pass callbacks (`say`, `on_line`, `on_stage`, `on_progress`).
+"""
 
 from __future__ import annotations
 
@@ -15,14 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from builder.base import BaseChoice, choose_base, observe_base
-from builder.engine_api import Engine
-from builder.errors import (
-    BuildError,
-    EngineError,
-    PreflightError,
-    SmokeFailed,
-    UsageError,
-)
+from builder.cleanup import untag_partial
+from builder.engine_api import Engine, LineSink, ProgressSink
+from builder.errors import BuildError, EngineError, PreflightError, UsageError
 from builder.gpu import HostGpus, preflight
 from builder.labels import (
     BASE_ID_LABEL,
@@ -32,15 +32,50 @@ from builder.labels import (
     OCI_REVISION,
     OCI_SOURCE,
 )
+from builder.lock import Lock, explain_build_failure, read_lock
+from builder.normalize import normalize_locked
+from builder.publish import Published, publish, require_smoke
+from builder.pull import pull_if_present
 from builder.recipe import Recipe, check_image_ref
 from builder.refs import split_tag
 from builder.render import render, write_context
 from builder.resolve import load_and_resolve, resolve
 from builder.settings import BuildSettings, redact
-from builder.smoke import SmokeReport, detect_host, smoke
+from builder.smoke import SmokeReport, detect_host, smoke_on
 from builder.spec import ResolvedSpec
+from builder.wheelhouse import missing
 
 Say = Callable[[str], None]
+STAGES = ("resolving", "building", "smoke", "tagging", "pushing")  # what on_stage is told
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a build asks for: the build command's options, for one recipe or for each variant
+    of many. The same options give the same behaviour from the CLI, fan-out and Python."""
+
+    base_image: str | None = None  # FROM this instead of the resolved base
+    extra_tags: tuple[str, ...] = ()  # more references for the image, e.g. host:5000/team/x:v1
+    run_smoke: bool = True
+    gpu_mode: str | None = None  # auto | required | off (default: the recipe's smoke.gpu)
+    gpu_access: str | None = None  # toolkit | cdi | devices (default: the best this host has)
+    network: str | None = None  # for the build steps (default: the engine's)
+    reuse: bool = True  # build avoidance: the image of the same content tag is used as it is
+    locked: bool = False  # install only what the lock beside the recipe names
+    nocache: bool = False
+    push: bool = False  # after the smoke test: push every tag (builder.publish)
+    registry_ca: str | None = None
+    record: bool = True  # with push: write the image record beside the recipe
+
+    def __post_init__(self) -> None:
+        if self.push and not self.run_smoke:
+            raise UsageError("--push needs the smoke test", hint="drop --no-smoke: only tested images are pushed")
+        for ref in self.extra_tags:
+            check_image_ref(ref, "--tag")
 
 
 @dataclass(frozen=True)
@@ -51,10 +86,11 @@ class BuildResult:
     spec: ResolvedSpec
     content_tag: str
     base: BaseChoice
-    smoke: SmokeReport | None
-    seconds: float
+    smoke: SmokeReport | None  # None: not run (--no-smoke, or up to date and not pushed)
+    seconds: float  # resolve to tag; a push is not counted
     dockerfile: str
-    up_to_date: bool = False  # the content tag existed already: nothing was built or tested
+    up_to_date: bool = False  # the content tag existed already: nothing was built
+    published: Published | None = None  # with push
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,14 +105,160 @@ class BuildResult:
             "smoke": self.smoke.to_dict() if self.smoke else None,
             "seconds": round(self.seconds, 1),
             "up_to_date": self.up_to_date,
+            **(self.published.to_dict() if self.published else {}),
         }
+
+
+def build(
+    recipe_path: str | Path,
+    *,
+    engine: Engine,
+    settings: BuildSettings,
+    options: BuildOptions | None = None,
+    recipe: Recipe | None = None,
+    smoke_engine: Engine | None = None,
+    say: Say = _quiet,
+    on_line: LineSink | None = None,
+    on_stage: Say = _quiet,
+    on_progress: ProgressSink | None = None,
+) -> BuildResult:
+    """Build one image from `recipe_path`, smoke-test it, tag it and, with `options.push`,
+    publish it. An image gets its tags only after its smoke test passed (SmokeFailed, exit 3,
+    leaves it untagged), and only a tested image is pushed.
+
+    `recipe`: a matrix variant, loaded already (builder.fanout). `smoke_engine`: run only the
+    smoke step there (--gpu-host); the image is copied over. Callbacks: `say` one line per
+    step, `on_line` the build's own output, `on_stage` each of STAGES as it starts,
+    `on_progress` the layers of a push.
+    """
+    opts = options or BuildOptions()
+    started = time.monotonic()
+    on_stage("resolving")
+    lock = read_lock(Path(recipe_path)) if opts.locked else None  # it decides base, packages, times
+    recipe, spec = _resolve(recipe_path, recipe, opts.base_image or (lock.base_override if lock else None))
+    if lock:
+        lock.check_spec(spec)  # the recipe must be the one that was locked
+    settings = with_wheelhouse(settings, recipe, spec)
+    gpu_checked = opts.run_smoke and smoke_engine is None and (opts.gpu_mode or spec.smoke_gpu) != "off"
+    host = detect_host(engine) if gpu_checked and spec.is_gpu else None
+    if host and not spec.framework_from_base:
+        check_host_gpus(spec, host)  # before any long step: the base pull, the build
+    base = choose_base(engine, spec, say)
+    if base.note:
+        say(base.note)
+    spec = dataclasses.replace(spec, base_image=base.ref)
+    if lock:
+        lock.check_base(base.image_id)
+    if spec.framework_from_base:
+        spec = observe_base(engine, spec)
+        if gpu_checked and spec.is_gpu:
+            check_host_gpus(spec, host or detect_host(engine))
+    say(f"resolved: {spec.framework} {spec.framework_version}, Python {spec.python}, "
+        f"{'CPU' if spec.cuda == 'cpu' else 'CUDA ' + spec.cuda} on {base.ref}")  # fmt: skip
+    for line in settings.describe():
+        say(f"build setting: {line}")
+    pins = lock.pins() if lock else None
+    dockerfile = render(spec, pins, settings)  # the content tag needs only the text; the context comes later
+    tag = content_tag(spec, dockerfile, base.image_id)
+    found = find_existing(engine, spec, tag, say) if opts.reuse else None
+    report = None
+    if found:  # build avoidance: the same spec, Dockerfile and base were built before
+        image_id, up_to_date = found, True
+    else:
+        on_stage("building")
+        image_id, dockerfile = _build_image(engine, recipe, Path(recipe_path), spec, base, tag, settings, opts,
+                                            lock, say, on_line)  # fmt: skip
+        up_to_date = False
+        if opts.run_smoke:
+            on_stage("smoke")
+            report = _smoke(engine, image_id, spec, opts, smoke_engine, say)
+    on_stage("tagging")
+    tags = tag_image(engine, image_id, spec, tag, opts.extra_tags)  # an up-to-date image's readable tags may move
+    if up_to_date:
+        say(f"up to date: {tags[0] if tags else tag} (nothing built)")
+        if opts.push:  # what is about to be shared is tested, whatever happened before
+            on_stage("smoke")
+            report = require_smoke(engine, image_id, gpu_mode=opts.gpu_mode, gpu_access=opts.gpu_access,
+                                   smoke_engine=smoke_engine, say=say)  # fmt: skip
+    size = int(engine.inspect(image_id).get("Size") or 0)
+    result = BuildResult(image_id, tags, size, spec, tag, base, report, time.monotonic() - started, dockerfile,
+                         up_to_date)  # fmt: skip
+    if not opts.push:
+        return result
+    on_stage("pushing")
+    published = publish(engine, image_id, tags, recipe=Path(recipe_path) if opts.record else None,
+                        registry_ca=opts.registry_ca, say=say, on_progress=on_progress)  # fmt: skip
+    return dataclasses.replace(result, published=published)
+
+
+def _resolve(recipe_path: str | Path, recipe: Recipe | None, base_image: str | None) -> tuple[Recipe, ResolvedSpec]:
+    if recipe is None:
+        return load_and_resolve(recipe_path, base_image)
+    if base_image:  # a matrix variant: loaded already, one value per matrix axis
+        recipe = dataclasses.replace(recipe, base_image=check_image_ref(base_image, "--base-image"))
+    return recipe, resolve(recipe)
+
+
+def _build_image(
+    engine: Engine,
+    recipe: Recipe,
+    recipe_path: Path,
+    spec: ResolvedSpec,
+    base: BaseChoice,
+    tag: str,
+    settings: BuildSettings,
+    opts: BuildOptions,
+    lock: Lock | None,
+    say: Say,
+    on_line: LineSink | None,
+) -> tuple[str, str]:
+    """The build itself (and, from a lock, the normalisation); returns the new image's ID and
+    the Dockerfile it was built from."""
+    pins = lock.pins() if lock else None
+    with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp:
+        context = Path(tmp)
+        dockerfile = write_context(spec, context, recipe.folder, settings, pins)
+        say(f"building {spec.repository}:{tag}")
+        labels = oci_labels(recipe, base, tag)
+        try:
+            image_id = engine.build(
+                context,
+                labels=lock.labels(labels) if lock else labels,
+                buildargs=settings.build_args(),
+                on_line=on_line,
+                network=opts.network,
+                nocache=opts.nocache,
+            )
+        except BuildError as exc:
+            if _NO_SPACE in " ".join([exc.message, *exc.details]).lower():
+                raise _disk_full(exc) from None
+            if lock:
+                raise explain_build_failure(exc) from None
+            raise
+    if lock:  # identical bytes from the same lock (builder.normalize)
+        image_id = normalize_locked(engine, image_id, lock, base.image_id, recipe_path, say)
+    return image_id, dockerfile
+
+
+def _smoke(
+    engine: Engine, image_id: str, spec: ResolvedSpec, opts: BuildOptions, smoke_engine: Engine | None, say: Say
+) -> SmokeReport:
+    """The smoke test of a new image, before it has any tag; SmokeFailed leaves it untagged."""
+    where = f" on {smoke_engine.base_url}" if smoke_engine else ""
+    say(f"smoke test of {image_id[:19]}" + (f"{where} (the image is copied there)" if where else ""))
+    report = smoke_on(engine, image_id, spec, opts.gpu_mode or spec.smoke_gpu, opts.gpu_access,
+                      smoke_engine=smoke_engine)  # fmt: skip
+    if not report.passed:
+        raise report.error(
+            f"smoke test{where} failed for image {image_id[:19]} (left untagged)",
+            hint=f"inspect it with: docker run --rm -it {image_id[7:19]} sh",
+        )
+    return report
 
 
 def with_wheelhouse(settings: BuildSettings, recipe: Recipe, spec: ResolvedSpec) -> BuildSettings:
     """The recipe's wheelhouse (unless --wheelhouse named one), checked before any build: an
     offline build must find every package and dependency in it for the image's Python."""
-    from builder.wheelhouse import missing
-
     if recipe.wheelhouse and not settings.wheelhouse:
         settings = dataclasses.replace(settings, wheelhouse=recipe.folder / recipe.wheelhouse)
     if settings.offline and not settings.wheelhouse:
@@ -162,111 +344,6 @@ def _git_labels(folder: Path) -> dict[str, str]:
     return labels
 
 
-def build(
-    recipe_path: str | Path,
-    *,
-    engine: Engine,
-    settings: BuildSettings,
-    base_image: str | None = None,
-    extra_tags: tuple[str, ...] = (),
-    run_smoke: bool = True,
-    gpu_mode: str | None = None,
-    gpu_access: str | None = None,
-    network: str | None = None,
-    say: Say = lambda _: None,
-    on_line: Callable[[str], None] | None = None,
-    reuse: bool = True,
-    recipe: Recipe | None = None,
-    locked: bool = False,
-    nocache: bool = False,
-) -> BuildResult:
-    started = time.monotonic()
-    for ref in extra_tags:
-        check_image_ref(ref, "--tag")
-    lock = None
-    if locked:  # the lock beside the recipe decides base, packages and timestamps (builder.lock)
-        from builder.lock import read_lock
-
-        lock = read_lock(Path(recipe_path))
-        base_image = base_image or lock.base_override
-    if recipe is None:
-        recipe, spec = load_and_resolve(recipe_path, base_image)
-    else:  # a matrix variant (builder.fanout): loaded already, one value per matrix axis
-        if base_image:
-            recipe = dataclasses.replace(recipe, base_image=check_image_ref(base_image, "--base-image"))
-        spec = resolve(recipe)
-    if lock:
-        lock.check_spec(spec)  # the recipe must be the one that was locked
-    settings = with_wheelhouse(settings, recipe, spec)
-    gpu_checked = run_smoke and (gpu_mode or spec.smoke_gpu) != "off"
-    host = detect_host(engine) if gpu_checked and spec.is_gpu else None
-    if host and not spec.framework_from_base:
-        check_host_gpus(spec, host)  # before any long step: the base pull, the build
-    base = choose_base(engine, spec, say)
-    if base.note:
-        say(base.note)
-    spec = dataclasses.replace(spec, base_image=base.ref)
-    if lock:
-        lock.check_base(base.image_id)
-    if spec.framework_from_base:
-        spec = observe_base(engine, spec)
-        if gpu_checked and spec.is_gpu:
-            check_host_gpus(spec, host or detect_host(engine))
-    say(f"resolved: {spec.framework} {spec.framework_version}, Python {spec.python}, "
-        f"{'CPU' if spec.cuda == 'cpu' else 'CUDA ' + spec.cuda} on {base.ref}")  # fmt: skip
-    for line in settings.describe():
-        say(f"build setting: {line}")
-    pins = lock.pins() if lock else None
-    dockerfile = render(spec, pins, settings)  # the content tag needs only the text; the context comes later
-    tag = content_tag(spec, dockerfile, base.image_id)
-    found = find_existing(engine, spec, tag, say) if reuse else None
-    if found:  # build avoidance: the same spec, Dockerfile and base were built before
-        tags = tag_image(engine, found, spec, tag, extra_tags)  # readable tags may have moved
-        size = int(engine.inspect(found).get("Size") or 0)
-        return BuildResult(found, tags, size, spec, tag, base, None, time.monotonic() - started,
-                           dockerfile, up_to_date=True)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp:
-        context = Path(tmp)
-        dockerfile = write_context(spec, context, recipe.folder, settings, pins)
-        say(f"building {spec.repository}:{tag}")
-        labels = oci_labels(recipe, base, tag)
-        try:
-            image_id = engine.build(
-                context,
-                labels=lock.labels(labels) if lock else labels,
-                buildargs=settings.build_args(),
-                on_line=on_line,
-                network=network,
-                nocache=nocache,
-            )
-        except BuildError as exc:
-            if _NO_SPACE in " ".join([exc.message, *exc.details]).lower():
-                raise _disk_full(exc) from None
-            if lock:
-                from builder.lock import explain_build_failure
-
-                raise explain_build_failure(exc) from None
-            raise
-    if lock:  # identical bytes from the same lock (builder.normalize)
-        from builder.normalize import normalize_locked
-
-        image_id = normalize_locked(engine, image_id, lock, base.image_id, Path(recipe_path), say)
-    report = None
-    if run_smoke:
-        say(f"smoke test of {image_id[:19]}")
-        report = smoke(engine, image_id, spec, gpu_mode or spec.smoke_gpu, gpu_access)
-        if not report.passed:
-            failed = report.failures()
-            raise SmokeFailed(
-                f"smoke test failed for image {image_id[:19]} (left untagged)",
-                details=[f"{c.name}: {c.detail}" for c in failed],
-                hint=f"inspect it with: docker run --rm -it {image_id[7:19]} sh",
-            )
-    tags = tag_image(engine, image_id, spec, tag, extra_tags)
-    size = int(engine.inspect(image_id).get("Size") or 0)
-    return BuildResult(image_id, tags, size, spec, tag, base, report, time.monotonic() - started, dockerfile)
-
-
 _NO_SPACE = "no space left on device"
 
 
@@ -285,8 +362,6 @@ def find_existing(engine: Engine, spec: ResolvedSpec, tag: str, say: Say) -> str
     image_id = engine.image_id(f"{spec.repository}:{tag}")
     if image_id:
         return image_id
-    from builder.registry import pull_if_present  # requests: only when the engine lacks it
-
     return pull_if_present(engine, spec.repository, tag, say)
 
 
@@ -302,8 +377,6 @@ def tag_image(
             engine.tag(image_id, repo, tag)
             done.append(f"{repo}:{tag}")
     except KeyboardInterrupt:  # SIGINT/SIGTERM (builder.cleanup): leave no half-tagged image
-        from builder.cleanup import untag_partial
-
         untag_partial(engine, done)
         raise
     return tuple(done)

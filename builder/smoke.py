@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,10 @@ class SmokeReport:
 
     def failures(self) -> list[Check]:
         return [c for c in self.checks if c.status == "failed"]
+
+    def error(self, message: str, hint: str | None = None) -> SmokeFailed:
+        """The error (exit 3) that a failed report becomes, one detail line per failed check."""
+        return SmokeFailed(message, details=[f"{c.name}: {c.detail}" for c in self.failures()], hint=hint)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +160,42 @@ def smoke(
     if image_id:
         save_result(image_id, report)
     return report
+
+
+# One image at a time through a smoke engine's upload (docker save | docker load of GBs).
+_COPYING = threading.Lock()
+
+
+def smoke_on(
+    engine: Engine,
+    image_id: str,
+    spec: ResolvedSpec,
+    gpu_mode: str = "auto",
+    access_mode: str | None = None,
+    *,
+    smoke_engine: Engine | None = None,
+) -> SmokeReport:
+    """`smoke` on the engine that has the image, or, with `smoke_engine` (--gpu-host), on
+    another engine: the image is copied there (docker save | docker load) and tested there.
+
+    The GPUs of a remote engine cannot be looked at from here, so a GPU image is handed over
+    with the NVIDIA container toolkit (what GPU hosts run) unless `access_mode` says otherwise;
+    the probe inside the container checks the devices, the driver and the kernels itself.
+    """
+    if smoke_engine is None:
+        return smoke(engine, image_id, spec, gpu_mode, access_mode)
+    with _COPYING:
+        if not smoke_engine.image_id(image_id):
+            smoke_engine.load(engine.save(image_id))
+        if spec.is_gpu and gpu_mode != "off":
+            host = gpu_mod.HostGpus(
+                device_nodes=("/dev/nvidia0",),
+                toolkit=access_mode in (None, "toolkit"),
+                cdi=access_mode == "cdi",
+                notes=("remote engine: GPUs seen only from inside the container",),
+            )
+            return smoke(smoke_engine, image_id, spec, gpu_mode, access_mode or "toolkit", host=host)
+        return smoke(smoke_engine, image_id, spec, gpu_mode, None, host=gpu_mod.HostGpus())
 
 
 def _image_id(engine: Engine, ref: str) -> str | None:

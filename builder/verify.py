@@ -12,7 +12,7 @@ from builder.errors import UsageError
 from builder.imagediff import ImageDiff, diff_images
 from builder.labels import LOCK_LABEL
 from builder.lock import read_lock
-from builder.pipeline import build
+from builder.pipeline import BuildOptions, build
 from builder.refs import split_tag
 from builder.settings import BuildSettings
 
@@ -54,17 +54,8 @@ def verify(
     attrs = engine.inspect(reference)
     ref_id, ref_tags = str(attrs["Id"]), list(attrs.get("RepoTags") or [])
     say(f"rebuilding {recipe_path.name} from its lock, without cache, to compare with {reference}")
-    rebuilt = build(
-        recipe_path,
-        engine=engine,
-        settings=settings,
-        locked=True,
-        nocache=True,
-        reuse=False,
-        run_smoke=False,
-        network=network,
-        say=say,
-    )
+    options = BuildOptions(locked=True, nocache=True, reuse=False, run_smoke=False, network=network)
+    rebuilt = build(recipe_path, engine=engine, settings=settings, options=options, say=say)
     diff = None
     if rebuilt.image_id != ref_id:
         for ref in ref_tags:  # the rebuild took the tags: give them back

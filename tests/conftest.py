@@ -53,13 +53,13 @@ def settings():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def sklearn_build(engine, bookworm_base, settings):  # type: ignore[no-untyped-def]
     """recipes/sklearn-cpu.yaml built, smoke-tested and tagged, once per test session."""
-    from builder.pipeline import build
+    from builder.pipeline import BuildOptions, build
 
     return build(
         ROOT / "recipes" / "sklearn-cpu.yaml",
         engine=engine,
         settings=settings,
-        base_image=bookworm_base,
+        options=BuildOptions(base_image=bookworm_base),
     )
 
 

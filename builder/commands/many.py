@@ -21,6 +21,8 @@ from builder.commands.output import Output, handle_errors
 
 if TYPE_CHECKING:
     from builder.fanout import Outcome, Planned, Sharing
+    from builder.pipeline import BuildOptions
+    from builder.settings import BuildSettings
 
 DEFAULT_CPU_RUNNER = "ubuntu-latest"
 DEFAULT_GPU_RUNNER = "gpu"  # a self-hosted (or larger) runner label; --gpu-runner to change it
@@ -141,13 +143,12 @@ def build_many(
     paths: list[Path],
     *,
     out: Output,
-    settings: Any,
-    options: Any,
+    settings: BuildSettings,
+    options: BuildOptions,
     jobs: int,
     strict: bool,
     variants: tuple[str, ...],
     gpu_host: str | None,
-    extra_tags: tuple[str, ...] = (),
 ) -> None:
     """cli.build for a folder, a matrix: recipe, --variant or --gpu-host."""
     from builder import fanout
@@ -161,7 +162,7 @@ def build_many(
             out.say(f"skipping {p.variant.label}: {p.reason}" + (f" (hint: {p.hint})" if p.hint else ""))
     fanout.check_strict(planned, strict)
     possible = [p for p in planned if p.possible]
-    if extra_tags and len(possible) > 1:
+    if options.extra_tags and len(possible) > 1:
         raise UsageError(
             "--tag names one image; this run builds several variants",
             hint="pick one with --variant, or tag with image.tags: in the recipe",
@@ -185,7 +186,7 @@ def build_many(
         planned,
         connect=Engine.connect,
         settings=settings,
-        options=fanout.BuildOptions(**{**options, "extra_tags": extra_tags}),
+        options=options,
         jobs=jobs,
         on_event=lambda label, state, text: board(label, state, text) if state != "impossible" else None,
         smoke_connect=smoke_connect,
@@ -387,10 +388,11 @@ def k8s_cmd(
     """
     import yaml
 
-    from builder import fanout, k8s, registry
+    from builder import fanout, k8s
     from builder.engine import Engine
     from builder.errors import EngineError, RegistryError, UsageError
     from builder.recipe import check_image_ref
+    from builder.records import read_record
     from builder.spec import ResolvedSpec
 
     def warn(text: str) -> None:
@@ -407,7 +409,7 @@ def k8s_cmd(
             ref = None
             if len(planned) == 1:
                 try:
-                    ref = registry.read_record(path).reference
+                    ref = read_record(path).reference
                 except RegistryError:
                     ref = None
             if ref is None:

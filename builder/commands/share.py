@@ -1,7 +1,8 @@
 """Sharing images: `mlbuild push IMAGE`, `mlbuild pull RECIPE`, `mlbuild login REGISTRY`.
 
-The library side (credentials, digests, immutable tags, records) is builder/registry.py; this
-module only parses options, prints and exits.
+The library side is builder/publish.py (push every tag, immutable content tags, the record),
+builder/pull.py, builder/registry.py and builder/credentials.py; this module only parses
+options, prints and exits.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from builder.commands.options import registry_ca_option
 from builder.commands.output import Output, handle_errors, json_option
 
 if TYPE_CHECKING:
-    from builder.engine_api import Engine, LayerProgress
-    from builder.registry import PushResult
+    from builder.engine_api import LayerProgress
+    from builder.publish import Published
 
 _STREAMING = ("Pushing", "Downloading", "Extracting")
 
@@ -50,79 +51,11 @@ class LayerPrinter:
         self.out.line(text)
 
 
-def ensure_smoked(
-    engine: Engine,
-    image: str,
-    out: Output,
-    gpu_mode: str | None = None,
-    gpu_access: str | None = None,
-) -> None:
-    """Run the smoke test from the image's own labels; SmokeFailed (exit 3) when it fails."""
-    from builder.errors import SmokeFailed, UsageError
-    from builder.smoke import smoke
-    from builder.spec import ResolvedSpec
-
-    spec = ResolvedSpec.from_labels(engine.labels(image))
-    if spec is None:
-        raise UsageError(f"{image} was not built by mlbuild (no org.mlbuild.spec label)")
-    out.say(f"smoke test of {image[:19]} before pushing")
-    report = smoke(engine, image, spec, gpu_mode or spec.smoke_gpu, gpu_access)
-    if not report.passed:
-        raise SmokeFailed(
-            f"smoke test failed for {image[:19]}: not pushed",
-            details=[f"{c.name}: {c.detail}" for c in report.failures()],
-        )
-
-
-def push_and_record(
-    engine: Engine,
-    image_id: str,
-    refs: list[str] | tuple[str, ...],
-    out: Output,
-    recipe: Path | None,
-    registry_ca: str | None,
-) -> tuple[list[PushResult], Path | None]:
-    """Push, then write the record next to the recipe (only when every push succeeded)."""
-    from builder import registry
-    from builder.labels import CONTENT_LABEL
-
-    results = registry.push_image(
-        engine,
-        image_id,
-        list(refs),
-        registry_ca=registry_ca,
-        say=out.say,
-        on_progress=LayerPrinter(out),
-    )
-    written = None
-    if recipe is not None:
-        attrs = engine.inspect(image_id)
-        labels = dict((attrs.get("Config") or {}).get("Labels") or {})
-        # The record names the repository that carries the content tag (the first, if several).
-        main = next((r for r in results if labels.get(CONTENT_LABEL) in r.tags), results[0])
-        record = registry.make_record(main, labels, registry.platform_of(attrs))
-        written = registry.record_path(recipe)
-        registry.write_record(written, record)
-    return results, written
-
-
-def push_summary(results: list[PushResult], record: Path | None) -> tuple[dict[str, Any], str]:
-    doc = {
-        "pushed": [
-            {
-                "repository": r.repository,
-                "digest": r.digest,
-                "tags": list(r.tags),
-                "reference": r.reference,
-            }
-            for r in results
-        ],
-        "record": str(record) if record else None,
-    }
-    lines = [f"pushed  {r.reference}  ({', '.join(r.tags)})" for r in results]
-    if record:
-        lines.append(f"record  {record}")
-    return doc, "\n".join(lines)
+def push_summary(published: Published) -> tuple[dict[str, Any], str]:
+    lines = [f"pushed  {r.reference}  ({', '.join(r.tags)})" for r in published.pushed]
+    if published.record:
+        lines.append(f"record  {published.record}")
+    return published.to_dict(), "\n".join(lines)
 
 
 @click.command("push")
@@ -162,33 +95,17 @@ def push_cmd(
     """
     from builder.engine import Engine
     from builder.errors import UsageError
-    from builder.labels import CONTENT_LABEL, SPEC_LABEL
-    from builder.refs import parse_reference
+    from builder.publish import publish, push_refs, require_smoke
 
     out = Output(json_mode, quiet)
     if recipe is not None and not recipe.is_file():
         raise UsageError(f"recipe {recipe} does not exist")
     engine = Engine.connect()
-    attrs = engine.inspect(image)
-    image_id = str(attrs["Id"])
-    labels = dict((attrs.get("Config") or {}).get("Labels") or {})
-    content = labels.get(CONTENT_LABEL)
-    if not content or SPEC_LABEL not in labels:
-        raise UsageError(f"{image} was not built by mlbuild (no {CONTENT_LABEL} label)")
-    repo_tags = [str(t) for t in attrs.get("RepoTags") or []]
-    # `build --no-smoke` tags too, so the tags prove nothing: test what is about to be shared.
-    ensure_smoked(engine, image_id, out)
-    source = parse_reference(image).name if not image.startswith("sha256:") else None
-    target = parse_reference(to_repo).name if to_repo else source
-    if target is None:
-        raise UsageError("an image ID names no repository", hint="add --to REPO")
-    tags = [t for t in (parse_reference(r).tag for r in repo_tags if parse_reference(r).name in (source, target)) if t]
-    tags = list(dict.fromkeys([content, *tags]))  # the immutable tag always travels along
-    for tag in tags:
-        engine.tag(image_id, target, tag)
-    results, written = push_and_record(engine, image_id, [f"{target}:{t}" for t in tags], out, recipe, registry_ca)
-    doc, text = push_summary(results, written)
-    out.result(doc, text)
+    image_id, refs = push_refs(engine, image, to_repo)
+    require_smoke(engine, image_id, say=out.say)
+    published = publish(engine, image_id, refs, recipe=recipe, registry_ca=registry_ca, say=out.say,
+                        on_progress=LayerPrinter(out))  # fmt: skip
+    out.result(*push_summary(published))
 
 
 @click.command("pull")
@@ -203,50 +120,18 @@ def pull_cmd(recipe: Path, registry_ca: str | None, quiet: bool, json_mode: bool
     The record (RECIPE's name with .image.json) is written by `mlbuild build --push` or
     `mlbuild push --recipe`. The image's labels must match the record and the recipe.
     """
-    from builder import registry
     from builder.engine import Engine
-    from builder.errors import RegistryError
-    from builder.refs import parse_reference
+    from builder.pull import pull_recorded
     from builder.render import summary
-    from builder.resolve import load_and_resolve
-    from builder.spec import ResolvedSpec
 
     out = Output(json_mode, quiet)
-    record = registry.read_record(recipe)
-    base = str(record.spec.get("base_image") or "") or None
-    _, expected = load_and_resolve(recipe, base)  # the same base as the build: compare the rest
-    ref = parse_reference(record.repository)
-    acc = registry.access_for(ref.registry, registry_ca)
     engine = Engine.connect()
-    out.say(f"pulling {record.reference}")
-    auth = acc.creds.auth_config() if acc.creds else None
-    try:
-        image_id = engine.pull_ref(record.reference, auth_config=auth, on_progress=LayerPrinter(out))
-    except RegistryError as exc:
-        if any(w in " ".join(exc.details).lower() for w in ("unauthorized", "authentication required")):
-            raise registry.auth_error(ref.registry, acc.creds) from None
-        raise
-    attrs = engine.inspect(image_id)
-    labels = dict((attrs.get("Config") or {}).get("Labels") or {})
-    problems = registry.check_labels(labels, record, expected.to_dict())
-    if record.image_id and image_id != record.image_id:
-        problems.append(f"image ID {image_id}, the record says {record.image_id}")
-    if problems:
-        raise RegistryError(
-            f"the image {record.reference} does not match {recipe}",
-            details=problems,
-            hint="the recipe changed since the push: rebuild and push, or use the recipe's "
-            "version from when the record was written",
-        )
-    for tag in record.tags:
-        engine.tag(image_id, record.repository, tag)
-    spec = ResolvedSpec.from_labels(labels)
-    assert spec is not None  # check_labels found the label
-    size = int(attrs.get("Size") or 0)
-    doc = {**record.to_dict(), "pulled_image_id": image_id, "size_bytes": size}
+    pulled = pull_recorded(engine, recipe, registry_ca=registry_ca, say=out.say, on_progress=LayerPrinter(out))
+    record, spec = pulled.record, pulled.spec
+    doc = {**record.to_dict(), "pulled_image_id": pulled.image_id, "size_bytes": pulled.size_bytes}
     out.result(
         doc,
-        f"{record.reference}: {spec.name}, {summary(spec)}, {size / 1e6:.0f} MB, "
+        f"{record.reference}: {spec.name}, {summary(spec)}, {pulled.size_bytes / 1e6:.0f} MB, "
         f"{record.content_tag}, {record.platform}",
     )
 
@@ -269,8 +154,8 @@ def login_cmd(registry_host: str, username: str, registry_ca: str | None) -> Non
     Example:
       printf %s "$TOKEN" | mlbuild login registry.example.com -u ci-bot
     """
-    from builder import registry
     from builder.errors import UsageError
+    from builder.registry import login
 
     if sys.stdin.isatty():
         password = click.prompt("password", hide_input=True, err=True)
@@ -281,11 +166,7 @@ def login_cmd(registry_host: str, username: str, registry_ca: str | None) -> Non
             "no password on stdin",
             hint=f'printf %s "$PASSWORD" | mlbuild login {registry_host} -u {username}',
         )
-    host = registry.normalize_registry(registry_host)
-    creds = registry.Credentials(username, password, "mlbuild login")
-    ca = registry.ca_for(host, registry_ca, registry.site_registry_ca())
-    registry.RegistryClient(host, creds, ca, registry.RetryPolicy.from_env()).ping()
-    where = registry.store_credentials(host, creds)
+    host, where = login(registry_host, username, password, registry_ca)
     click.echo(f"logged in to {host} as {username} (stored in {where})")
 
 

@@ -15,7 +15,7 @@ from imagescan import find_in_image, layer_members
 
 from builder.errors import BuildError, SmokeFailed
 from builder.labels import SPEC_LABEL
-from builder.pipeline import build
+from builder.pipeline import BuildOptions, build
 from builder.settings import load_settings
 from builder.spec import ResolvedSpec
 
@@ -89,7 +89,7 @@ def test_failing_smoke_exits_3_and_leaves_the_image_untagged(engine, bookworm_ba
     recipe = tmp_path / "failing.yaml"
     recipe.write_text(text)
     with pytest.raises(SmokeFailed) as info:
-        build(recipe, engine=engine, settings=load_settings(), base_image=bookworm_base)
+        build(recipe, engine=engine, settings=load_settings(), options=BuildOptions(base_image=bookworm_base))
     assert info.value.exit_code == 3
     assert any("exit 4" in d for d in info.value.details)
     assert not [t for img in engine.client.images.list(name="mlbuild/sklearn-failing-smoke") for t in img.tags]
@@ -118,7 +118,7 @@ def test_ca_bundle_applies_to_the_build_and_stays_out_of_the_image(engine, bookw
         recipe,
         engine=engine,
         settings=load_settings(ca_bundle=str(bundle)),
-        base_image=bookworm_base,
+        options=BuildOptions(base_image=bookworm_base),
     )
     assert result.smoke is None or result.smoke.passed
     body = b"".join(canary.split(b"\n")[1:-2])  # the certificate's base64 body
@@ -136,7 +136,7 @@ def test_a_ca_bundle_without_the_right_roots_makes_pip_fail(engine, bookworm_bas
     )
     with pytest.raises(BuildError) as info:
         build(recipe, engine=engine, settings=load_settings(ca_bundle=str(folder / "canary.pem")),
-              base_image=bookworm_base)  # fmt: skip
+              options=BuildOptions(base_image=bookworm_base))  # fmt: skip
     assert "pip" in info.value.message and "install" in info.value.message
     assert any("CERTIFICATE_VERIFY_FAILED" in d or "No matching distribution" in d for d in info.value.details)
 

@@ -25,7 +25,7 @@ from builder.lock import (
     read_lock,
     sbom_path,
 )
-from builder.pipeline import build
+from builder.pipeline import BuildOptions, build
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,7 @@ def first_build(engine, settings, locked_recipe):  # type: ignore[no-untyped-def
         locked_recipe,
         engine=engine,
         settings=settings,
-        locked=True,
-        reuse=False,
-        run_smoke=True,
+        options=BuildOptions(locked=True, reuse=False, run_smoke=True),
         say=said.append,
     )
     raw = next(line.split()[1] for line in said if line.startswith("normalised "))
@@ -97,7 +95,7 @@ def test_recipe_edited_after_locking_is_refused(engine, settings, locked_recipe:
     edited.write_text(RECIPE + "packages:\n  - joblib\n")
     shutil.copy(lock_path(locked_recipe), lock_path(edited))
     with pytest.raises(LockError) as err:
-        build(edited, engine=engine, settings=settings, locked=True, run_smoke=False)
+        build(edited, engine=engine, settings=settings, options=BuildOptions(locked=True, run_smoke=False))
     assert err.value.exit_code == 2 and "requirements" in err.value.message
     cli = subprocess.run(
         ["python", "-m", "builder", "build", str(edited), "--locked", "-q"],
@@ -119,7 +117,7 @@ def test_edited_hash_fails_the_locked_build_clearly(
     entry["hashes"] = ["sha256:" + "0" * 64]
     lock_path(tampered).write_text(json.dumps(doc, indent=2, sort_keys=True))
     with pytest.raises(BuildError) as err:
-        build(tampered, engine=engine, settings=settings, locked=True, run_smoke=False)
+        build(tampered, engine=engine, settings=settings, options=BuildOptions(locked=True, run_smoke=False))
     assert isinstance(err.value, LockedArtefactError), err.value.details
     assert "does not match its hash" in err.value.message
     assert any("joblib" in d for d in err.value.details)

@@ -29,7 +29,7 @@ import requests
 from locking import lock_recipe
 
 from builder.lock import lock_path, sbom_path
-from builder.pipeline import BuildResult, build
+from builder.pipeline import BuildOptions, BuildResult, build
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +104,8 @@ class Built:
 def _build(engine: Any, settings: Any, recipe: Path) -> Built:
     said: list[str] = []
     started = time.monotonic()
-    result = build(recipe, engine=engine, settings=settings, locked=True, reuse=False, run_smoke=False,
-                   say=said.append)  # fmt: skip
+    options = BuildOptions(locked=True, reuse=False, run_smoke=False)
+    result = build(recipe, engine=engine, settings=settings, options=options, say=said.append)
     raw = next(line.split()[1] for line in said if line.startswith("normalised "))
     return Built(result, raw, time.monotonic() - started, sbom_path(recipe).read_bytes())
 

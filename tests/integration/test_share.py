@@ -261,20 +261,20 @@ def test_immutable_tag_is_never_overwritten(
     env: dict[str, str],
     pushed_to_auth_registry: None,
 ) -> None:
-    from builder import registry
+    from builder import publish
     from builder.errors import RegistryError
 
     repo = f"{auth_registry.host}/team/sklearn-cpu"
     creds = {**env, "MLBUILD_REGISTRY_USER": USER, "MLBUILD_REGISTRY_PASSWORD": PASSWORD}
     before = registry_digest(auth_registry.host, "team/sklearn-cpu", sklearn_build.content_tag, f"{USER}:{PASSWORD}")
     with pytest.raises(RegistryError, match="refusing to overwrite the immutable tag") as info:
-        registry.push_image(engine, tiny_image, [f"{repo}:{sklearn_build.content_tag}"], env=creds)
+        publish.push_image(engine, tiny_image, [f"{repo}:{sklearn_build.content_tag}"], env=creds)
     assert before in " ".join(info.value.details) and tiny_image in " ".join(info.value.details)
     after = registry_digest(auth_registry.host, "team/sklearn-cpu", sklearn_build.content_tag, f"{USER}:{PASSWORD}")
     assert after == before
     # a readable tag may move
     engine.tag(tiny_image, repo, "latest")
-    moved = registry.push_image(engine, tiny_image, [f"{repo}:latest"], env=creds)
+    moved = publish.push_image(engine, tiny_image, [f"{repo}:latest"], env=creds)
     assert moved[0].digest == registry_digest(auth_registry.host, "team/sklearn-cpu", "latest", f"{USER}:{PASSWORD}")
     engine.remove_image(f"{repo}:latest")
 
@@ -282,19 +282,20 @@ def test_immutable_tag_is_never_overwritten(
 @pytest.fixture
 def pushed_to_auth_registry(auth_registry: rs.Registry, sklearn_build: Any, engine: Any, env: dict[str, str]) -> None:
     """The fixture image in the auth registry (pushed here when the main flow did not run)."""
-    from builder import registry
+    from builder import publish, registry
+    from builder.credentials import find_credentials
 
     repo = f"{auth_registry.host}/team/sklearn-cpu"
     creds = {**env, "MLBUILD_REGISTRY_USER": USER, "MLBUILD_REGISTRY_PASSWORD": PASSWORD}
-    client = registry.RegistryClient(auth_registry.host, registry.find_credentials(auth_registry.host, creds))
+    client = registry.RegistryClient(auth_registry.host, find_credentials(auth_registry.host, creds))
     if client.manifest("team/sklearn-cpu", sklearn_build.content_tag) is None:
-        registry.push_image(engine, sklearn_build.image_id, [tag_into(engine, sklearn_build, repo)], env=creds)
+        publish.push_image(engine, sklearn_build.image_id, [tag_into(engine, sklearn_build, repo)], env=creds)
 
 
 def test_tls_registry_with_a_self_signed_ca(
     engine: Any, tiny_image: str, sklearn_build: Any, work: Path, env: dict[str, str]
 ) -> None:
-    from builder import registry
+    from builder import publish, registry
     from builder.errors import RegistryError
 
     tls = rs.make_tls(work / "tls")
@@ -306,13 +307,13 @@ def test_tls_registry_with_a_self_signed_ca(
         repo = f"{reg.host}/team/tiny"
         engine.tag(tiny_image, repo, sklearn_build.content_tag)
         refs = [f"{repo}:{sklearn_build.content_tag}"]
-        out = registry.push_image(engine, tiny_image, refs, registry_ca=tls.ca, env=env)
+        out = publish.push_image(engine, tiny_image, refs, registry_ca=tls.ca, env=env)
         remote = registry.RegistryClient(reg.host, ca=tls.ca).manifest("team/tiny", sklearn_build.content_tag)
         assert remote is not None and remote.digest == out[0].digest and remote.config_digest == tiny_image
         # another CA does not verify this registry: a clear error, not a traceback
         wrong = rs.make_tls(work / "tls-other", name="other")
         with pytest.raises(RegistryError, match="not trusted") as info:
-            registry.push_image(engine, tiny_image, refs, registry_ca=wrong.ca, env=env)
+            publish.push_image(engine, tiny_image, refs, registry_ca=wrong.ca, env=env)
         assert "--registry-ca" in (info.value.hint or "")
         engine.remove_image(refs[0])
     finally:

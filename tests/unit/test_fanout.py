@@ -15,6 +15,7 @@ import pytest
 from builder import fanout
 from builder.commands.many import StatusBoard, github_matrix, summary_table
 from builder.errors import RecipeError, ResolveError, SmokeFailed, UsageError
+from builder.pipeline import BuildOptions
 from builder.recipe import load_recipe
 
 MATRIX = """\
@@ -165,6 +166,7 @@ class FakeResult:
         self.smoke = None
         self.spec = None
         self.content_tag = "spec-x"
+        self.published = None
 
 
 def run_fake(
@@ -198,7 +200,7 @@ def run_fake(
         planned,
         connect=lambda: object(),
         settings=None,  # type: ignore[arg-type, return-value]
-        options=fanout.BuildOptions(),
+        options=BuildOptions(),
         jobs=jobs,
         on_event=lambda *e: events.append(e),
     )
@@ -349,7 +351,7 @@ def test_variants_on_one_base_wait_for_the_first(tmp_path: Path, monkeypatch: py
         planned,
         connect=lambda: object(),
         settings=None,  # type: ignore[arg-type, return-value]
-        options=fanout.BuildOptions(),
+        options=BuildOptions(),
         jobs=3,
     )
     assert [o.result for o in outcomes] == ["built"] * 3

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from builder import fanout
+from builder import fanout, variants
 from builder.engine import Engine
 from builder.pipeline import BuildOptions
 from builder.settings import load_settings
@@ -36,7 +36,7 @@ def fresh_base(engine: Engine, base: str, run: str) -> str:
 def run(engine: Engine, recipe: Path, base: str, jobs: int) -> tuple[float, list[str]]:
     run_id = uuid.uuid4().hex[:8]
     ref = fresh_base(engine, base, run_id)
-    planned = fanout.plan([recipe])
+    planned = variants.plan([recipe])
     started = time.monotonic()
     outcomes = fanout.build_all(
         planned,

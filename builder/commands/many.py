@@ -1,7 +1,8 @@
 """Many images at once: `build` of a folder or a matrix recipe (handed over by cli.build),
 `matrix-plan` (a GitHub Actions matrix, one job per variant) and `k8s` (a Job or Deployment).
 
-The library work is in builder.fanout and builder.k8s; this module draws it.
+The library work is in builder.variants (the plan), builder.fanout (building it),
+builder.layers (what the images share) and builder.k8s; this module draws it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import click
 from builder.commands.output import Output, handle_errors
 
 if TYPE_CHECKING:
-    from builder.fanout import Outcome, Planned, Sharing
+    from builder.fanout import Outcome
+    from builder.layers import Sharing
     from builder.pipeline import BuildOptions
     from builder.settings import BuildSettings
+    from builder.variants import Planned
 
 DEFAULT_CPU_RUNNER = "ubuntu-latest"
 DEFAULT_GPU_RUNNER = "gpu"  # a self-hosted (or larger) runner label; --gpu-runner to change it
@@ -43,7 +46,7 @@ _MARK = {
 
 def wants_many(recipe: Path, variants: tuple[str, ...], gpu_host: str | None) -> bool:
     """A folder, a recipe with matrix:, --variant or --gpu-host: the many-variants path."""
-    from builder.fanout import has_matrix
+    from builder.variants import has_matrix
 
     return recipe.is_dir() or bool(variants) or bool(gpu_host) or has_matrix(recipe)
 
@@ -151,16 +154,17 @@ def build_many(
     gpu_host: str | None,
 ) -> None:
     """cli.build for a folder, a matrix: recipe, --variant or --gpu-host."""
-    from builder import fanout
+    from builder import fanout, layers
     from builder.engine import Engine
     from builder.errors import UsageError
     from builder.progress import live_allowed
+    from builder.variants import check_strict, plan
 
-    planned = fanout.plan(paths, only=variants)
+    planned = plan(paths, only=variants)
     for p in planned:
         if not p.possible:
             out.say(f"skipping {p.variant.label}: {p.reason}" + (f" (hint: {p.hint})" if p.hint else ""))
-    fanout.check_strict(planned, strict)
+    check_strict(planned, strict)
     possible = [p for p in planned if p.possible]
     if options.extra_tags and len(possible) > 1:
         raise UsageError(
@@ -194,8 +198,8 @@ def build_many(
     images = [o.build.image_id for o in outcomes if o.build]
     share, agrees = None, None
     if len(set(images)) > 1:
-        share = fanout.sharing(engine, images)
-        agrees = all(r.agrees for r in fanout.check_with_df(engine, images))
+        share = layers.sharing(engine, images)
+        agrees = all(r.agrees for r in layers.check_with_df(engine, images))
     lines = [*summary_table(outcomes), "", *sharing_lines(share, agrees)]
     for o in outcomes:
         if o.result == "impossible":
@@ -275,13 +279,13 @@ def matrix_plan_cmd(recipes: tuple[Path, ...], fmt: str, strict: bool, cpu_runne
       mlbuild matrix-plan recipes/ --format github >> "$GITHUB_OUTPUT"   (as matrix=...)
       mlbuild matrix-plan train.yaml --format json | jq '.variants[].id'
     """
-    from builder import fanout
+    from builder import variants
 
-    planned = fanout.plan(list(recipes))
+    planned = variants.plan(list(recipes))
     for p in planned:
         if not p.possible:
             click.echo(f"skipping {p.variant.label}: {p.reason}", err=True)
-    fanout.check_strict(planned, strict)
+    variants.check_strict(planned, strict)
     if fmt == "github":
         matrix = github_matrix(planned, cpu_runner, gpu_runner)
         click.echo(json.dumps(matrix, separators=(",", ":")))
@@ -388,12 +392,13 @@ def k8s_cmd(
     """
     import yaml
 
-    from builder import fanout, k8s
+    from builder import k8s
     from builder.engine import Engine
     from builder.errors import EngineError, RegistryError, UsageError
     from builder.recipe import check_image_ref
     from builder.records import read_record
     from builder.spec import ResolvedSpec
+    from builder.variants import plan
 
     def warn(text: str) -> None:
         click.echo(click.style("warning: ", fg="yellow") + text, err=True)
@@ -401,7 +406,7 @@ def k8s_cmd(
     docs = []
     path = Path(target)
     if path.is_file():
-        planned = fanout.plan([path], only=variants)
+        planned = plan([path], only=variants)
         for p in planned:
             if not p.possible or p.spec is None:
                 warn(f"skipping {p.variant.label}: {p.reason}")

@@ -127,7 +127,7 @@ def _bytes(human: str) -> float:
 
 
 def test_shared_bytes_agree_with_docker_system_df(engine, matrix_run: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    from builder import fanout
+    from builder import layers
 
     share = matrix_run["sharing"]
     images = [v["image_id"] for v in matrix_run["variants"] if v["image_id"]]
@@ -139,7 +139,7 @@ def test_shared_bytes_agree_with_docker_system_df(engine, matrix_run: dict[str, 
     assert share["stored_bytes"] == share["total_bytes"] - share["saved_bytes"]
     assert matrix_run["df_agrees"] is True
     # ... and against the text of `docker system df -v` itself, another client's reading
-    rows = fanout.check_with_df(engine, images)
+    rows = layers.check_with_df(engine, images)
     table = _df_table()
     for row in rows:
         size, shared = table[row.image_id.split(":")[1][:12]]

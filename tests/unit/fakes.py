@@ -91,6 +91,7 @@ class FakeEngine:
 
     def __init__(self, registry: FakeRegistry | None = None) -> None:
         self.images: dict[str, dict[str, Any]] = {}
+        self.histories: dict[str, list[dict[str, Any]]] = {}
         self.refs: dict[str, str] = {}  # repo:tag -> image ID
         self.registry = registry or FakeRegistry()
         self.pullable: dict[str, dict[str, str]] = {}
@@ -102,19 +103,27 @@ class FakeEngine:
         self.build_error: BuildError | None = None
 
     # -- helpers for tests -----------------------------------------------------------------------
-    def add_image(self, ref: str | None, labels: dict[str, str] | None = None, *, layers: int = 1) -> str:
+    def add_image(
+        self, ref: str | None, labels: dict[str, str] | None = None, *, layers: int | list[tuple[str, int]] = 1
+    ) -> str:
+        """An image with `layers` layers of 1000 bytes, or these (diff ID, size) layers."""
         image_id = sha(f"image {len(self.images)} {ref} {json.dumps(labels, sort_keys=True)}")
+        if isinstance(layers, int):
+            layers = [(sha(f"{image_id} layer {i}"), 1000) for i in range(layers)]
         self.images[image_id] = {
             "Id": image_id,
             "RepoTags": [],
             "RepoDigests": [],
-            "Size": 1000 * layers,
+            "Size": sum(size for _, size in layers),
             "Created": len(self.images),
             "Os": "linux",
             "Architecture": "amd64",
             "Config": {"Labels": dict(labels or {})},
-            "RootFS": {"Layers": [sha(f"{image_id} layer {i}") for i in range(layers)]},
+            "RootFS": {"Layers": [diff for diff, _ in layers]},
         }
+        # `docker history`, newest first: one step per layer (only a bare root file system, as
+        # `mlbuild base bootstrap` imports, has a single entry)
+        self.histories[image_id] = [{"Size": size, "CreatedBy": "RUN step"} for _, size in reversed(layers)]
         if ref:
             self.tag(image_id, *_split(ref))
         return image_id
@@ -148,8 +157,7 @@ class FakeEngine:
         return dict(self.inspect(ref)["Config"]["Labels"])
 
     def history(self, ref: str) -> list[dict[str, Any]]:
-        attrs = self.inspect(ref)
-        return [{"Size": attrs["Size"], "CreatedBy": "fake"}]
+        return list(self.histories[self.inspect(ref)["Id"]])
 
     def images_with_label(self, label: str) -> list[dict[str, Any]]:
         key, _, value = label.partition("=")
@@ -175,7 +183,7 @@ class FakeEngine:
 
     def remove_image(self, ref: str, force: bool = False) -> None:
         if ref in self.images:
-            del self.images[ref]
+            del self.images[ref], self.histories[ref]
             self.refs = {r: i for r, i in self.refs.items() if i != ref}
         else:
             self.refs.pop(ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest", None)
@@ -190,12 +198,14 @@ class FakeEngine:
         image_id = self._resolve(ref)
         if image_id is None:
             raise EngineError(f"cannot save {ref}")
-        return iter([json.dumps(self.images[image_id]).encode()])
+        saved = {"image": self.images[image_id], "history": self.histories[image_id]}
+        return iter([json.dumps(saved).encode()])
 
     def load(self, chunks: Iterator[bytes]) -> list[str]:
-        attrs = json.loads(b"".join(chunks))
-        self.images[attrs["Id"]] = attrs
-        return [f"Loaded image ID: {attrs['Id']}"]
+        saved = json.loads(b"".join(chunks))
+        image_id = saved["image"]["Id"]
+        self.images[image_id], self.histories[image_id] = saved["image"], saved["history"]
+        return [f"Loaded image ID: {image_id}"]
 
     def build(
         self,

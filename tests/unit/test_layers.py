@@ -1,0 +1,74 @@
+"""builder.layers without Docker: chain IDs, layer sizes from history, shared bytes, and the
+check against `docker system df -v`."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fakes import FakeEngine
+
+from builder import layers
+
+
+def test_chain_ids_follow_the_oci_rule() -> None:
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    chain = layers.chain_ids([a, b])
+    assert chain[0] == a
+    assert chain[1] == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
+    assert layers.chain_ids([b, b])[1] != layers.chain_ids([a, b])[1]  # same content, other parent
+
+
+def h(size: int, by: str) -> dict[str, Any]:
+    return {"Size": size, "CreatedBy": by}
+
+
+def test_layer_sizes_from_history() -> None:
+    history = [
+        h(0, '/bin/sh -c #(nop)  CMD ["python"]'),
+        h(887, "RUN useradd"),
+        h(0, "/bin/sh -c #(nop) WORKDIR /w"),
+        h(372, "/bin/sh -c #(nop) COPY dir"),
+        h(0, "/bin/sh -c #(nop)  ENV A=1"),
+        h(117, ""),
+    ]  # newest first
+    assert layers.layer_sizes(history, 3) == [117, 372, 887]
+    assert layers.layer_sizes(history, 4) == [117, 372, 0, 887]  # WORKDIR made an empty layer
+    assert layers.layer_sizes(history, 6) is None  # cannot be told apart: say so, never guess
+
+
+def three_images() -> tuple[FakeEngine, list[str]]:
+    """Two variants on one base (sharing base + apt), one on another base, and the base."""
+    d = {n: "sha256:" + n * 64 for n in "abcdef"}
+    engine = FakeEngine()
+    ids = [
+        engine.add_image("v:1", layers=[(d["a"], 100), (d["b"], 50), (d["c"], 7)]),
+        engine.add_image("v:2", layers=[(d["a"], 100), (d["b"], 50), (d["d"], 9)]),
+        engine.add_image("v:3", layers=[(d["e"], 80), (d["b"], 50), (d["f"], 5)]),  # d[b] on another parent
+    ]
+    engine.add_image("base:1", layers=[(d["a"], 100)])
+    return engine, ids
+
+
+def test_sharing_counts_layers_by_chain() -> None:
+    engine, (v1, v2, v3) = three_images()
+    s = layers.sharing(engine, [v1, v2, v3, "v:1"])
+    assert s.images == (v1, v2, v3)
+    assert s.total_bytes == 157 + 159 + 135
+    assert s.shared_bytes == 150 and s.shared_layers == 2  # base + apt of v1/v2, not v3's b
+    assert s.stored_bytes == 100 + 50 + 7 + 9 + 80 + 50 + 5
+    assert s.saved_bytes == 150
+
+
+def test_check_with_df_compares_to_the_engine() -> None:
+    engine, (v1, v2, v3) = three_images()
+    df = {v1: (157, 150), v2: (159, 150), v3: (135, 999)}  # the engine's own figures
+    engine.disk_usage = lambda: {  # type: ignore[method-assign]
+        "Images": [{"Id": i, "Size": size, "SharedSize": shared} for i, (size, shared) in df.items()]
+    }
+    rows = layers.check_with_df(engine, [v1, v2, v3])
+    assert [(r.shared, r.df_shared, r.agrees) for r in rows] == [
+        (150, 150, True),
+        (150, 150, True),
+        (0, 999, False),
+    ]

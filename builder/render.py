@@ -25,6 +25,8 @@ from builder.settings import BuildSettings
 from builder.spec import PROBE_PATH, SPEC_PATH, VENV, ResolvedSpec
 
 TEMPLATE = "Dockerfile.j2"
+RESOLVER_TEMPLATE = "resolver.j2"
+RESOLVER_OUT = "/tmp/mlbuild-lock"  # where the resolver image collects what apt and pip said
 APT_CLEAN = (
     "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb "
     "/var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old"
@@ -39,6 +41,19 @@ COMPILE = (
     "force=True, workers=1, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)"
 )
 MLBUILD_FILES = "mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py"
+
+
+@dataclass(frozen=True)
+class DevelStage:
+    """The devel stage (templates/Dockerfile.j2): CUDA extensions compiled into wheels."""
+
+    image: str  # an image with nvcc
+    apt: str  # the distro Python and its headers; "" for a standalone Python
+    framework_files: str  # the framework step, as the unlocked builder stage has it
+    install_framework: str
+    tools: str  # what extensions build with, installed into the venv
+    env: str  # ENV arguments: the architectures to compile for, parallel jobs
+    build_wheels: str
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,7 @@ class Plan:
     uv_stage: str = ""  # FROM <uv image> AS uv, for standalone Pythons
     python_setup: tuple[str, ...] = ()  # builder-stage lines that provide Python (uv)
     wheelhouse_copy: str = ""  # COPY of the wheelhouse into the builder stage only
-    devel_lines: tuple[str, ...] = ()  # the devel stage, compiled extensions as wheels
+    devel: DevelStage | None = None  # the devel stage, compiled extensions as wheels
     install_built: str = ""  # builder: install the devel stage's wheels
     runtime_python: str = ""  # final stage: COPY of a standalone Python
 
@@ -186,53 +201,41 @@ def _python_setup(spec: ResolvedSpec, settings: BuildSettings) -> tuple[str, ...
 def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings) -> Plan:
     """What the image's shape and the site's wheelhouse add to the two basic stages."""
     setup = _python_setup(spec, settings)
-    wheelhouse = f"COPY wheelhouse/ {WHEELHOUSE}/" if settings.wheelhouse else ""
-    devel: tuple[str, ...] = ()
-    install_built = ""
-    if spec.shape == "devel" and spec.devel_image:
-        pip = f"{VENV}/bin/pip"
-        apt = (
-            _apt(
-                [
-                    f"python{spec.python}",
-                    f"python{spec.python}-venv",
-                    f"python{spec.python}-dev",
-                    "ca-certificates",
-                ]
-            )
-            if spec.python_from == "distro"
-            else ""
-        )
-        devel = (
-            f"FROM {spec.devel_image} AS devel",
-            "ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8",
-            *([f"RUN {apt}"] if apt else []),
-            "COPY build-settings/ /tmp/mlbuild-build/",
-            "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
-            *setup,
-            *([wheelhouse] if wheelhouse else []),
-            f"RUN {p.venv_command}",
-            *([f"COPY {p.framework_files} /tmp/mlbuild/", f"RUN {p.install_framework}"] if p.install_framework else []),
-            # extensions build against the installed framework (no isolation), with these tools
-            "RUN " + exec_form([pip, "install", "setuptools", "wheel", "ninja", "packaging"]),
-            # kernels for exactly the resolved architectures, not every one nvcc knows
-            f"ENV TORCH_CUDA_ARCH_LIST={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4",
-            "COPY mlbuild/build-packages.txt /tmp/mlbuild/",
-            "RUN " + exec_form([pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "/tmp/wheels",
-                                "-r", BUILD_PACKAGES]),
-        )  # fmt: skip
-        install_built = exec_form(
-            [pip, "install", "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt", "-r", BUILD_PACKAGES]
-        )  # fmt: skip
+    devel = _devel(p, spec) if spec.shape == "devel" and spec.devel_image else None
     return dataclasses.replace(
         p,
         uv_stage=f"FROM {spec.uv_image} AS uv" if spec.python_from == "standalone" and spec.uv_image else "",
         python_setup=setup,
-        wheelhouse_copy=wheelhouse,
-        devel_lines=devel,
-        install_built=install_built,
+        wheelhouse_copy=f"COPY wheelhouse/ {WHEELHOUSE}/" if settings.wheelhouse else "",
+        devel=devel,
+        install_built=exec_form(
+            [f"{VENV}/bin/pip", "install", "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt",
+             "-r", BUILD_PACKAGES]
+        ) if devel else "",
         runtime_python=f"COPY --from=builder {STANDALONE} {STANDALONE}" if setup else "",
-    )
+    )  # fmt: skip
+
+
+def _devel(p: Plan, spec: ResolvedSpec) -> DevelStage:
+    pip = f"{VENV}/bin/pip"
+    distro = spec.python_from == "distro"
+    return DevelStage(
+        image=spec.devel_image or "",
+        apt=_apt([f"python{spec.python}", f"python{spec.python}-venv", f"python{spec.python}-dev",
+                  "ca-certificates"]) if distro else "",
+        framework_files=p.framework_files,
+        install_framework=p.install_framework,
+        # extensions build against the installed framework (no isolation), with these tools
+        tools=exec_form([pip, "install", "setuptools", "wheel", "ninja", "packaging"]),
+        env=_devel_env(spec),
+        build_wheels=exec_form([pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "/tmp/wheels",
+                                "-r", BUILD_PACKAGES]),
+    )  # fmt: skip
+
+
+def _devel_env(spec: ResolvedSpec) -> str:
+    """Kernels for exactly the resolved architectures, not every one nvcc knows."""
+    return f"TORCH_CUDA_ARCH_LIST={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4"
 
 
 def _locked(p: Plan, spec: ResolvedSpec, pins: Pins) -> Plan:
@@ -314,8 +317,11 @@ def _environment() -> jinja2.Environment:
 
 def render(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None) -> str:
     """The Dockerfile text; the same spec (and lock, and site settings) always gives the same bytes."""
-    p = plan(spec, pins, settings)
-    text = _environment().get_template(TEMPLATE).render(p=p)
+    return _render_template(TEMPLATE, plan(spec, pins, settings))
+
+
+def _render_template(name: str, p: Plan | ResolverPlan) -> str:
+    text = _environment().get_template(name).render(p=p)
     if "\x00" in text:
         raise ValueError("rendered Dockerfile contains a NUL")
     return text
@@ -411,29 +417,35 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-RESOLVER_COLLECT = """import json, os
-d = "/tmp/mlbuild-lock"
+RESOLVER_COLLECT = f"""import json, os
+d = "{RESOLVER_OUT}"
 names = [n for n in sorted(os.listdir(d)) if n != "collect.py"]
-print(json.dumps({n: open(os.path.join(d, n)).read() for n in names}))
+print(json.dumps({{n: open(os.path.join(d, n)).read() for n in names}}))
 """
 
 
-def resolver_dockerfile(spec: ResolvedSpec) -> str:
-    """The throwaway image `mlbuild lock` resolves in: the base, the builder stage's setup.
+@dataclass(frozen=True)
+class ResolverPlan:
+    """What templates/resolver.j2 places (the image `mlbuild lock` resolves packages in)."""
 
-    apt simulates each stage's install on the untouched base (exact versions of all it would
+    base_image: str
+    simulate: str  # the apt steps, simulated on the untouched base, then the builder's for real
+    venv_command: str
+    base_pth_command: str
+    report_framework: str  # pip installs the framework step for real, writing its report
+    report_packages: str  # pip dry-runs the packages step, writing its report
+    out: str = RESOLVER_OUT
+
+
+def resolver_plan(spec: ResolvedSpec) -> ResolverPlan:
+    """apt simulates each stage's install on the untouched base (exact versions of all it would
     add); pip installs the framework step for real (the packages step must see it, as in the
     build) and dry-runs the packages step; both write their --report with archive hashes."""
     p = plan(spec)
-    out = "/tmp/mlbuild-lock"
+    out = RESOLVER_OUT
     distro = spec.python_from == "distro"
     builder_pkgs = ["python3", "python3-venv", "ca-certificates"] if distro else []
     runtime_pkgs = sorted({*(["python3"] if distro else []), *spec.system_packages})
-    lines = [
-        "# Made by `mlbuild lock` to resolve packages; removed after use, never pushed.",
-        f"FROM {spec.base_image}",
-        "ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8",
-    ]
     sim = f"mkdir -p {out}" + (" && apt-get update" if runtime_pkgs or builder_pkgs else "")
     if runtime_pkgs:
         names = " ".join(shlex.quote(n) for n in [*runtime_pkgs, "ca-certificates"])
@@ -444,49 +456,23 @@ def resolver_dockerfile(spec: ResolvedSpec) -> str:
             f" && apt-get install -s --no-install-recommends {names} > {out}/apt-builder"
             f" && apt-get install -y --no-install-recommends {names}"
         )
-    lines.append(f"RUN {sim}")
-    lines += [
-        "COPY build-settings/ /tmp/mlbuild-build/",
-        "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
-        f"RUN {p.venv_command}",
-        "COPY mlbuild/ /tmp/mlbuild/",
-    ]
-    if p.base_pth_command:
-        lines.append(f"RUN {p.base_pth_command}")
     pip = f"{VENV}/bin/pip"
-    if spec.framework_requirement:
-        lines.append(
-            "RUN "
-            + exec_form(
-                [
-                    pip,
-                    "install",
-                    "--report",
-                    f"{out}/framework",
-                    "-r",
-                    "/tmp/mlbuild/requirements-framework.txt",
-                ]
-            )
-        )
-    if spec.requirements:
-        lines.append(
-            "RUN "
-            + exec_form(
-                [
-                    pip,
-                    "install",
-                    "--dry-run",
-                    "--report",
-                    f"{out}/packages",
-                    "-c",
-                    "/tmp/mlbuild/constraints.txt",
-                    "-r",
-                    "/tmp/mlbuild/requirements.txt",
-                ]
-            )
-        )
-    lines.append(f"COPY mlbuild/collect.py {out}/")
-    return "\n".join(lines) + "\n"
+    framework = [pip, "install", "--report", f"{out}/framework", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+    packages = [pip, "install", "--dry-run", "--report", f"{out}/packages", "-c", "/tmp/mlbuild/constraints.txt",
+                "-r", "/tmp/mlbuild/requirements.txt"]  # fmt: skip
+    return ResolverPlan(
+        base_image=spec.base_image,
+        simulate=sim,
+        venv_command=p.venv_command,
+        base_pth_command=p.base_pth_command,
+        report_framework=exec_form(framework) if spec.framework_requirement else "",
+        report_packages=exec_form(packages) if spec.requirements else "",
+    )
+
+
+def resolver_dockerfile(spec: ResolvedSpec) -> str:
+    """The throwaway image `mlbuild lock` resolves in: the base, the builder stage's setup."""
+    return _render_template(RESOLVER_TEMPLATE, resolver_plan(spec))
 
 
 def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings) -> str:

@@ -57,7 +57,8 @@ def passing_probe(spec: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class FakeRegistry:
-    """Manifests by repository name and tag: what pushes put there, what clients read back."""
+    """Manifests by repository name (as pushed) and tag: what pushes put there, what clients
+    (by registry host and path, as the HTTP API asks) read back."""
 
     manifests: dict[tuple[str, str], RemoteManifest] = field(default_factory=dict)
     forget_pushes: bool = False  # a registry that acknowledges pushes but keeps nothing
@@ -75,7 +76,11 @@ class FakeRegistry:
 
         class Client:
             def manifest(self, path: str, tag: str, say: Any = None) -> RemoteManifest | None:
-                return fake.manifests.get((f"{registry}/{path}", tag))
+                for (name, known), remote in fake.manifests.items():
+                    ref = parse_reference(name)
+                    if (ref.registry, ref.path, known) == (registry, path, tag):
+                        return remote
+                return None
 
         acc = Access(self.creds, None, RetryPolicy(3, 0))
         object.__setattr__(acc, "client", lambda host, timeout=10.0: Client())
@@ -262,7 +267,7 @@ class FakeEngine:
         try:
             return self.pull_ref(ref)
         except RegistryError as exc:
-            raise EngineError(exc.message) from None
+            raise EngineError(exc.message, details=exc.details, hint=exc.hint) from None
 
     def pull_ref(
         self,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeEngine
 
 from builder import gpu
 from builder.engine_api import RunResult
@@ -113,22 +114,17 @@ def test_preflight(driver: str, min_driver: str, archs: tuple[str, ...], capabil
         assert p.remedy
 
 
-class FakeEngine:
+class NoToolkitEngine(FakeEngine):
     """Refuses the toolkit like an engine without the NVIDIA runtime; records run arguments."""
 
     def __init__(self, probe_stdout: str):
+        super().__init__()
         self.calls: list[dict[str, Any]] = []
         self.probe_stdout = probe_stdout
 
-    def gpu_device_request(self) -> str:
-        return "DeviceRequest(gpu)"
-
-    def cdi_device_request(self) -> str:
-        return "DeviceRequest(cdi)"
-
     def run(self, image: str, command: list[str], **kwargs: Any) -> RunResult:
         self.calls.append({"command": command, **kwargs})
-        if kwargs.get("device_requests") == ["DeviceRequest(gpu)"]:
+        if kwargs.get("device_requests") == [self.gpu_device_request()]:
             raise EngineError(
                 "cannot run x",
                 details=['could not select device driver "" with capabilities: [[gpu]]'],
@@ -148,7 +144,7 @@ def test_toolkit_refusal_falls_back_to_device_injection() -> None:
     _, spec = load_and_resolve(ROOT / "recipes" / "pytorch-gpu.yaml")
     spec = dataclasses.replace(spec, smoke_run=())
     host = gpu.HostGpus(device_nodes=("/dev/nvidia0",), toolkit=True, driver_dir="/usr/local/nvidia")
-    engine = FakeEngine(PROBE_OK)
+    engine = NoToolkitEngine(PROBE_OK)
     report = smoke(engine, "img", spec, "required", host=host)
     assert report.passed and report.gpu_access == "devices"
     assert "could not select device driver" in report.gpu_reason
@@ -158,5 +154,5 @@ def test_toolkit_refusal_falls_back_to_device_injection() -> None:
 def test_required_without_gpu_exits_3() -> None:
     _, spec = load_and_resolve(ROOT / "recipes" / "pytorch-gpu.yaml")
     with pytest.raises(SmokeFailed) as info:
-        smoke(FakeEngine(PROBE_OK), "img", spec, "required", host=gpu.HostGpus())
+        smoke(NoToolkitEngine(PROBE_OK), "img", spec, "required", host=gpu.HostGpus())
     assert info.value.exit_code == 3 and "no NVIDIA GPU" in info.value.message

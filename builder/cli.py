@@ -286,15 +286,12 @@ def smoke_cmd(image: str, gpu_mode: str, gpu_access: str | None, json_mode: bool
     --gpu required when no GPU could be reached.
     """
     from builder.engine import Engine
-    from builder.errors import SmokeFailed, UsageError
-    from builder.labels import SPEC_LABEL
+    from builder.errors import SmokeFailed
     from builder.smoke import smoke
-    from builder.spec import ResolvedSpec
+    from builder.spec import image_spec
 
     engine = Engine.connect()
-    spec = ResolvedSpec.from_labels(engine.labels(image))
-    if spec is None:
-        raise UsageError(f"{image} was not built by mlbuild (no {SPEC_LABEL} label)")
+    spec = image_spec(engine.labels(image), image)
     report = smoke(engine, image, spec, gpu_mode, gpu_access)
     lines = [f"{'ok  ' if c.status == 'passed' else c.status[:4]:4} {c.name}: {c.detail}" for c in report.checks]
     lines.append(
@@ -317,18 +314,15 @@ def smoke_cmd(image: str, gpu_mode: str, gpu_access: str | None, json_mode: bool
 def inspect(image: str, json_mode: bool) -> None:
     """Show what IMAGE says about itself: its resolved spec, read from its labels."""
     from builder.engine import Engine
-    from builder.errors import UsageError
     from builder.labels import LOCK_LABEL, OCI_CREATED, SPEC_LABEL
     from builder.render import summary
     from builder.smoke import last_result
-    from builder.spec import ResolvedSpec
+    from builder.spec import image_spec
 
     engine = Engine.connect()
     attrs = engine.inspect(image)
     labels = (attrs.get("Config") or {}).get("Labels") or {}
-    spec = ResolvedSpec.from_labels(labels)
-    if spec is None:
-        raise UsageError(f"{image} was not built by mlbuild (no {SPEC_LABEL} label)")
+    spec = image_spec(labels, image)
     doc = {
         "image_id": attrs["Id"],
         "tags": attrs.get("RepoTags") or [],

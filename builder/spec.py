@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from builder.errors import UsageError
 from builder.labels import SPEC_LABEL
 
 SPEC_SCHEMA = 1
@@ -111,3 +112,12 @@ class ResolvedSpec:
         if not raw:
             return None
         return cls.from_dict(json.loads(raw))
+
+
+def image_spec(labels: dict[str, str], image: str) -> ResolvedSpec:
+    """The spec an image built by mlbuild carries in its labels; UsageError (exit 2) for an
+    image mlbuild did not build."""
+    spec = ResolvedSpec.from_labels(labels)
+    if spec is None:
+        raise UsageError(f"{image} was not built by mlbuild (no {SPEC_LABEL} label)")
+    return spec

@@ -397,7 +397,7 @@ def k8s_cmd(
     from builder.errors import EngineError, RegistryError, UsageError
     from builder.recipe import check_image_ref
     from builder.records import read_record
-    from builder.spec import ResolvedSpec
+    from builder.spec import image_spec
     from builder.variants import plan
 
     def warn(text: str) -> None:
@@ -441,9 +441,7 @@ def k8s_cmd(
     else:
         check_image_ref(target, "IMAGE")
         engine = Engine.connect()
-        spec = ResolvedSpec.from_labels(engine.labels(target))
-        if spec is None:
-            raise UsageError(f"{target} was not built by mlbuild (no org.mlbuild.spec label)")
+        spec = image_spec(engine.labels(target), target)
         ref = target if "@sha256:" in target else image_ref(engine, spec, target, warn)
         docs.append(
             k8s.manifest(

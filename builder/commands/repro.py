@@ -136,12 +136,9 @@ def verify_cmd(
     else:
         reference = target
         if recipe is None:
-            from builder.spec import ResolvedSpec
+            from builder.spec import image_spec
 
-            spec = ResolvedSpec.from_labels(engine.labels(target))
-            if spec is None:
-                raise UsageError(f"{target} was not built by mlbuild (no org.mlbuild.spec label)")
-            guess = Path(f"{spec.name}.yaml")
+            guess = Path(f"{image_spec(engine.labels(target), target).name}.yaml")
             if not guess.is_file():
                 raise UsageError(f"cannot find the recipe of {target}", hint="give --recipe RECIPE")
             recipe = guess

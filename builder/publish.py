@@ -28,7 +28,7 @@ from builder.records import ImageRecord, record_path, spec_summary, write_record
 from builder.refs import Reference, parse_reference, split_tag
 from builder.registry import Access, RegistryClient, access_for, with_retries
 from builder.smoke import SmokeReport, smoke_on
-from builder.spec import ResolvedSpec
+from builder.spec import ResolvedSpec, image_spec
 
 CONTENT_TAG_RE = re.compile(r"^spec-[0-9a-f]{16}$")
 Say = Callable[[str], None]
@@ -224,9 +224,7 @@ def require_smoke(
 ) -> SmokeReport:
     """Smoke-test an image that is about to be shared, from its own labels; SmokeFailed
     (exit 3) when it fails. Tags prove nothing (`build --no-smoke` tags too)."""
-    spec = ResolvedSpec.from_labels(engine.labels(image))
-    if spec is None:
-        raise UsageError(f"{image} was not built by mlbuild (no {SPEC_LABEL} label)")
+    spec = image_spec(engine.labels(image), image)
     say(f"smoke test of {image[:19]} before pushing")
     report = smoke_on(engine, image, spec, gpu_mode or spec.smoke_gpu, gpu_access, smoke_engine=smoke_engine)
     if not report.passed:

@@ -77,7 +77,7 @@ def find_credentials(
     ):
         if environ.get(user_var) and environ.get(pass_var):
             return Credentials(environ[user_var], environ[pass_var], f"${pass_var}")
-    config = _read_docker_config(docker_config_path(environ))
+    config = read_docker_config(docker_config_path(environ))
     helper = _helper_for(config, registry)
     if helper:
         return _helper_get(helper, registry, run)
@@ -99,7 +99,7 @@ def find_credentials(
     return None
 
 
-def _read_docker_config(path: Path) -> dict[str, Any]:
+def read_docker_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
@@ -156,7 +156,7 @@ def store_credentials(
 ) -> str:
     """Save for later commands (and for docker), as `docker login` does; returns where."""
     path = docker_config_path(env)
-    config = _read_docker_config(path)
+    config = read_docker_config(path)
     helper = _helper_for(config, registry)
     if helper:
         program = f"docker-credential-{helper}"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 from builder import gpu as gpu_mod
+from builder.credentials import docker_config_path, read_docker_config
 from builder.errors import MlbuildError
 from builder.matrix import load_matrix, version_key
 
@@ -95,17 +94,15 @@ def newest_cuda(driver: str) -> dict[str, Any]:
 
 def credentials() -> dict[str, Any]:
     """Registries with stored credentials: names only, never the secrets."""
-    path = Path(os.environ.get("DOCKER_CONFIG", "~/.docker")).expanduser() / "config.json"
-    names: list[str] = []
-    helpers: list[str] = []
+    path = docker_config_path()
     try:
-        doc = json.loads(path.read_text())
-        names = sorted((doc.get("auths") or {}).keys())
-        helpers = sorted(
-            set((doc.get("credHelpers") or {}).values()) | ({doc["credsStore"]} if doc.get("credsStore") else set())
-        )
-    except (OSError, ValueError):
-        pass
+        doc = read_docker_config(path)
+    except MlbuildError:
+        doc = {}
+    names = sorted((doc.get("auths") or {}).keys())
+    helpers = sorted(
+        set((doc.get("credHelpers") or {}).values()) | ({doc["credsStore"]} if doc.get("credsStore") else set())
+    )
     what = f"registry credentials in {path}: {', '.join(names) or 'none'}"
     if helpers:
         what += f"; credential helpers: {', '.join(helpers)}"

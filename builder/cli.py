@@ -1,4 +1,5 @@
-"""The command line. The only module that prints or exits.
+"""The command line: the click group and its core commands. With builder/commands/, the only
+code that prints or exits; the work is the library's (docs/architecture.md).
 
 Exit codes: 0 success; 2 invalid recipe, impossible combination or bad usage; 3 smoke test
 failed; 1 anything else (engine unreachable, build failed), with a one-line cause and a hint.

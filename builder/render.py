@@ -52,7 +52,7 @@ class DevelStage:
     framework_files: str  # the framework step, as the unlocked builder stage has it
     install_framework: str
     tools: str  # what extensions build with, installed into the venv
-    env: str  # ENV arguments: the architectures to compile for, parallel jobs
+    env: str  # ENV arguments: the architectures to compile for, parallel jobs ("": no ENV)
     build_wheels: str
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from required_tools import tool
 
 from builder.cli import main
 
@@ -22,16 +22,9 @@ REUSABLE = ROOT / ".github" / "workflows" / "mlbuild-build.yml"
 CONFIG = ROOT / ".github" / "actionlint.yaml"  # declares the self-hosted GPU runner label
 
 
-def actionlint() -> str:
-    exe = shutil.which("actionlint")
-    if exe is None:
-        pytest.skip("actionlint is not installed (pip install -e '.[test]')")
-    return exe
-
-
 def lint(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [actionlint(), "-no-color", "-config-file", str(CONFIG), str(path)],
+        [tool("actionlint"), "-no-color", "-config-file", str(CONFIG), str(path)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from required_tools import tool
 
 
 def free_port() -> int:
@@ -50,7 +51,7 @@ def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
 
 def htpasswd_file(folder: Path, user: str, password: str) -> Path:
     """bcrypt entries, the only kind the registry accepts."""
-    out = subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True)
+    out = subprocess.run([tool("htpasswd"), "-Bbn", user, password], check=True, capture_output=True, text=True)
     path = folder / "htpasswd"
     path.write_text(out.stdout)
     return path
@@ -72,7 +73,7 @@ def make_tls(folder: Path, name: str = "ca") -> Tls:
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
 
     def ossl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
+        subprocess.run([tool("openssl"), *args], check=True, capture_output=True)
 
     ossl(
         "req",
@@ -149,7 +150,7 @@ class Registry:
         path.write_text(yaml.safe_dump(config))
         log = self.folder / "registry.log"
         self.proc = subprocess.Popen(
-            ["docker-registry", "serve", str(path)],
+            [tool("docker-registry"), "serve", str(path)],
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -193,17 +194,17 @@ class Teammate:
         for sub in ("data", "exec"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         self.bridge = self.bridge or f"mlbtm{secrets.token_hex(3)}"
-        subnet = _free_subnet()
+        subnet, ip = _free_subnet(), tool("ip")
         for cmd in (
-            ["ip", "link", "add", self.bridge, "type", "bridge"],
-            ["ip", "addr", "add", f"{subnet}.1/24", "dev", self.bridge],
-            ["ip", "link", "set", self.bridge, "up"],
+            [ip, "link", "add", self.bridge, "type", "bridge"],
+            [ip, "addr", "add", f"{subnet}.1/24", "dev", self.bridge],
+            [ip, "link", "set", self.bridge, "up"],
         ):
             subprocess.run(cmd, check=True, capture_output=True)
         log = self.folder / "dockerd.log"
         self.proc = subprocess.Popen(
             [
-                "dockerd",
+                tool("dockerd"),
                 "--data-root",
                 str(self.folder / "data"),
                 "--exec-root",

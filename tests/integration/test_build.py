@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from imagescan import find_in_image, layer_members
+from required_tools import tool
 
 from builder.errors import BuildError, SmokeFailed
 from builder.labels import SPEC_LABEL
@@ -100,7 +101,7 @@ def test_failing_smoke_exits_3_and_leaves_the_image_untagged(engine, bookworm_ba
 @pytest.fixture(scope="module")
 def canary_ca(tmp_path_factory) -> tuple[Path, bytes]:  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp("ca")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    subprocess.run([tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=mlbuild-canary-ca", "-keyout", str(folder / "k.pem"),
                     "-out", str(folder / "canary.pem")], check=True, capture_output=True)  # fmt: skip
     canary = (folder / "canary.pem").read_bytes()

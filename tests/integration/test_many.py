@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import required_tools
 
 pytestmark = pytest.mark.integration
 
@@ -178,18 +179,16 @@ def _sh(*cmd: str) -> None:
 def second_engine(engine, bases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A second dockerd on tcp://127.0.0.1:PORT with its own bridge and NAT (so its build
     steps reach the package indexes), holding only the bookworm base (docker save | load)."""
-    if os.geteuid() != 0 or not shutil.which("dockerd"):
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root with dockerd installed: the second engine must start")
-        pytest.skip("a second engine needs root and dockerd")
+    required_tools.root("a second engine (its own bridge and NAT rules)")
+    dockerd, ip, iptables_ = (required_tools.tool(t) for t in ("dockerd", "ip", "iptables"))
     from builder.engine import Engine
     from builder.errors import EngineError
 
     root = tmp_path_factory.mktemp("engine2")
     port, bridge, net = _free_port(), "mlb-many0", "172.31.251"
-    _sh("ip", "link", "add", bridge, "type", "bridge")
-    _sh("ip", "addr", "add", f"{net}.1/24", "dev", bridge)
-    _sh("ip", "link", "set", bridge, "up")
+    _sh(ip, "link", "add", bridge, "type", "bridge")
+    _sh(ip, "addr", "add", f"{net}.1/24", "dev", bridge)
+    _sh(ip, "link", "set", bridge, "up")
     rules = [
         ["-t", "nat", "POSTROUTING", "-s", f"{net}.0/24", "!", "-o", bridge, "-j", "MASQUERADE"],
         ["FORWARD", "-i", bridge, "-j", "ACCEPT"],
@@ -200,13 +199,13 @@ def second_engine(engine, bases, tmp_path_factory: pytest.TempPathFactory) -> It
     def iptables(op: str, rule: list[str]) -> None:
         table = rule[:2] if rule[0] == "-t" else []
         rest = rule[2:] if table else rule
-        _sh("iptables", *table, op, *rest)
+        _sh(iptables_, *table, op, *rest)
 
     for rule in rules:
         iptables("-I", rule)
     log = (root / "dockerd.log").open("w")
     proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+        [dockerd, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
          "--pidfile", str(root / "pid"), "-H", f"tcp://127.0.0.1:{port}", "--bridge", bridge,
          "--iptables=false"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -233,7 +232,7 @@ def second_engine(engine, bases, tmp_path_factory: pytest.TempPathFactory) -> It
         log.close()
         for rule in rules:
             iptables("-D", rule)
-        _sh("ip", "link", "delete", bridge)
+        _sh(ip, "link", "delete", bridge)
         shutil.rmtree(root / "data", ignore_errors=True)
 
 

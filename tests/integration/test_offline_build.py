@@ -1,6 +1,12 @@
-"""PyTorch (CPU) built offline from a wheelhouse holding the torch wheel found on this machine:
-what the wheelhouse lacks is listed before any build; a complete one builds with pip
---no-index, and the wheels stay out of the image. Skipped where no torch wheel lies on disk."""
+"""Offline builds from a wheelhouse: what the wheelhouse lacks (dependencies included, for the
+image's Python) is listed before any build; a complete one builds with pip --no-index, and the
+wheels stay out of the image.
+
+scikit-learn always: its wheels are downloaded for the image's CPython 3.11 on Linux (whatever
+Python runs the tests) from the index pip is configured with. PyTorch CPU from the torch wheel
+a site keeps on disk (PIP_FIND_LINKS, /opt/wheels) is an opt-in heavy build: MLBUILD_SLOW=1;
+then a missing wheel fails the test.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 FIND_LINKS = Path(os.environ.get("PIP_FIND_LINKS", "/opt/wheels"))
-TORCH = sorted(FIND_LINKS.glob("torch-2.13.0+cpu-cp311-*.whl")) if FIND_LINKS.is_dir() else []
-needs_torch = pytest.mark.skipif(not TORCH, reason=f"no torch 2.13.0 CPU wheel in {FIND_LINKS}")
+TORCH_WHEEL = "torch-2.13.0+cpu-cp311-*.whl"
+# The wheels a python:3.11 image on Debian bookworm (glibc 2.36) installs.
+FOR_THE_IMAGE = [
+    "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+    "--platform", "manylinux2014_x86_64", *(f"--platform=manylinux_2_{n}_x86_64" for n in range(17, 37)),
+]  # fmt: skip
 
 
 def mlbuild(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,9 +35,67 @@ def mlbuild(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=1200, cwd=ROOT)  # fmt: skip
 
 
-@needs_torch
+def download(dest: Path, *requirements: str, deps: bool = True) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", *FOR_THE_IMAGE, "--dest", str(dest),
+                    *([] if deps else ["--no-deps"]), *requirements], check=True, timeout=900)  # fmt: skip
+    return dest
+
+
+def assert_built_offline(engine: Any, done: subprocess.CompletedProcess[str], framework: str, package: str) -> None:
+    from imagescan import layer_members
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    if not report.get("up_to_date"):
+        checks = {c["name"]: c for c in report["smoke"]["checks"]}
+        assert checks["framework.build"]["status"] == "passed"
+        assert framework in checks["framework.build"]["detail"]
+    paths = [p for _, p, _ in layer_members(engine, report["image_id"])]
+    assert not [p for p in paths if "wheelhouse" in p or p.endswith(".whl")]
+    assert any(p.startswith(f"opt/venv/lib/python3.11/site-packages/{package}/") for p in paths)
+
+
+# -- scikit-learn: always ----------------------------------------------------------------------
 def test_an_incomplete_wheelhouse_is_listed_before_any_build(tmp_path: Path, bookworm_base: str) -> None:
-    (tmp_path / TORCH[0].name).symlink_to(TORCH[0])
+    download(tmp_path, "scikit-learn==1.5.2", deps=False)
+    done = mlbuild("build", "recipes/sklearn-cpu.yaml", "--wheelhouse", str(tmp_path), "--offline",
+                   "--base-image", bookworm_base)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "lacks" in done.stderr and "pandas==2.2.3" in done.stderr
+    assert "numpy" in done.stderr and "(needed by scikit-learn 1.5.2)" in done.stderr
+    assert "Step 1/" not in done.stderr
+
+
+def test_sklearn_builds_offline_from_the_wheelhouse(engine: Any, bookworm_base: str, tmp_path: Path) -> None:
+    # a name of its own: the example's tags stay on the image the other tests share
+    recipe = tmp_path / "offline-sklearn.yaml"
+    recipe.write_text(
+        (ROOT / "recipes" / "sklearn-cpu.yaml").read_text().replace("name: sklearn-cpu", "name: offline-sklearn")
+    )
+    wheelhouse = download(tmp_path / "wheelhouse", "scikit-learn==1.5.2", "pandas==2.2.3")
+    done = mlbuild("build", str(recipe), "--wheelhouse", str(wheelhouse), "--offline",
+                   "--base-image", bookworm_base, "--json")  # fmt: skip
+    try:
+        assert_built_offline(engine, done, "1.5.2", "sklearn")
+    finally:
+        for tag in json.loads(done.stdout or "{}").get("tags", []):
+            engine.remove_image(tag)
+
+
+# -- PyTorch CPU from a wheel on disk: opt-in (MLBUILD_SLOW=1) --------------------------------------
+@pytest.fixture(scope="module")
+def torch_wheel() -> Path:
+    found = sorted(FIND_LINKS.glob(TORCH_WHEEL)) if FIND_LINKS.is_dir() else []
+    if not found:
+        pytest.fail(f"MLBUILD_SLOW=1 builds PyTorch from {TORCH_WHEEL} in {FIND_LINKS}: none there", pytrace=False)
+    return found[0]
+
+
+@pytest.mark.slow
+def test_pytorch_wheelhouse_lacking_its_dependencies_is_listed(
+    torch_wheel: Path, tmp_path: Path, bookworm_base: str
+) -> None:
+    (tmp_path / torch_wheel.name).symlink_to(torch_wheel)
     done = mlbuild("build", "recipes/pytorch-cpu.yaml", "--wheelhouse", str(tmp_path), "--offline",
                    "--base-image", bookworm_base)  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -34,26 +103,11 @@ def test_an_incomplete_wheelhouse_is_listed_before_any_build(tmp_path: Path, boo
     assert "numpy<3" in done.stderr and "Step 1/" not in done.stderr
 
 
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--dest", str(dest),
-                    "--find-links", str(FIND_LINKS), "torch==2.13.0+cpu", "numpy<3"], check=True)  # fmt: skip
-    return dest
-
-
-@needs_torch
-def test_pytorch_cpu_builds_offline_from_the_wheelhouse(engine, bookworm_base, wheelhouse) -> None:  # type: ignore[no-untyped-def]
-    from imagescan import layer_members
-
-    done = mlbuild("build", "recipes/pytorch-cpu.yaml", "--wheelhouse", str(wheelhouse), "--offline",
+@pytest.mark.slow
+def test_pytorch_cpu_builds_offline_from_the_wheelhouse(
+    torch_wheel: Path, engine: Any, bookworm_base: str, tmp_path: Path
+) -> None:
+    download(tmp_path, "--find-links", str(FIND_LINKS), "torch==2.13.0+cpu", "numpy<3")
+    done = mlbuild("build", "recipes/pytorch-cpu.yaml", "--wheelhouse", str(tmp_path), "--offline",
                    "--base-image", bookworm_base, "--json")  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
-    if not report.get("up_to_date"):
-        checks = {c["name"]: c for c in report["smoke"]["checks"]}
-        assert checks["framework.build"]["status"] == "passed"
-        assert "2.13.0+cpu" in checks["framework.build"]["detail"]
-    paths = [p for _, p, _ in layer_members(engine, report["image_id"])]
-    assert not [p for p in paths if "wheelhouse" in p or p.endswith(".whl")]
-    assert any(p.startswith("opt/venv/lib/python3.11/site-packages/torch/") for p in paths)
+    assert_built_offline(engine, done, "2.13.0+cpu", "torch")

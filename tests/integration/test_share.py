@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import registry_server as rs  # this folder is on sys.path (pytest's default import mode)
+from required_tools import tool
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +118,7 @@ def tiny_image(
 def registry_digest(host: str, path: str, tag: str, creds: str | None = None) -> str:
     """Asked with skopeo: a client mlbuild did not write."""
     args = [
-        "skopeo",
+        tool("skopeo"),
         "inspect",
         "--tls-verify=false",
         *(["--creds", creds] if creds else []),

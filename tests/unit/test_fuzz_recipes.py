@@ -173,25 +173,31 @@ def test_generated_recipes_resolve_or_fail_cleanly(doc: dict[str, Any], folder: 
         assert_inert(spec)
 
 
-@FUZZ
-@given(field=st.sampled_from([k for k in TOP_KEYS if k != "schema"]), payload=st.sampled_from(PAYLOADS))
-def test_every_payload_in_every_field(field: str, payload: str, folder: Path) -> None:
-    """Each hostile string, alone and in the place where a field's value (or item) goes."""
+FUZZED_FIELDS = [k for k in TOP_KEYS if k != "schema"]
+
+
+@pytest.mark.parametrize("field", FUZZED_FIELDS)
+def test_every_payload_in_every_field(field: str, folder: Path) -> None:
+    """Each hostile string, alone, in the place where a field's value (or item) goes: every
+    payload in every field, not a sample."""
     base: dict[str, Any] = {"name": "fuzz", "framework": "sklearn"}
-    shapes: dict[str, Any] = {
-        "packages": [payload], "system_packages": [payload], "env": {"A": payload},
-        "files": [{"src": payload, "dest": "/w/x"}], "smoke": {"run": [payload]},
-        "image": {"tags": [payload]}, "gpu": {"archs": [payload]},
-    }  # fmt: skip
-    doc = {**base, field: shapes.get(field, payload)}
-    spec = outcome(yaml.safe_dump(doc, allow_unicode=True).encode(), folder)
-    if spec is not None:
-        assert_inert(spec)
-    for key_doc in (
-        {**base, "env": {payload: "x"}},
-        {**base, "files": [{"src": "train.py", "dest": payload}]},
-    ):
-        spec = outcome(yaml.safe_dump(key_doc, allow_unicode=True).encode(), folder)
+    for payload in PAYLOADS:
+        shapes: dict[str, Any] = {
+            "packages": [payload], "system_packages": [payload], "env": {"A": payload},
+            "files": [{"src": payload, "dest": "/w/x"}], "smoke": {"run": [payload]},
+            "image": {"tags": [payload]}, "gpu": {"archs": [payload]},
+        }  # fmt: skip
+        spec = outcome(yaml.safe_dump({**base, field: shapes.get(field, payload)}, allow_unicode=True).encode(), folder)
+        if spec is not None:
+            assert_inert(spec)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
+def test_every_payload_as_a_key(payload: str, folder: Path) -> None:
+    """Names that become Dockerfile text too: an env name, a file's destination."""
+    base: dict[str, Any] = {"name": "fuzz", "framework": "sklearn"}
+    for doc in ({**base, "env": {payload: "x"}}, {**base, "files": [{"src": "train.py", "dest": payload}]}):
+        spec = outcome(yaml.safe_dump(doc, allow_unicode=True).encode(), folder)
         if spec is not None:
             assert_inert(spec)
 
@@ -275,13 +281,18 @@ def test_bad_documents_are_refused_cleanly(data: bytes, folder: Path) -> None:
     assert outcome(data, folder) is None
 
 
-def test_symlink_out_of_the_recipe_folder_is_refused(tmp_path: Path) -> None:
+# files: sources that lead out of the recipe's folder through a symlink: a folder holding
+# one, and the link itself
+SYMLINKS_OUT = ("d", "d/link")
+
+
+@pytest.mark.parametrize("src", SYMLINKS_OUT)
+def test_symlink_out_of_the_recipe_folder_is_refused(src: str, tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("x")
     inner = tmp_path / "r"
     (inner / "d").mkdir(parents=True)
     (inner / "d" / "link").symlink_to(tmp_path / "secret")
-    for src in ("d", "d/link"):
-        data = f"name: x\nframework: sklearn\nfiles: [{{src: {src}, dest: /x}}]\n".encode()
-        with pytest.raises(RecipeError) as info:
-            parse_recipe(data, inner / "recipe.yaml")
-        assert "outside the recipe's folder" in "\n".join(info.value.details)
+    data = f"name: x\nframework: sklearn\nfiles: [{{src: {src}, dest: /x}}]\n".encode()
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(data, inner / "recipe.yaml")
+    assert "outside the recipe's folder" in "\n".join(info.value.details)

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate as kv
 import pytest
 
 from builder import k8s
@@ -14,7 +15,6 @@ from builder.recipe import load_recipe
 from builder.resolve import resolve
 from builder.spec import ResolvedSpec
 
-kv = pytest.importorskip("kubernetes_validate")
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "registry.example.com/team/app@sha256:" + "a" * 64
 

@@ -1,23 +1,27 @@
 """Property tests: over recipes drawn from the real data (and a few values outside it), the
-resolver answers only with a spec that meets every constraint of the recipe or a ResolveError;
-it refuses exactly when no combination exists (checked by brute force); its pick is the newest
-release, then the newest Python; and the same recipe always gives the same spec."""
+resolver answers exactly as a brute-force oracle does (tests/unit/resolve_oracle.py, which
+reads the data files itself and imports nothing from builder): it refuses exactly when no
+combination exists, and its pick is the newest release, then the newest Python, then the newest
+CUDA build; and the same recipe always gives the same spec."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 
+import resolve_oracle as oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.errors import ResolveError
-from builder.matrix import Matrix, Release, Variant, load_matrix, version_key
+from builder.matrix import load_matrix
 from builder.recipe import GpuFleet, Recipe
-from builder.resolve import cuda_fits, resolve, version_matches
+from builder.resolve import resolve
 
-M = load_matrix()
-PYTHONS = [*sorted(M.python_bases, key=version_key), "3.8", "3.15"]
-CUDAS = [*sorted(M.toolkits, key=version_key), "12.7", "9.2"]
+DATA = oracle.load()
+PYTHONS = [*sorted(DATA.base_image, key=oracle.numeric), "3.8", "3.15"]
+CUDAS = [*sorted(DATA.toolkit_driver, key=oracle.numeric), "12.7", "9.2"]
 DRIVERS = [
     "440.33",
     "450.80.02",
@@ -28,15 +32,25 @@ DRIVERS = [
     "580.65.06",
     "999.1",
 ]
-ARCHS = sorted({a for mj in M.majors.values() for a in mj.archs}, key=lambda a: int(a[3:]))
+ARCHS = sorted({a for rels in DATA.releases.values() for r in rels for b in r.builds for a in b.archs},
+               key=lambda a: int(a[3:]))  # fmt: skip
+
+
+def test_the_oracle_is_independent_of_the_resolver() -> None:
+    tree = ast.parse(Path(oracle.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.split(".")[0] == "builder"], imported
+    # and it sees every framework the resolver knows
+    assert set(DATA.releases) == set(load_matrix().frameworks)
 
 
 @st.composite
 def recipes(draw: st.DrawFn) -> Recipe:
-    framework = draw(st.sampled_from(sorted(M.frameworks)))
-    fw = M.framework(framework)
-    prefixes = sorted({".".join(str(p) for p in r.version.release[:2]) for r in fw.releases})
-    exact = [str(r.version) for r in fw.releases]
+    framework = draw(st.sampled_from(sorted(DATA.releases)))
+    releases = DATA.releases[framework]
+    prefixes = sorted({".".join(str(p) for p in r.version.release[:2]) for r in releases})
+    exact = [str(r.version) for r in releases]
     version = draw(st.one_of(
         st.none(), st.sampled_from(prefixes), st.sampled_from(exact), st.just("99.1"),
         st.sampled_from([f">={p}" for p in prefixes]),
@@ -51,72 +65,34 @@ def recipes(draw: st.DrawFn) -> Recipe:
     )  # fmt: skip
 
 
-def _driver_ok(m: Matrix, v: Variant, driver: str | None) -> bool:
-    floor = m.min_driver_for(v.cuda) if v.cuda else None
-    return driver is None or floor is None or version_key(driver) >= version_key(floor)
-
-
-def _builds(rel: Release, r: Recipe, m: Matrix) -> list[Variant]:
-    """Every build of `rel` the recipe allows, written independently of resolve.py."""
-    fleet = bool(r.gpu.min_driver or r.gpu.archs)
-    out = []
-    for v in rel.variants:
-        if r.cuda == "cpu":
-            ok = v.is_cpu and not fleet
-        elif v.cuda:
-            ok = (not r.cuda or cuda_fits(v, r.cuda)) and _driver_ok(m, v, r.gpu.min_driver)
-            ok = ok and set(r.gpu.archs) <= set(v.archs)
-        else:
-            ok = v.is_cpu and not fleet and not r.cuda
-        if ok:
-            out.append(v)
-    if r.cuda is None and not fleet and any(v.cuda for v in out):
-        out = [v for v in out if v.cuda]  # with no cuda: asked for, a GPU build comes first
-    return out
-
-
-def _feasible(r: Recipe, m: Matrix) -> list[tuple[Release, str, Variant]]:
-    fw = m.framework(r.framework)
-    found = []
-    for rel in fw.releases:
-        if not version_matches(rel.version, r.framework_version):
-            continue
-        for v in _builds(rel, r, m):
-            for py in rel.pythons_for(v):
-                if py in m.python_bases and (r.python is None or py == r.python):
-                    found.append((rel, py, v))
-    return found
+def oracle_picks(r: Recipe) -> list[oracle.Choice]:
+    found = oracle.choices(DATA, r.framework, r.framework_version, r.python, r.cuda, r.gpu.min_driver, r.gpu.archs)
+    return oracle.best(found)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(recipes())
-def test_resolver_is_sound_complete_and_newest_first(r: Recipe) -> None:
-    options = _feasible(r, M)
+def test_resolver_agrees_with_the_oracle(r: Recipe) -> None:
+    picks = oracle_picks(r)
     try:
-        spec = resolve(r, M)
+        spec = resolve(r)
     except ResolveError as err:
-        assert not options, f"refused a feasible recipe: {err.message}"
+        assert not picks, f"refused a feasible recipe: {err.message}; the oracle picks {picks[0]}"
         assert err.exit_code == 2 and err.message and "\n" not in err.message
         return
-    assert options, "resolved a recipe that has no valid combination"
-    # every constraint of the recipe holds
-    rel = next(x for x in M.framework(r.framework).releases if str(x.version) == spec.framework_version)
-    v = next(x for x in rel.variants if x.name == spec.variant)
-    assert version_matches(rel.version, r.framework_version)
-    assert spec.python in rel.pythons_for(v) and spec.python in M.python_bases
-    assert r.python is None or spec.python == r.python
-    if r.cuda == "cpu":
-        assert spec.cuda == "cpu" and v.is_cpu
-    elif r.cuda:
-        assert v.cuda and cuda_fits(v, r.cuda) and spec.cuda == r.cuda
-    if r.gpu.min_driver:
-        assert spec.min_driver and version_key(spec.min_driver) <= version_key(r.gpu.min_driver)
-    assert set(r.gpu.archs) <= set(spec.archs)
-    assert spec.base_image == M.python_bases[spec.python].image
-    # the newest release that has any valid combination, then its newest valid Python
-    newest = max(o[0].version for o in options)
-    assert rel.version == newest
-    assert spec.python == max((o[1] for o in options if o[0].version == newest), key=version_key)
+    assert picks, f"resolved a recipe that has no valid combination: {spec.framework_version} {spec.variant}"
+    pick = next((c for c in picks if c.build.name == spec.variant), None)
+    assert pick is not None, (
+        f"picked {spec.framework_version} py{spec.python} {spec.variant}; the oracle picks "
+        f"{picks[0].release.version} py{picks[0].python} {[c.build.name for c in picks]}"
+    )
+    assert (spec.framework_version, spec.python) == (str(pick.release.version), pick.python)
+    b = pick.build
+    wanted_cuda = r.cuda if b.cuda_match == "major" and r.cuda else b.cuda
+    assert spec.cuda == (wanted_cuda or "cpu")
+    assert spec.min_driver == (oracle.driver_floor(DATA, b.cuda) if b.cuda else None)
+    assert set(spec.archs) == b.archs
+    assert spec.base_image == DATA.base_image[spec.python]
 
 
 @settings(max_examples=150, deadline=None)
@@ -124,7 +100,7 @@ def test_resolver_is_sound_complete_and_newest_first(r: Recipe) -> None:
 def test_resolving_twice_gives_the_same_answer(r: Recipe) -> None:
     fresh = load_matrix.__wrapped__()  # a second, independent load of the data
     try:
-        first = resolve(r, M)
+        first = resolve(r, load_matrix())
     except ResolveError as err:
         try:
             resolve(dataclasses.replace(r), fresh)

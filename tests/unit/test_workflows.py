@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from required_tools import tool
 
 from builder.cli import main
 
@@ -22,16 +22,9 @@ REUSABLE = ROOT / ".github" / "workflows" / "mlbuild-build.yml"
 CONFIG = ROOT / ".github" / "actionlint.yaml"  # declares the self-hosted GPU runner label
 
 
-def actionlint() -> str:
-    exe = shutil.which("actionlint")
-    if exe is None:
-        pytest.skip("actionlint is not installed (pip install -e '.[test]')")
-    return exe
-
-
 def lint(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [actionlint(), "-no-color", "-config-file", str(CONFIG), str(path)],
+        [tool("actionlint"), "-no-color", "-config-file", str(CONFIG), str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -126,3 +119,20 @@ def test_too_many_jobs_is_refused(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(main, ["matrix-plan", str(recipe)])
     assert result.exit_code == 2 and "256" in result.output
+
+
+def test_ci_reaches_the_tests() -> None:
+    """Under CI a skip is a failure (tests/conftest.py): .ci/run sets CI, and the workflow's
+    sudo, which drops the environment, keeps it."""
+    run = (ROOT / ".ci" / "run").read_text()
+    assert run.index("export CI=true") < run.index("bash scripts/")
+    steps = [
+        step["run"]
+        for path in WORKFLOWS
+        for job in yaml.safe_load(path.read_text())["jobs"].values()
+        for step in job.get("steps", [])
+        if "scripts/test.sh" in step.get("run", "") or ".ci/run" in step.get("run", "")
+    ]
+    assert steps, "no workflow runs the tests"
+    for command in steps:
+        assert "sudo " not in command or re.search(r"sudo (--preserve-env=CI|env CI=true) ", command), command

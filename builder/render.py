@@ -226,8 +226,10 @@ def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings) -> Plan:
             *([f"COPY {p.framework_files} /tmp/mlbuild/", f"RUN {p.install_framework}"] if p.install_framework else []),
             # extensions build against the installed framework (no isolation), with these tools
             "RUN " + exec_form([pip, "install", "setuptools", "wheel", "ninja", "packaging"]),
-            # kernels for exactly the resolved architectures, not every one nvcc knows
-            f"ENV TORCH_CUDA_ARCH_LIST={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4",
+            # kernels for exactly the resolved architectures, not every one nvcc knows, through
+            # the variable the framework's extension builder reads (its data's cuda_arch_env)
+            *([f"ENV {spec.cuda_arch_env}={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4"]
+              if spec.cuda_arch_env else []),
             "COPY mlbuild/build-packages.txt /tmp/mlbuild/",
             "RUN " + exec_form([pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "/tmp/wheels",
                                 "-r", BUILD_PACKAGES]),

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from builder.matrix import MatrixDataError, data_dir, framework_names, load_matrix
+from builder.recipe import parse_recipe
+from builder.render import render
+from builder.resolve import resolve
 
 SHIPPED = data_dir()
 
@@ -123,3 +126,25 @@ def test_the_file_must_be_named_after_its_framework(tmp_path: Path) -> None:
         MatrixDataError, match=r"(?s)toy.yaml: 1 problem:\n.*framework: 'toyfw' must be the file's name \(toy\)"
     ):
         load(folder)
+
+
+@pytest.mark.parametrize(
+    ("framework", "version", "cuda", "line"),
+    [
+        ("pytorch", "2.5", "12.4", 'ENV TORCH_CUDA_ARCH_LIST="5.0;6.0;7.0;7.5;8.0;8.6;9.0" MAX_JOBS=4'),
+        ("tensorflow", "2.17", "12.3", None),
+        ("jax", "0.4.35", "12.6", None),
+    ],
+)
+def test_devel_stage_sets_an_arch_variable_only_where_the_framework_reads_one(
+    framework: str, version: str, cuda: str, line: str | None, tmp_path: Path
+) -> None:
+    text = (
+        f"name: x\nframework: {framework}\nframework_version: '{version}'\ncuda: '{cuda}'\npython: '3.11'\n"
+        "variant: devel\nbuild_packages: [some-extension==1.0]\n"
+    )
+    spec = resolve(parse_recipe(text.encode(), tmp_path / "r.yaml"))
+    dockerfile = render(spec)
+    assert "FROM nvidia/cuda:" in dockerfile and " AS devel" in dockerfile
+    env_lines = [ln for ln in dockerfile.splitlines() if ln.startswith("ENV") and "ARCH" in ln]
+    assert env_lines == ([line] if line else [])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from builder import probe
 from builder.matrix import MatrixDataError, data_dir, framework_names, load_matrix
 from builder.recipe import parse_recipe
 from builder.render import render
@@ -148,3 +149,25 @@ def test_devel_stage_sets_an_arch_variable_only_where_the_framework_reads_one(
     assert "FROM nvidia/cuda:" in dockerfile and " AS devel" in dockerfile
     env_lines = [ln for ln in dockerfile.splitlines() if ln.startswith("ENV") and "ARCH" in ln]
     assert env_lines == ([line] if line else [])
+
+
+def test_every_shipped_framework_has_probe_checks() -> None:
+    assert set(framework_names()) <= set(probe.PROBES)
+
+
+def test_tensorflow_build_facts_read_its_compute_capability_list() -> None:
+    """TF 2.x build info lists the capabilities (['sm_60', ..., 'compute_90']); they were read as
+    one string before, so the archs came out as "['sm_60'" and " 'compute_90']"."""
+
+    class sysconfig:
+        @staticmethod
+        def get_build_info() -> dict[str, object]:
+            return {"cuda_version": "12.3", "cudnn_version": "8", "cuda_compute_capabilities": ["sm_60", "compute_90"]}
+
+    class tf:
+        pass
+
+    tf.sysconfig = sysconfig  # type: ignore[attr-defined]
+    facts = probe.PROBES["tensorflow"].build_facts(tf)
+    assert facts == {"cuda_build": "12.3", "cudnn": "8", "archs": ["sm_60", "compute_90"]}
+    assert probe.arch_covers((9, 0), facts["archs"])

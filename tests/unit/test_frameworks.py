@@ -4,16 +4,23 @@ through recipe validation, resolve, render and the probe's dispatch."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from builder import probe
-from builder.matrix import MatrixDataError, data_dir, framework_names, load_matrix
+from builder.cli import main
+from builder.errors import RecipeError
+from builder.matrix import DATA_DIR_ENV, MatrixDataError, data_dir, framework_names, load_matrix
 from builder.recipe import parse_recipe
-from builder.render import render
+from builder.render import render, write_context
 from builder.resolve import resolve
+from builder.settings import BuildSettings
 
 SHIPPED = data_dir()
 
@@ -149,6 +156,92 @@ def test_devel_stage_sets_an_arch_variable_only_where_the_framework_reads_one(
     assert "FROM nvidia/cuda:" in dockerfile and " AS devel" in dockerfile
     env_lines = [ln for ln in dockerfile.splitlines() if ln.startswith("ENV") and "ARCH" in ln]
     assert env_lines == ([line] if line else [])
+
+
+@pytest.fixture()
+def toy_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """mlbuild pointed at a data folder with the shipped frameworks plus toyfw."""
+    folder = data_folder(tmp_path, {p.name: p.read_text() for p in SHIPPED.glob("*.yaml")} | {"toyfw.yaml": TOY})
+    monkeypatch.setenv(DATA_DIR_ENV, str(folder))
+    load_matrix.cache_clear()
+    yield folder
+    load_matrix.cache_clear()  # the next test reads the shipped data again
+
+
+@pytest.fixture()
+def toy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The fake distribution's module, importable as the data file's import_name says, with a
+    CUDA library where its data's library_dirs say its wheel keeps them."""
+    package = tmp_path / "site-packages" / "toy_mod"
+    (package / "libs").mkdir(parents=True)
+    (package / "__init__.py").write_text('__version__ = "1.2.0"\n\ndef double(x):\n    return 2 * x\n')
+    (package / "libs" / "libcudart.so.12").write_bytes(b"")
+    monkeypatch.syspath_prepend(str(tmp_path / "site-packages"))
+    yield "toy_mod"
+    sys.modules.pop("toy_mod", None)
+
+
+def test_a_new_framework_is_one_data_file_and_one_probe_function(
+    toy_data: Path, toy_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # recipe validation knows it (and still suggests the near name for a typo) ...
+    assert "toyfw" in framework_names()
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(b"name: toy\nframework: toyfww\n", tmp_path / "r.yaml")
+    assert info.value.details == [
+        "framework: 'toyfww' is not one of: pytorch | tensorflow | jax | sklearn | toyfw (did you mean 'toyfw'?)"
+    ]
+    recipe = parse_recipe(b"name: toy\nframework: toyfw\ncuda: cpu\n", tmp_path / "r.yaml")
+    # ... the resolver picks its release, build and Python from the data ...
+    spec = resolve(recipe)
+    assert (spec.framework, spec.framework_version, spec.python) == ("toyfw", "1.2.0", "3.12")
+    assert (spec.distribution, spec.import_name, spec.variant) == ("toy-dist", "toy_mod", "cpu")
+    assert spec.library_dirs == ("jaxlib/**", "tensorflow", "torch/lib", "toy_mod/**", "toy_mod/libs")
+    # ... the build context installs it and ships the spec the probe reads ...
+    (tmp_path / "ctx").mkdir()
+    dockerfile = write_context(spec, tmp_path / "ctx", tmp_path, BuildSettings())
+    assert dockerfile == render(spec) and "FROM python:3.12-slim-bookworm" in dockerfile
+    assert (tmp_path / "ctx" / "mlbuild" / "requirements-framework.txt").read_text() == "toy-dist==1.2.0\n"
+    shipped_spec = json.loads((tmp_path / "ctx" / "mlbuild" / "spec.json").read_text())
+    # ... its devel stage compiles extensions for its archs through its own variable ...
+    devel = resolve(
+        parse_recipe(
+            b"name: toy\nframework: toyfw\ncuda: '12.4'\nvariant: devel\nbuild_packages: [ext==1.0]\n",
+            tmp_path / "r.yaml",
+        )
+    )
+    assert 'ENV TOY_CUDA_ARCHS="sm_80,sm_90" MAX_JOBS=4' in render(devel).splitlines()
+    # ... and `mlbuild init` offers it and writes its starter packages.
+    done = CliRunner().invoke(main, ["init", "--framework", "toyfw", "-o", "-"])
+    assert done.exit_code == 0 and "framework: toyfw  #" in done.output and "  # - numpy<3" in done.output
+
+    # The probe (stand-alone inside images) finds the toy's checks by the spec's framework name.
+    monkeypatch.setattr(probe, "PROBES", dict(probe.PROBES))
+    seen: list[tuple[object, str]] = []
+
+    @probe.framework_probe("toyfw", lambda module: {"cuda_build": None, "doubles": module.double(2) == 4})
+    def probe_toy(r: probe.Report, module: object, gpu: str) -> None:
+        seen.append((module, gpu))
+        r.run("compute.cpu", lambda: "toy arithmetic")
+
+    doc = probe.probe(shipped_spec, "off")
+    assert seen and getattr(seen[0][0], "__name__", "") == "toy_mod" and seen[0][1] == "off"
+    checks = {c["name"]: c["status"] for c in doc["checks"]}
+    # (the other checks look at this machine's Python and CUDA files, not at the framework)
+    assert {k: checks[k] for k in ("framework.import", "compute.cpu", "framework.build")} == {
+        "framework.import": "passed", "compute.cpu": "passed", "framework.build": "passed"}  # fmt: skip
+    assert "framework.probe" not in checks and doc["framework"]["doubles"] is True
+    toy_lib = str(tmp_path / "site-packages" / "toy_mod" / "libs" / "libcudart.so.12")
+    assert toy_lib in doc["cuda_libraries"]["files"]["12"]  # the data's library_dirs reached the probe
+    assert probe.observe("toy_mod", "toyfw")["doubles"] is True
+
+
+def test_a_framework_without_probe_checks_fails_its_smoke_test(toy_data: Path, toy_module: str, tmp_path: Path) -> None:
+    spec = resolve(parse_recipe(b"name: toy\nframework: toyfw\ncuda: cpu\n", tmp_path / "r.yaml"))
+    doc = probe.probe(json.loads(spec.to_json()), "off")
+    assert not doc["ok"]
+    assert {"name": "framework.probe", "status": "failed",
+            "detail": "LookupError: this probe has no checks for framework 'toyfw'"} in doc["checks"]  # fmt: skip
 
 
 def test_every_shipped_framework_has_probe_checks() -> None:

@@ -177,7 +177,8 @@ def data_dir() -> Path:
 def framework_names(folder: str | None = None) -> tuple[str, ...]:
     """The frameworks a recipe may name: the data files that declare one, in listing order
     (`order:`, then the name; the first is `mlbuild init`'s default)."""
-    return tuple(load_matrix(folder).frameworks)
+    # load_matrix() and load_matrix(None) are two cache entries: call it as everyone else does
+    return tuple((load_matrix(folder) if folder else load_matrix()).frameworks)
 
 
 def listing_key(order: int | None, name: str) -> tuple[int, int, str]:

@@ -82,6 +82,12 @@ def test_frameworks_are_the_data_files_that_declare_one() -> None:
     assert {"bases", "cuda"}.isdisjoint(declared)
 
 
+def test_the_recipe_check_and_the_resolver_share_one_load_of_the_data(tmp_path: Path) -> None:
+    load_matrix.cache_clear()
+    resolve(parse_recipe(b"name: x\nframework: sklearn\n", tmp_path / "r.yaml"))
+    assert load_matrix.cache_info().misses == 1  # `mlbuild resolve` reads the files once
+
+
 def test_shipped_frameworks_say_what_code_used_to_hard_code() -> None:
     m = load_matrix()
     assert m.framework("jax").pythons_from == "jaxlib"

@@ -270,3 +270,18 @@ def test_tensorflow_build_facts_read_its_compute_capability_list() -> None:
     facts = probe.PROBES["tensorflow"].build_facts(tf)
     assert facts == {"cuda_build": "12.3", "cudnn": "8", "archs": ["sm_60", "compute_90"]}
     assert probe.arch_covers((9, 0), facts["archs"])
+
+
+def test_a_data_folder_without_frameworks_is_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "r.yaml").write_text("name: x\nframework: sklearn\n")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "nowhere"))
+    load_matrix.cache_clear()
+    try:
+        done = CliRunner().invoke(main, ["resolve", str(tmp_path / "r.yaml")])
+    finally:
+        load_matrix.cache_clear()
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit), done.output  # handled, not raised
+    assert f"error: no data file in {tmp_path / 'nowhere'} declares a framework" in done.output
+    assert "hint: check $MLBUILD_DATA_DIR" in done.output and "Traceback" not in done.output

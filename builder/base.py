@@ -181,7 +181,7 @@ def observe_base(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:
     code = probe_source()
     result = engine.run(
         spec.base_image,
-        ["-c", code, "--observe", spec.import_name],  # the probe's own main() reads sys.argv
+        ["-c", code, "--observe", spec.import_name, "--framework", spec.framework],  # probe main() reads argv
         entrypoint=["python3"],
     )
     try:

@@ -31,10 +31,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     """mlbuild: build small, reproducible ML container images from a short recipe.
 
     \b
-    A recipe names a framework (pytorch, tensorflow, jax, sklearn), a Python and a CUDA
-    version (or cpu), and extra packages. mlbuild resolves it against a compatibility
-    matrix, renders a Dockerfile, builds it on your Docker engine, smoke-tests the image
-    and tags it.
+    A recipe names a framework (`mlbuild matrix` lists them), a Python and a CUDA version
+    (or cpu), and extra packages. mlbuild resolves it against a compatibility matrix,
+    renders a Dockerfile, builds it on your Docker engine, smoke-tests the image and tags
+    it.
 
     \b
     Examples:

@@ -7,30 +7,37 @@ module only reads it, checks that it is consistent, and offers lookups. resolve.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
+
+from builder.errors import MlbuildError
 
 # libyaml's loader is ~7x faster than the pure-Python one on these files (about 15 ms instead of
 # 110 ms), which matters because every `mlbuild resolve` loads them; fall back where PyYAML was
 # built without libyaml.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# A site (or a test) can point mlbuild at another data folder; read when the data is first read.
+DATA_DIR_ENV = "MLBUILD_DATA_DIR"
+FRAMEWORK_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")  # it starts image tags: sklearn1.5.2-...
+PROJECT_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")  # a PyPI project name
+IMPORT_RE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$", re.A)
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ARCH_FORMAT_RE = re.compile(r"^[A-Za-z0-9_.+{}-]+$")
+# a folder glob below site-packages: no absolute paths, no "..", nothing a shell would expand
+LIBRARY_DIR_RE = re.compile(r"^(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_.*-]+(?:/[A-Za-z0-9_.*-]+)*$")
 
-FRAMEWORK_FILES = {
-    "pytorch": "pytorch.yaml",
-    "tensorflow": "tensorflow.yaml",
-    "jax": "jax.yaml",
-    "sklearn": "sklearn.yaml",
-}
 
-
-class MatrixDataError(Exception):
-    """The data files are inconsistent: a bug in mlbuild's data, never a user mistake."""
+class MatrixDataError(MlbuildError):
+    """The data files are inconsistent: a bug in mlbuild's data, or in a site's own data folder
+    ($MLBUILD_DATA_DIR), never in a recipe."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,16 @@ class Release:
 
 
 @dataclass(frozen=True)
+class CudaArchEnv:
+    """The variable through which extensions compiled against the framework (devel stage) learn
+    the GPU architectures to build kernels for, and how its value is written."""
+
+    name: str  # e.g. TORCH_CUDA_ARCH_LIST
+    format: str = "{major}.{minor}"  # one architecture: sm_86 -> "8.6"
+    separator: str = ";"
+
+
+@dataclass(frozen=True)
 class FrameworkData:
     framework: str
     distribution: str
@@ -72,6 +89,11 @@ class FrameworkData:
     indexes: tuple[tuple[str, str], ...] = ()  # variant name -> pip index URL
     local_version_label: bool = False  # variant indexes publish "X.Y.Z+variant" versions
     sources: tuple[dict[str, str], ...] = ()
+    order: int | None = None  # where it is listed (help, tables, messages); None: after, by name
+    starter_packages: tuple[str, ...] = ()  # `mlbuild init` writes them as commented examples
+    pythons_from: str = ""  # the project whose wheels' CPython tags give the Pythons (refresh)
+    cuda_arch_env: CudaArchEnv | None = None  # devel: None when its extensions read no such variable
+    library_dirs: tuple[str, ...] = ()  # site-packages folders (globs) where its wheel keeps CUDA libraries
 
     def index_for(self, variant: str) -> str | None:
         return dict(self.indexes).get(variant)
@@ -124,6 +146,11 @@ class Matrix:
     def framework(self, name: str) -> FrameworkData:
         return self.frameworks[name]
 
+    @property
+    def library_dirs(self) -> tuple[str, ...]:
+        """Every framework's CUDA library folders: an image may hold a second framework."""
+        return tuple(sorted({d for fw in self.frameworks.values() for d in fw.library_dirs}))
+
     def min_driver_for(self, cuda: str) -> str | None:
         """The oldest driver that runs this CUDA: the major's minor-version-compatibility
         floor, or the toolkit's own driver where that is older (11.0 GA: 450.51.05 < 450.80.02)."""
@@ -142,7 +169,20 @@ class Matrix:
 
 
 def data_dir() -> Path:
-    return Path(str(resources.files("builder") / "data"))
+    """The data folder: $MLBUILD_DATA_DIR, else the one shipped in the package."""
+    override = os.environ.get(DATA_DIR_ENV)
+    return Path(override) if override else Path(__file__).resolve().parent / "data"
+
+
+def framework_names(folder: str | None = None) -> tuple[str, ...]:
+    """The frameworks a recipe may name: the data files that declare one, in listing order
+    (`order:`, then the name; the first is `mlbuild init`'s default)."""
+    # load_matrix() and load_matrix(None) are two cache entries: call it as everyone else does
+    return tuple((load_matrix(folder) if folder else load_matrix()).frameworks)
+
+
+def listing_key(order: int | None, name: str) -> tuple[int, int, str]:
+    return (0, order, name) if order is not None else (1, 0, name)
 
 
 @cache
@@ -155,7 +195,8 @@ def load_matrix(folder: str | None = None) -> Matrix:
         raw = (root / name).read_bytes()
         digest.update(name.encode() + b"\0" + raw)
         docs[name] = yaml.load(raw, Loader=_Loader) or {}
-    frameworks = {fw: _framework(docs[fname], fname) for fw, fname in FRAMEWORK_FILES.items() if fname in docs}
+    parsed = [_framework(doc, name) for name, doc in docs.items() if "framework" in doc]
+    frameworks = {fw.framework: fw for fw in sorted(parsed, key=lambda fw: listing_key(fw.order, fw.framework))}
     cuda_doc = docs.get("cuda.yaml", {})
     bases_doc = docs.get("bases.yaml", {})
     matrix = Matrix(
@@ -232,16 +273,93 @@ def _framework(doc: dict[str, Any], fname: str) -> FrameworkData:
             )
         )
     releases.sort(key=lambda rel: rel.version, reverse=True)
-    return FrameworkData(
-        framework=str(doc["framework"]),
-        distribution=str(doc["distribution"]),
-        import_name=str(doc.get("import_name", doc["distribution"])),
+    fields = _FrameworkFields(doc, fname)
+    distribution = fields.text("distribution", PROJECT_RE, "a PyPI project name")
+    fw = FrameworkData(
+        framework=fields.text("framework", FRAMEWORK_NAME_RE, "lower-case letters, digits, - or _"),
+        distribution=distribution,
+        import_name=fields.text("import_name", IMPORT_RE, "a Python module name", default=distribution),
         releases=tuple(releases),
         companions=tuple(doc.get("companions") or ()),
         indexes=tuple(sorted((str(k), str(v)) for k, v in (doc.get("indexes") or {}).items())),
         local_version_label=bool(doc.get("local_version_label", False)),
         sources=tuple(doc.get("sources") or ()),
+        order=fields.order(),
+        starter_packages=fields.requirements("starter_packages"),
+        pythons_from=fields.text("pythons_from", PROJECT_RE, "a PyPI project name", default=distribution),
+        cuda_arch_env=fields.cuda_arch_env(),
+        library_dirs=fields.texts("library_dirs", LIBRARY_DIR_RE, "a folder glob below site-packages"),
     )
+    if fw.framework != Path(fname).stem:
+        fields.problems.append(f"framework: {fw.framework!r} must be the file's name ({Path(fname).stem})")
+    if fields.problems:
+        n = len(fields.problems)
+        raise MatrixDataError(f"{fname}: {n} problem{'s' if n > 1 else ''}:\n  " + "\n  ".join(fields.problems))
+    return fw
+
+
+class _FrameworkFields:
+    """Reads a framework file's own fields, collecting every problem (field, value, allowed)."""
+
+    def __init__(self, doc: dict[str, Any], fname: str):
+        self.doc = doc
+        self.fname = fname
+        self.problems: list[str] = []
+
+    def text(self, key: str, pattern: re.Pattern[str], allowed: str, default: str | None = None) -> str:
+        value = self.doc.get(key, default)
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            self.problems.append(f"{key}: {value!r} is not {allowed}")
+            return str(value)
+        return value
+
+    def texts(self, key: str, pattern: re.Pattern[str], allowed: str) -> tuple[str, ...]:
+        values = self.doc.get(key) or []
+        if not isinstance(values, list):
+            self.problems.append(f"{key}: {values!r} is not a list")
+            return ()
+        for v in values:
+            if not isinstance(v, str) or not pattern.fullmatch(v):
+                self.problems.append(f"{key}: {v!r} is not {allowed}")
+        return tuple(str(v) for v in values)
+
+    def order(self) -> int | None:
+        value = self.doc.get("order")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            self.problems.append(f"order: {value!r} is not a whole number >= 0")
+            return None
+        return value
+
+    def requirements(self, key: str) -> tuple[str, ...]:
+        values = self.texts(key, re.compile(r"^[\x20-\x22\x24-\x7e]+$"), "a pip requirement")
+        for v in values:
+            try:
+                Requirement(v)
+            except InvalidRequirement as exc:
+                self.problems.append(f"{key}: {v!r} is not a pip requirement ({exc})")
+        return values
+
+    def cuda_arch_env(self) -> CudaArchEnv | None:
+        value = self.doc.get("cuda_arch_env")
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) - {"name", "format", "separator"} or "name" not in value:
+            self.problems.append(f"cuda_arch_env: {value!r} is not a mapping of name, format and separator")
+            return None
+        env = CudaArchEnv(**{k: str(v) for k, v in value.items()})
+        if not ENV_NAME_RE.fullmatch(env.name):
+            self.problems.append(f"cuda_arch_env.name: {env.name!r} is not an environment variable name")
+        try:
+            sample = env.format.format(major=8, minor=6)
+        except (KeyError, IndexError, ValueError):
+            sample = ""
+        if not ARCH_FORMAT_RE.fullmatch(env.format) or "8" not in sample or "6" not in sample:
+            self.problems.append(
+                f"cuda_arch_env.format: {env.format!r} must place {{major}} and {{minor}} (letters, digits, . _ + -)"
+            )
+        if env.separator not in (";", ",", " "):
+            self.problems.append(f"cuda_arch_env.separator: {env.separator!r} is not one of ';', ',', ' '")
+        return env
 
 
 def check_matrix(m: Matrix) -> None:

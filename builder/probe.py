@@ -7,8 +7,11 @@ It prints one JSON document: what it found, every check with passed / failed / n
 why, and "ok". GPU checks that could not run are reported as not-run with the reason, never as
 passed. Expectations come from /opt/mlbuild/spec.json (the image's resolved spec).
 
-`--observe IMPORT_NAME` instead reports the Python and framework it finds (used on base images
-that already carry a framework).
+`--observe IMPORT_NAME --framework NAME` instead reports the Python and framework it finds (used
+on base images that already carry a framework).
+
+Each framework's own checks are one function below, registered with @framework_probe under the
+framework's name (its builder/data/<name>.yaml): the probe picks it by the spec's `framework`.
 """
 
 from __future__ import annotations
@@ -75,17 +78,15 @@ def site_dirs() -> list[str]:
     return sorted(set(dirs))
 
 
-def cuda_library_majors() -> dict[str, Any]:
-    """Every CUDA library file in the image, and the CUDA majors they belong to."""
+def cuda_library_majors(library_dirs: list[str]) -> dict[str, Any]:
+    """Every CUDA library file in the image, and the CUDA majors they belong to.
+
+    library_dirs: folders below site-packages where framework wheels keep CUDA libraries (the
+    spec's, from every framework's data: a second framework may have come in packages)."""
     patterns = []
     for d in site_dirs():
-        patterns += [
-            f"{d}/nvidia/*/lib/*.so*",
-            f"{d}/nvidia/cu*/lib/*.so*",
-            f"{d}/torch/lib/*.so*",
-            f"{d}/tensorflow/*.so*",
-            f"{d}/jaxlib/**/*.so*",
-        ]
+        patterns += [f"{d}/nvidia/*/lib/*.so*", f"{d}/nvidia/cu*/lib/*.so*"]
+        patterns += [f"{d}/{sub}/*.so*" for sub in library_dirs]
     patterns += [f"{d}/*.so*" for d in LIB_DIRS]
     found: dict[str, set[str]] = {}
     cudnn: set[str] = set()
@@ -160,13 +161,43 @@ def close(a: list[float], b: list[float], rtol: float = 1e-2, atol: float = 1e-3
 
 
 # ---- frameworks ---------------------------------------------------------------------------------
-def probe_torch(r: Report, gpu: str) -> None:
-    import torch
+# Checks: (report, the imported framework module, --gpu mode) -> None, adding checks to the report.
+# Build facts: module -> what the installed build is (cuda_build, cudnn, archs), for the checks'
+# report and for --observe on a base image; none for a framework with nothing to say.
+Checks = Callable[[Report, Any, str], None]
+BuildFacts = Callable[[Any], dict[str, Any]]
 
+
+class FrameworkProbe:
+    def __init__(self, checks: Checks, build_facts: BuildFacts | None):
+        self.checks = checks
+        self.build_facts = build_facts or (lambda module: {})
+
+
+PROBES: dict[str, FrameworkProbe] = {}
+
+
+def framework_probe(framework: str, build_facts: BuildFacts | None = None) -> Callable[[Checks], Checks]:
+    """Register the checks of `framework` (the data file's `framework:` name)."""
+
+    def register(checks: Checks) -> Checks:
+        PROBES[framework] = FrameworkProbe(checks, build_facts)
+        return checks
+
+    return register
+
+
+def torch_build(torch: Any) -> dict[str, Any]:
+    return {
+        "cuda_build": torch.version.cuda,
+        "cudnn": _cudnn_text(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
+        "archs": list(torch.cuda.get_arch_list()) if hasattr(torch.cuda, "get_arch_list") else [],
+    }
+
+
+@framework_probe("pytorch", torch_build)
+def probe_torch(r: Report, torch: Any, gpu: str) -> None:
     fw = r.facts["framework"]
-    fw["cuda_build"] = torch.version.cuda
-    fw["cudnn"] = _cudnn_text(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None
-    fw["archs"] = list(torch.cuda.get_arch_list()) if hasattr(torch.cuda, "get_arch_list") else []
 
     def cpu() -> str:
         g = torch.Generator().manual_seed(0)
@@ -246,16 +277,21 @@ def _cuda_init_error(torch: Any) -> str:
     return ""
 
 
-def probe_tensorflow(r: Report, gpu: str) -> None:
-    import tensorflow as tf
-
-    fw = r.facts["framework"]
+def tensorflow_build(tf: Any) -> dict[str, Any]:
     info = dict(tf.sysconfig.get_build_info())
-    fw["cuda_build"] = info.get("cuda_version") or None
-    fw["cudnn"] = info.get("cudnn_version") or None
-    fw["archs"] = (
-        str(info.get("cuda_compute_capabilities") or "").split(",") if info.get("cuda_compute_capabilities") else []
-    )
+    caps = info.get("cuda_compute_capabilities") or []
+    # TF 2.x build info lists them (['sm_60', ..., 'compute_90']); a text is split on commas
+    archs = [str(c).strip() for c in (caps if isinstance(caps, (list, tuple)) else str(caps).split(","))]
+    return {
+        "cuda_build": info.get("cuda_version") or None,
+        "cudnn": info.get("cudnn_version") or None,
+        "archs": [a for a in archs if a],
+    }
+
+
+@framework_probe("tensorflow", tensorflow_build)
+def probe_tensorflow(r: Report, tf: Any, gpu: str) -> None:
+    fw = r.facts["framework"]
 
     def cpu() -> str:
         with tf.device("/CPU:0"):
@@ -309,20 +345,22 @@ def probe_tensorflow(r: Report, gpu: str) -> None:
     r.run("gpu.cudnn_conv", conv)
 
 
-def probe_jax(r: Report, gpu: str) -> None:
-    import jax
-    import jax.numpy as jnp
-
-    fw = r.facts["framework"]
-    fw["cuda_build"] = None
+def jax_build(jax: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {"cuda_build": None}
     try:
         from jax._src.lib import cuda_versions
 
         if cuda_versions is not None:
-            fw["cuda_build"] = _version_from_int(cuda_versions.cuda_runtime_build_version())
-            fw["cudnn"] = _cudnn_text(cuda_versions.cudnn_build_version())
+            facts["cuda_build"] = _version_from_int(cuda_versions.cuda_runtime_build_version())
+            facts["cudnn"] = _cudnn_text(cuda_versions.cudnn_build_version())
     except Exception:
         pass
+    return facts
+
+
+@framework_probe("jax", jax_build)
+def probe_jax(r: Report, jax: Any, gpu: str) -> None:
+    import jax.numpy as jnp
 
     def product(device: Any) -> float:
         a = jnp.arange(256 * 256, dtype=jnp.float32).reshape(256, 256) / 65536.0
@@ -355,7 +393,8 @@ def probe_jax(r: Report, gpu: str) -> None:
     r.run("gpu.jit", jitted)
 
 
-def probe_sklearn(r: Report, gpu: str) -> None:
+@framework_probe("sklearn", lambda sklearn: {"cuda_build": None})
+def probe_sklearn(r: Report, sklearn: Any, gpu: str) -> None:
     def fit() -> str:
         from sklearn.datasets import make_classification
         from sklearn.linear_model import LogisticRegression
@@ -366,18 +405,9 @@ def probe_sklearn(r: Report, gpu: str) -> None:
         return f"LogisticRegression on 200 samples: accuracy {score:.2f}"
 
     r.run("compute.cpu", fit)
-    r.facts["framework"]["cuda_build"] = None
     if gpu != "off":
         r.facts["gpu"]["status"] = "not-applicable"
         r.facts["gpu"]["reason"] = "scikit-learn runs on the CPU only"
-
-
-PROBES = {
-    "torch": probe_torch,
-    "tensorflow": probe_tensorflow,
-    "jax": probe_jax,
-    "sklearn": probe_sklearn,
-}
 
 
 def _cudnn_text(v: int | None) -> str | None:
@@ -434,11 +464,13 @@ def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
             r.check("python", "failed", f"Python {want_py} expected, found {py}")
     else:
         r.check("python", "passed", f"Python {py}")
-    import_name = spec.get("import_name") or "torch"
+    import_name = str(spec.get("import_name") or "")
     fw: dict[str, Any] = {"import": import_name}
     r.facts["framework"] = fw
     r.facts["gpu"] = {"status": "not-run", "reason": "", "devices": []}
     try:
+        if not import_name:
+            raise ImportError(f"{SPEC_PATH} names no framework module (import_name)")
         module = importlib.import_module(import_name)
     except Exception as exc:
         r.check("framework.import", "failed", f"import {import_name}: {exc}"[:500])
@@ -447,12 +479,17 @@ def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
     fw["version"] = str(getattr(module, "__version__", ""))
     fw["path"] = os.path.dirname(getattr(module, "__file__", "") or "")
     r.check("framework.import", "passed", f"import {import_name} {fw['version']}")
+    framework = str(spec.get("framework") or "")
+    entry = PROBES.get(framework)
     try:
-        PROBES[import_name](r, gpu)
+        if entry is None:
+            raise LookupError(f"this probe has no checks for framework {framework!r}")
+        fw.update(entry.build_facts(module))
+        entry.checks(r, module, gpu)
     except Exception as exc:
         r.check("framework.probe", "failed", traceback.format_exception_only(type(exc), exc)[-1].strip())
     _compare(r, spec)
-    r.facts["cuda_libraries"] = cuda_library_majors()
+    r.facts["cuda_libraries"] = cuda_library_majors([str(d) for d in spec.get("library_dirs") or ()])
     libs = r.facts["cuda_libraries"]
     majors = libs["cuda_majors"]
     if len(majors) > 1:
@@ -514,7 +551,7 @@ def _compare(r: Report, spec: dict[str, Any]) -> None:
         r.check("framework.build", "passed" if verdict[0] else "failed", verdict[1])
 
 
-def observe(import_name: str) -> dict[str, Any]:
+def observe(import_name: str, framework: str) -> dict[str, Any]:
     """Facts about a base image's Python and framework (framework_from_base)."""
     doc: dict[str, Any] = {
         "python": platform.python_version(),
@@ -526,15 +563,9 @@ def observe(import_name: str) -> dict[str, Any]:
         module = importlib.import_module(import_name)
         doc["framework_version"] = base_version(str(getattr(module, "__version__", "")))
         doc["framework_version_full"] = str(getattr(module, "__version__", ""))
-        if import_name == "torch":
-            doc["cuda_build"] = module.version.cuda
-            doc["cudnn"] = (
-                _cudnn_text(module.backends.cudnn.version()) if module.backends.cudnn.is_available() else None
-            )
-            doc["archs"] = list(module.cuda.get_arch_list())
-        elif import_name == "tensorflow":
-            info = dict(module.sysconfig.get_build_info())
-            doc["cuda_build"], doc["cudnn"] = info.get("cuda_version"), info.get("cudnn_version")
+        entry = PROBES.get(framework)
+        if entry is not None:
+            doc.update(entry.build_facts(module))
     except Exception as exc:
         doc["error"] = f"import {import_name}: {exc}"[:500]
     return doc
@@ -545,9 +576,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", choices=("auto", "required", "off"), default="auto")
     ap.add_argument("--spec", default=SPEC_PATH, help="resolved spec JSON (default: %(default)s)")
     ap.add_argument("--observe", metavar="IMPORT_NAME", help="report the Python and framework found")
+    ap.add_argument("--framework", default="", help="with --observe: the framework's name, for its build facts")
     args = ap.parse_args(argv)
     if args.observe:
-        print(json.dumps(observe(args.observe), sort_keys=True))
+        print(json.dumps(observe(args.observe, args.framework), sort_keys=True))
         return 0
     doc = probe(load_spec(args.spec), args.gpu)
     print(json.dumps(doc, sort_keys=True))

@@ -18,8 +18,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from builder import yamlsafe
 from builder.errors import Problem, RecipeError, UsageError
+from builder.matrix import DATA_DIR_ENV, MatrixDataError, data_dir, framework_names
 
-FRAMEWORKS = ("pytorch", "tensorflow", "jax", "sklearn")
 GPU_MODES = ("auto", "required", "off")
 DEFAULT_USER = "mlbuild"
 
@@ -263,9 +263,12 @@ class _Validator:
         )  # fmt: skip
         if name and len(name) > 64:
             self.fail("name", "is longer than 64 characters")
-        framework = self.choice(doc.get("framework"), "framework", ("framework",), FRAMEWORKS)
+        frameworks = framework_names()
+        if not frameworks:
+            raise MatrixDataError(f"no data file in {data_dir()} declares a framework", hint=f"check ${DATA_DIR_ENV}")
+        framework = self.choice(doc.get("framework"), "framework", ("framework",), frameworks)
         if doc.get("framework") is None and "framework" in doc:
-            self.fail("framework", f"is empty; expected one of: {' | '.join(FRAMEWORKS)}")
+            self.fail("framework", f"is empty; expected one of: {' | '.join(frameworks)}")
         framework_version = self.framework_version(doc.get("framework_version"))
         python = self.text(
             doc.get("python"), "python", ("python",), pattern=PYTHON_RE,

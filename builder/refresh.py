@@ -44,13 +44,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import MlbuildError, UsageError
-from builder.matrix import FRAMEWORK_FILES, data_dir, version_key
+from builder.matrix import data_dir, listing_key, version_key
 from builder.settings import load_settings, redact
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
-# the project whose wheels give a framework's Python tags, when it is not the framework's own
-# (jax is a pure-Python wheel; its compiled half, jaxlib, decides which Pythons work)
-PYTHONS_FROM = {"jax": "jaxlib"}
 # source entries whose `checked:` date a refresh renews: the facts it re-derived
 REFRESHED_SOURCES = ("release list", "default variant")
 Fetch = Callable[[str, dict[str, str]], "Response"]
@@ -347,7 +344,7 @@ def _remote_wheel_metadata(url: str, fetch: Fetch) -> str | None:
 
 
 def build_from_metadata(text: str) -> tuple[str | None, str | None]:
-    """(variant, cuDNN major.minor) that a torch wheel's Requires-Dist says it is.
+    """(variant, cuDNN major.minor) that a framework wheel's Requires-Dist says it is.
 
     nvidia-cuda-runtime-cu12==12.4.127 -> cu124; cuda-toolkit[...]==13.2.2 -> cu132;
     nvidia-cudnn-cu13==9.26.0.51 -> 9.26. No CUDA requirement -> (None, None): a build that
@@ -464,9 +461,14 @@ def refresh_framework(
 ) -> FrameworkDiff:
     """Compare one framework's data file with the index; the diff holds the new text."""
     folder = folder or data_dir()
-    path = folder / FRAMEWORK_FILES[framework]
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist", hint="check --data-dir and --framework")
+    paths = framework_files(folder)
+    if framework not in paths:
+        raise UsageError(
+            f"no data file in {folder} declares framework {framework!r}",
+            details=[f"frameworks there: {', '.join(paths) or 'none'}"],
+            hint="check --data-dir and --framework",
+        )
+    path = paths[framework]
     text = path.read_text()
     doc = yaml.safe_load(text) or {}
     bases = yaml.safe_load((folder / "bases.yaml").read_text()) or {}
@@ -477,7 +479,9 @@ def refresh_framework(
     floor = min((Version(v) for v in on_file), default=Version("0"))
 
     index_releases = index.releases(project)
-    python_source = PYTHONS_FROM.get(framework)
+    # a pure-Python framework wheel takes its Pythons from its compiled half (`pythons_from:`)
+    python_source = _opt(doc.get("pythons_from"))
+    python_source = None if python_source in (None, project) else python_source
     helper = index.releases(python_source) if python_source else {}
     wants_default = any(r.get("default_variant") for r in on_file.values())
 
@@ -485,13 +489,13 @@ def refresh_framework(
         if not python_source:
             rel = index_releases.get(version)
             return rel.pythons if rel else None
-        # jax X runs on the jaxlib of the same version, or the newest older one
+        # release X runs on the helper of the same version, or the newest older one
         older = [v for v in helper if Version(v) <= Version(version)]
         return helper[max(older, key=Version)].pythons if older else None
 
     lines = text.split("\n")
     today = today or dt.date.today().isoformat()
-    # jax's own wheel is pure Python: its releases are those of jax, Pythons those of jaxlib
+    # a pure-Python framework's releases are its own, its Pythons those of `pythons_from`
     candidates = sorted(
         (v for v in _all_versions(index, project, index_releases, python_source) if Version(v) >= floor),
         key=Version,
@@ -650,7 +654,8 @@ def _new_block(
     if todo:
         out.append(f"    todo: {json.dumps(todo)}")
     if doc.get("companions"):
-        out.append("    companions: {}  # not known yet: pair them from torchvision/torchaudio metadata")
+        names = "/".join(str(c) for c in doc["companions"])
+        out.append(f"    companions: {{}}  # not known yet: pair them from {names} metadata")
     if source:
         body = lines[source.start + 1 : source.end]
         i = next((n for n, ln in enumerate(body) if ln.startswith("    variants:")), None)
@@ -683,7 +688,20 @@ def _verify(diff: FrameworkDiff, pythons_of: Callable[[str], tuple[str, ...] | N
 def refresh(
     frameworks: Iterable[str], index: Index, folder: Path | None = None, allow_range: bool = True
 ) -> list[FrameworkDiff]:
-    return [refresh_framework(fw, index, folder, allow_range=allow_range) for fw in frameworks]
+    """Refresh the named frameworks, or every framework of the data folder when none is named."""
+    names = tuple(frameworks) or tuple(framework_files(folder or data_dir()))
+    return [refresh_framework(fw, index, folder, allow_range=allow_range) for fw in names]
+
+
+def framework_files(folder: Path) -> dict[str, Path]:
+    """framework -> data file, for the files that declare one, as they are now: unchecked, since
+    a refresh must also work on data that check_matrix refuses (a release with a `todo:`)."""
+    found: dict[str, tuple[int | None, Path]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        if isinstance(doc, dict) and doc.get("framework"):
+            found[str(doc["framework"])] = (doc.get("order"), path)
+    return {name: path for name, (_, path) in sorted(found.items(), key=lambda kv: listing_key(kv[1][0], kv[0]))}
 
 
 def _opt(value: Any) -> str | None:

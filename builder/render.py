@@ -234,8 +234,11 @@ def _devel(p: Plan, spec: ResolvedSpec) -> DevelStage:
 
 
 def _devel_env(spec: ResolvedSpec) -> str:
-    """Kernels for exactly the resolved architectures, not every one nvcc knows."""
-    return f"TORCH_CUDA_ARCH_LIST={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4"
+    """Kernels for exactly the resolved architectures, not every one nvcc knows, through the
+    variable the framework's extension builder reads (its data's cuda_arch_env); none without."""
+    if not spec.cuda_arch_env:
+        return ""
+    return f"{spec.cuda_arch_env}={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4"
 
 
 def _locked(p: Plan, spec: ResolvedSpec, pins: Pins) -> Plan:

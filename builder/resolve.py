@@ -21,7 +21,7 @@ from packaging.version import Version
 
 from builder import __version__
 from builder.errors import ResolveError
-from builder.matrix import FrameworkData, Matrix, Release, Variant, load_matrix, version_key
+from builder.matrix import CudaArchEnv, FrameworkData, Matrix, Release, Variant, load_matrix, version_key
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.spec import DEFAULT_UID, ResolvedSpec
 
@@ -99,6 +99,8 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
             f"driver: at least {min_driver} (CUDA {variant.cuda.split('.')[0]}.x minor-version "
             f"compatibility); {full} or newer runs CUDA {variant.cuda} without it"
         )
+    # devel: extensions compile for the build's archs, through the variable the framework reads
+    arch_env = fw.cuda_arch_env if recipe.variant == "devel" else None
     return ResolvedSpec(
         name=recipe.name,
         framework=fw.framework,
@@ -124,7 +126,8 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         shape=recipe.variant,
         devel_image=base.devel_image,
         build_packages=recipe.build_packages,
-        cuda_arch_list=cuda_arch_list(variant.archs) if recipe.variant == "devel" else "",
+        cuda_arch_env=arch_env.name if arch_env else "",
+        cuda_arch_list=cuda_arch_list(variant.archs, arch_env) if arch_env else "",
         uv_image=m.uv_image if base.python_from == "standalone" else None,
         **_common(recipe, m, tuple(reasons)),
     )
@@ -180,13 +183,13 @@ def _base_for(recipe: Recipe, python: str, cuda: str, m: Matrix, reasons: list[s
     return _Base(image, cb.os, None, "standalone", "/usr/local/bin/uv", cb.devel)
 
 
-def cuda_arch_list(archs: tuple[str, ...]) -> str:
-    """sm_80, sm_90 -> "8.0;9.0" (TORCH_CUDA_ARCH_LIST's form), for compiling extensions."""
+def cuda_arch_list(archs: tuple[str, ...], env: CudaArchEnv) -> str:
+    """sm_80, sm_90 -> "8.0;9.0" with the format "{major}.{minor}" and the separator ";"."""
     out = []
     for a in archs:
         digits = a.removeprefix("sm_").rstrip("abcdefghijklmnopqrstuvwxyz")
-        out.append(f"{digits[:-1]}.{digits[-1]}")
-    return ";".join(out)
+        out.append(env.format.format(major=digits[:-1], minor=digits[-1]))
+    return env.separator.join(out)
 
 
 def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...]) -> dict[str, Any]:
@@ -202,6 +205,7 @@ def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...]) -> dict[str, An
         "repository": recipe.image.repository or f"mlbuild/{recipe.name}",
         "tags": recipe.image.tags,
         "reasons": reasons,
+        "library_dirs": m.library_dirs,
         "matrix_version": m.version,
         "mlbuild_version": __version__,
     }

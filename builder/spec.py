@@ -53,10 +53,14 @@ class ResolvedSpec:
     framework_from_base: bool = False
     base_suite: str | None = None
     base_site_packages: tuple[str, ...] = ()  # framework_from_base: the base's package folders
+    # folders below site-packages where framework wheels keep CUDA libraries (every framework's
+    # data: a second one may come in packages); the probe's CUDA-library checks look there
+    library_dirs: tuple[str, ...] = ()
     shape: str = "runtime"  # runtime | cuda-runtime | devel (the recipe's `variant:`)
     devel_image: str | None = None  # devel: the stage with nvcc that compiles build_packages
     build_packages: tuple[str, ...] = ()
-    cuda_arch_list: str = ""  # devel: TORCH_CUDA_ARCH_LIST for the compiled extensions
+    cuda_arch_env: str = ""  # devel: the variable naming the GPU archs to compile extensions for
+    cuda_arch_list: str = ""  # devel: its value, in the framework's format (e.g. "8.0;9.0")
     uv_image: str | None = None  # python_from standalone: where uv comes from
     reasons: tuple[str, ...] = ()
     matrix_version: str = ""

@@ -13,19 +13,10 @@ from pathlib import Path
 
 import click
 
+from builder.commands.choices import FrameworkChoice
 from builder.commands.output import handle_errors
 
-FRAMEWORKS = ("pytorch", "tensorflow", "jax", "sklearn")
 DEFAULT_OUTPUT = "recipe.yaml"
-
-# Commented examples per framework: lines a user is likely to want next, left commented so
-# that the starter resolves (and builds quickly) exactly as written.
-_EXAMPLE_PACKAGES = {
-    "pytorch": ("torchvision", "transformers==4.44.2"),
-    "tensorflow": ("keras-tuner", "pandas==2.2.3"),
-    "jax": ("flax", "optax"),
-    "sklearn": ("pandas==2.2.3", "joblib"),
-}
 
 
 def starter_recipe(framework: str, name: str, python: str | None = None, cuda: str | None = None) -> str:
@@ -44,14 +35,18 @@ def starter_recipe(framework: str, name: str, python: str | None = None, cuda: s
 
 
 def _text(framework: str, name: str, version: str | None, python: str | None, cuda: str) -> str:
+    from builder.matrix import framework_names, load_matrix
+
     gpu = cuda != "cpu"
-    examples = "\n".join(f"  # - {p}" for p in _EXAMPLE_PACKAGES[framework])
+    # the framework's starter packages (its data file): lines a user is likely to want next,
+    # left commented so that the starter resolves (and builds quickly) exactly as written
+    examples = [f"  # - {p}" for p in load_matrix().framework(framework).starter_packages]
     lines = [
         f"# mlbuild recipe: {framework} on {'CUDA ' + cuda if gpu else 'CPU'}. Written by `mlbuild init`.",
         "# Check it with `mlbuild resolve THIS_FILE`, build it with `mlbuild build THIS_FILE`.",
         "schema: 1",
         f"name: {name}  # the image is mlbuild/{name} unless image.repository says otherwise",
-        f"framework: {framework}  # pytorch | tensorflow | jax | sklearn",
+        f"framework: {framework}  # {' | '.join(framework_names())}",
     ]
     if version:
         lines.append(
@@ -62,8 +57,8 @@ def _text(framework: str, name: str, version: str | None, python: str | None, cu
         lines.append(f'python: "{python}"  # quoted: 3.10 unquoted is the number 3.1')
     lines.append(f'cuda: "{cuda}"  # "cpu", or major.minor such as "12.4" for a GPU build')
     lines += [
-        "packages:  # extra pip requirements (pin them for reproducible images), e.g.:",
-        examples,
+        "packages:  # extra pip requirements (pin them for reproducible images)" + (", e.g.:" if examples else ""),
+        *(examples or ["  []"]),
         "# system_packages: [libgl1]  # Debian packages for the runtime image",
         "# env:",
         '#   OMP_NUM_THREADS: "1"',
@@ -87,6 +82,14 @@ def _text(framework: str, name: str, version: str | None, python: str | None, cu
         "#   tags: [latest]",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _default_framework() -> str:
+    """The first framework listed (`order:` in the data files)."""
+    from builder.matrix import framework_names
+
+    names = framework_names()
+    return names[0] if names else ""
 
 
 def _interactive() -> bool:
@@ -121,8 +124,8 @@ def write_atomically(path: Path, text: str, force: bool) -> None:
 @click.command("init")
 @click.option(
     "--framework",
-    type=click.Choice(FRAMEWORKS),
-    help="Framework (prompted on a terminal; default pytorch).",
+    type=FrameworkChoice(),
+    help="Framework (prompted on a terminal; default: the first one listed).",
 )
 @click.option("--python", metavar="X.Y", help="Python version (default: the newest the framework supports).")
 @click.option("--cuda", metavar="X.Y|cpu", help='CUDA version such as "12.4", or cpu (default).')
@@ -163,13 +166,13 @@ def init_cmd(
       mlbuild init --framework jax -o -              print instead of writing
     """
     if framework is None and _interactive():
-        framework = click.prompt("Framework", type=click.Choice(FRAMEWORKS), default="pytorch", err=True)
+        framework = click.prompt("Framework", type=FrameworkChoice(), default=_default_framework(), err=True)
         cuda = cuda or click.prompt('CUDA version ("cpu" or e.g. 12.4)', default="cpu", err=True)
         python = (
             python or click.prompt("Python (empty: newest supported)", default="", show_default=False, err=True) or None
         )
         name = name or click.prompt("Name", default=default_name(framework, cuda), err=True)
-    framework = framework or "pytorch"
+    framework = framework or _default_framework()
     name = name or default_name(framework, cuda)
     text = starter_recipe(framework, name, python, cuda)
     if str(output) == "-":

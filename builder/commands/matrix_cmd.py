@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
+from builder.commands.choices import FrameworkChoice
 from builder.commands.output import Output, handle_errors, json_option
 
-FRAMEWORKS = ("pytorch", "tensorflow", "jax", "sklearn")
 _VALUE_OPTIONS = {"--python", "--cuda", "--framework"}
 
 
@@ -53,7 +53,7 @@ def _check_cuda(_: click.Context, __: click.Parameter, value: str | None) -> str
 
 
 @click.group("matrix", cls=_MatrixGroup, invoke_without_command=True)
-@click.option("--framework", "framework", type=click.Choice(FRAMEWORKS), hidden=True)
+@click.option("--framework", "framework", type=FrameworkChoice(), hidden=True)
 @click.option(
     "--python",
     metavar="X.Y",
@@ -96,7 +96,7 @@ def matrix_rows(m: Any, framework: str | None, python: str | None, cuda: str | N
     from builder.resolve import cuda_fits
 
     rows = []
-    for name in (framework,) if framework else FRAMEWORKS:
+    for name in (framework,) if framework else m.frameworks:
         if name not in m.frameworks:
             continue
         fw = m.framework(name)
@@ -178,7 +178,7 @@ def _table(rows: list[dict[str, Any]], m: Any) -> str:
 @click.option(
     "--framework",
     "frameworks",
-    type=click.Choice(FRAMEWORKS),
+    type=FrameworkChoice(),
     multiple=True,
     help="Only this framework (repeatable; default: all).",
 )
@@ -209,7 +209,7 @@ def refresh_cmd(
     out = Output(json_mode)
     out.say(f"reading {redact(url)}")
     index = Index(url, http_fetch(load_settings(index_url=index_url).ca_bundle))
-    diffs = refresh(frameworks or FRAMEWORKS, index, data_dir, allow_range=not no_range)
+    diffs = refresh(frameworks, index, data_dir, allow_range=not no_range)
     lines: list[str] = []
     for d in diffs:
         lines.extend(d.lines())

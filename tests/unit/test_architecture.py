@@ -37,7 +37,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "library": ("builder.publish", "builder.pull", "builder.pipeline", "builder.fanout", "builder.verify"),
     # commands: parse options, call the library, print, exit
     "commands": (
-        "builder.commands", "builder.commands.output", "builder.commands.options",
+        "builder.commands", "builder.commands.output", "builder.commands.options", "builder.commands.choices",
         "builder.commands.share", "builder.commands.many", "builder.commands.repro",
         "builder.commands.init_cmd", "builder.commands.matrix_cmd",
     ),

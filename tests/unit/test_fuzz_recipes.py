@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.errors import RecipeError, ResolveError
-from builder.recipe import FRAMEWORKS, TOP_KEYS, parse_recipe
+from builder.matrix import framework_names
+from builder.recipe import TOP_KEYS, parse_recipe
 from builder.render import render
 from builder.resolve import resolve
 from builder.spec import ResolvedSpec
@@ -69,7 +70,7 @@ REQUIREMENT = st.sampled_from(
 ENV_NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
 VALID_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "name": st.from_regex(r"[a-z0-9]{1,8}(-[a-z0-9]{1,8})?", fullmatch=True),
-    "framework": st.sampled_from(FRAMEWORKS),
+    "framework": st.sampled_from(framework_names()),
     "framework_version": st.sampled_from(["2.4", "1.5", ">=2.3,<2.6", "==0.4.30", "99", "2.16"]),
     "python": st.sampled_from(["3.9", "3.10", "3.11", "3.12", "3.13", "3.99"]),
     "cuda": st.sampled_from(["cpu", "11.8", "12.1", "12.4", "12.6", "13.0"]),

@@ -9,14 +9,18 @@ import yaml
 from click.testing import CliRunner
 
 from builder.cli import main
-from builder.commands.init_cmd import FRAMEWORKS, starter_recipe
-from builder.recipe import FRAMEWORKS as RECIPE_FRAMEWORKS
+from builder.commands.init_cmd import starter_recipe
+from builder.matrix import framework_names, load_matrix
 from builder.recipe import load_recipe
 from builder.resolve import load_and_resolve
 
+FRAMEWORKS = framework_names()
 
-def test_init_offers_every_framework_the_recipe_accepts() -> None:
-    assert set(FRAMEWORKS) == set(RECIPE_FRAMEWORKS)
+
+def test_init_offers_every_framework_of_the_data() -> None:
+    assert set(FRAMEWORKS) == set(load_matrix().frameworks)
+    r = CliRunner().invoke(main, ["init", "--help"])
+    assert f"[{'|'.join(FRAMEWORKS)}]" in r.output
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

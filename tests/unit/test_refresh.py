@@ -211,7 +211,7 @@ def test_html_index_is_refused(index_url: str, data: Path) -> None:
 def test_missing_data_file_and_unknown_project(index_url: str, data: Path) -> None:
     args = ["matrix", "refresh", "--index-url", index_url, "--data-dir", str(data)]
     result = CliRunner().invoke(main, [*args, "--framework", "tensorflow"])
-    assert result.exit_code == 2 and "tensorflow.yaml does not exist" in result.output
+    assert result.exit_code == 2 and "declares framework 'tensorflow'" in result.output
     shutil.copy(DATA / "tensorflow.yaml", data / "tensorflow.yaml")
     result = CliRunner().invoke(main, [*args, "--framework", "tensorflow"])
     assert result.exit_code == 1 and "tensorflow is not on the index" in result.output

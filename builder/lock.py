@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 LOCK_VERSION = 1
 LOCK_LABEL = "org.mlbuild.lock"  # sha256 of the lock file's bytes
 SBOM_LABEL = "org.mlbuild.sbom"  # "<file name> sha256:<digest>" of the SBOM beside the lock
-STEPS = ("framework", "packages")  # the pip steps of the builder stage, in order
+STEPS = ("framework", "project", "packages")  # the pip steps of the builder stage, in order
+OPTIONAL_STEPS = ("project",)  # written only when they hold pins (locks without one stay as they were)
 Say = Callable[[str], None]
 
 
@@ -63,7 +64,7 @@ class LockedArtefactError(BuildError):
 
 @dataclass(frozen=True, order=True)
 class PythonPin:
-    step: str  # framework | packages: which pip step installs it
+    step: str  # framework | project | packages: which pip step installs it
     name: str  # canonical name (PEP 503)
     version: str
     hashes: tuple[str, ...]  # "sha256:<hex>", sorted
@@ -136,6 +137,7 @@ class Lock:
                         if p.step == step
                     }
                     for step in STEPS
+                    if step not in OPTIONAL_STEPS or any(p.step == step for p in self.python)
                 },
             },
         }
@@ -248,6 +250,7 @@ class Lock:
             runtime_apt=apt("runtime"),
             framework=requirements_text(self.python, "framework", self.index_url),
             packages=requirements_text(self.python, "packages", None),
+            project=requirements_text(self.python, "project", None),
             lock_json=self.to_json(),
             lock_digest=self.digest(),
             epoch=self.epoch,
@@ -435,8 +438,9 @@ def resolve_lock(
     A throwaway image is built from the base with the builder stage's own setup (site CA
     bundle and index, never the final image): apt simulates each apt step on the untouched base
     (`apt-get install -s`: exact versions of everything it would add), then pip really installs
-    the framework step (so that the packages step sees it, as in the build) and dry-runs the
-    packages step, each writing `--report` JSON with the archive's sha256.
+    the framework step (so that the packages step sees it, as in the build), then the project
+    step of a requirements: file's hashed pins (checked against the file's hashes), and dry-runs
+    the packages step, each writing `--report` JSON with the archive's sha256.
     """
     from builder.pipeline import choose_base, observe_base
     from builder.render import resolver_context

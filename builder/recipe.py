@@ -11,13 +11,16 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from builder import yamlsafe
 from builder.errors import Problem, RecipeError, UsageError
+
+if TYPE_CHECKING:
+    from builder.projectfiles import ProjectRequirements
 
 FRAMEWORKS = ("pytorch", "tensorflow", "jax", "sklearn")
 GPU_MODES = ("auto", "required", "off")
@@ -51,11 +54,13 @@ MAX_TEXT = 4096
 TOP_KEYS = (
     "schema", "name", "framework", "framework_version", "python", "cuda", "base_image",
     "framework_from_base", "packages", "system_packages", "env", "files", "workdir", "user",
-    "smoke", "image", "gpu", "matrix", "variant", "build_packages", "wheelhouse",
+    "smoke", "image", "gpu", "matrix", "variant", "build_packages", "wheelhouse", "requirements",
 )  # fmt: skip
 VARIANTS = ("runtime", "cuda-runtime", "devel")
 REQUIRED_KEYS = ("name", "framework")
 MATRIX_AXES = ("python", "cuda", "framework_version")  # the recipe keys a matrix: may vary
+REQUIREMENTS_KEYS = ("path", "extras", "groups")
+EXTRA_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Recipe:
     variant: str = "runtime"  # the image's shape: runtime | cuda-runtime | devel
     build_packages: tuple[str, ...] = ()  # devel: compiled from source against CUDA, as wheels
     wheelhouse: str | None = None  # a folder of wheels, relative to the recipe's folder
+    requirements: ProjectRequirements | None = None  # a project's requirements.txt, pyproject.toml or uv.lock
 
     @property
     def folder(self) -> Path:
@@ -312,6 +318,7 @@ class _Validator:
             variant=self.choice(doc.get("variant"), "variant", ("variant",), VARIANTS),
             build_packages=self.packages(doc.get("build_packages"), "build_packages"),
             wheelhouse=self.wheelhouse(doc.get("wheelhouse")),
+            requirements=self.requirements(doc.get("requirements")),
         )  # fmt: skip
         return recipe
 
@@ -357,18 +364,9 @@ class _Validator:
             text = self.text(item, where, (key, i), allowed="a PEP 508 requirement")
             if text is None:
                 continue
-            # pip splits requirements files with str.splitlines() (\x0b, \x85, \u2028 ... too)
-            # and drops " #..." as a comment: either could smuggle a `-i URL` line into them.
-            if not REQ_CHARS_RE.fullmatch(text):
-                self.fail(where, f"{text!r}: only printable ASCII without '#' is allowed")
-                continue
-            try:
-                req = Requirement(text)
-            except InvalidRequirement as exc:
-                self.fail(where, f"{text!r} is not a PEP 508 requirement ({_first_line(exc)})")
-                continue
-            if req.url:
-                self.fail(where, f"{text!r}: direct URL requirements are not supported; use a wheelhouse")
+            req, why = requirement_problem(text)
+            if req is None:
+                self.fail(where, why)
                 continue
             out.append(str(req))
         return tuple(out)
@@ -474,6 +472,47 @@ class _Validator:
             self.fail("wheelhouse", f"{text!r} is not a folder")
             return None
         return text
+
+    def requirements(self, value: Any) -> ProjectRequirements | None:
+        """`requirements: FILE` or `{path: FILE, extras: [...], groups: [...]}`: read now, so that
+        its problems come with the recipe's (builder.projectfiles says what is allowed)."""
+        from builder.projectfiles import ProjectFileError, RequirementsRef, read_project
+
+        if value is None:
+            return None
+        doc = {"path": value} if isinstance(value, str) else self.mapping(value, "requirements", REQUIREMENTS_KEYS)
+        if not doc:
+            if not isinstance(value, dict):
+                return None
+            self.fail("requirements", "needs path: a requirements.txt, pyproject.toml or uv.lock")
+            return None
+        where = "requirements" if isinstance(value, str) else "requirements.path"
+        key: yamlsafe.Path = ("requirements",) if isinstance(value, str) else ("requirements", "path")
+        if "path" not in doc:
+            self.fail("requirements", "needs path: a requirements.txt, pyproject.toml or uv.lock")
+        path = self.text(
+            doc.get("path"), where, key, pattern=SAFE_REL_PATH_RE,
+            allowed="a file relative to the recipe's folder (letters, digits, . _ + - /)",
+        )  # fmt: skip
+        names: dict[str, tuple[str, ...]] = {}
+        for field_name in ("extras", "groups"):
+            found = []
+            for i, item in enumerate(self.items(doc.get(field_name), f"requirements.{field_name}")):
+                text = self.text(
+                    item, f"requirements.{field_name}[{i}]", ("requirements", field_name, i),
+                    pattern=EXTRA_NAME_RE, allowed="a name of letters, digits and . _ -",
+                )  # fmt: skip
+                if text:
+                    found.append(text)
+            names[field_name] = tuple(found)
+        if path is None or not _no_dotdot(self, path, where):
+            return None
+        try:
+            return read_project(RequirementsRef(path, names["extras"], names["groups"]), self.folder)
+        except ProjectFileError as exc:
+            for problem in exc.problems:
+                self.fail(where, problem)
+            return None
 
     def user(self, value: Any) -> str:
         text = self.text(
@@ -604,6 +643,23 @@ class _Validator:
             pass
         self.fail(where, f'{text!r} is neither a version prefix ("2.4") nor a PEP 440 specifier set')
         return None
+
+
+def requirement_problem(text: str) -> tuple[Requirement | None, str]:
+    """A pip requirement from a recipe or a project file: (parsed, "") or (None, why not)."""
+    if len(text) > MAX_TEXT:
+        return None, f"is {len(text)} characters long; at most {MAX_TEXT} allowed"
+    # pip splits requirements files with str.splitlines() (\x0b, \x85, \u2028 ... too)
+    # and drops " #..." as a comment: either could smuggle a `-i URL` line into them.
+    if not REQ_CHARS_RE.fullmatch(text):
+        return None, f"{text!r}: only printable ASCII without '#' is allowed"
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        return None, f"{text!r} is not a PEP 508 requirement ({_first_line(exc)})"
+    if req.url:
+        return None, f"{text!r}: direct URL requirements are not supported; use a wheelhouse"
+    return req, ""
 
 
 def _no_dotdot(v: _Validator, value: Any, where: str) -> bool:

@@ -7,7 +7,9 @@ disk, and the file is written atomically (a temporary file, then a rename).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -31,19 +33,41 @@ _EXAMPLE_PACKAGES = {
 def starter_recipe(framework: str, name: str, python: str | None = None, cuda: str | None = None) -> str:
     """The starter text, resolved: its framework_version and python are the resolver's picks,
     written down so that the recipe means the same thing next month."""
+    return resolved_text(framework, name, python, cuda or "cpu", None)
+
+
+def resolved_text(
+    framework: str,
+    name: str,
+    python: str | None,
+    cuda: str,
+    version: str | None,
+    *,
+    requirements: tuple[str, str] | None = None,
+    where: Path = Path("recipe.yaml"),
+) -> str:
+    """The recipe text with the resolver's picks written down (framework_version as major.minor
+    unless given, python), resolved once more as written. `requirements`: (the value of
+    requirements:, its comment); `where`: the recipe's path (its folder holds that file)."""
     from builder.recipe import parse_recipe
     from builder.resolve import resolve
 
-    cuda = cuda or "cpu"
-    probe = _text(framework, name, None, python, cuda)
-    spec = resolve(parse_recipe(probe.encode(), Path("recipe.yaml"), shown="the starter recipe"))
-    major_minor = ".".join(spec.framework_version.split(".")[:2])
-    text = _text(framework, name, major_minor, python or spec.python, cuda)
-    resolve(parse_recipe(text.encode(), Path("recipe.yaml"), shown="the starter recipe"))
+    probe = _text(framework, name, version, python, cuda, requirements)
+    spec = resolve(parse_recipe(probe.encode(), where, shown="the starter recipe"))
+    version = version or ".".join(spec.framework_version.split(".")[:2])
+    text = _text(framework, name, version, python or spec.python, cuda, requirements)
+    resolve(parse_recipe(text.encode(), where, shown="the starter recipe"))
     return text
 
 
-def _text(framework: str, name: str, version: str | None, python: str | None, cuda: str) -> str:
+def _text(
+    framework: str,
+    name: str,
+    version: str | None,
+    python: str | None,
+    cuda: str,
+    requirements: tuple[str, str] | None = None,
+) -> str:
     gpu = cuda != "cpu"
     examples = "\n".join(f"  # - {p}" for p in _EXAMPLE_PACKAGES[framework])
     lines = [
@@ -53,17 +77,22 @@ def _text(framework: str, name: str, version: str | None, python: str | None, cu
         f"name: {name}  # the image is mlbuild/{name} unless image.repository says otherwise",
         f"framework: {framework}  # pytorch | tensorflow | jax | sklearn",
     ]
-    if version:
+    if version and re.fullmatch(r"\d+\.\d+", version):
         lines.append(
             f'framework_version: "{version}"  # a prefix ("{version}" = newest {version}.x) '
             f'or a specifier (">={version}")'
         )
+    elif version:
+        lines.append(f"framework_version: {json.dumps(version)}  # the project's own pin")
     if python:
         lines.append(f'python: "{python}"  # quoted: 3.10 unquoted is the number 3.1')
     lines.append(f'cuda: "{cuda}"  # "cpu", or major.minor such as "12.4" for a GPU build')
+    if requirements:
+        lines += [f"requirements: {requirements[0]}  # {requirements[1]}",
+                  "packages:  # more pip requirements, merged with the file's, e.g.:", "  # - rich"]  # fmt: skip
+    else:
+        lines += ["packages:  # extra pip requirements (pin them for reproducible images), e.g.:", examples]
     lines += [
-        "packages:  # extra pip requirements (pin them for reproducible images), e.g.:",
-        examples,
         "# system_packages: [libgl1]  # Debian packages for the runtime image",
         "# env:",
         '#   OMP_NUM_THREADS: "1"',
@@ -135,19 +164,29 @@ def write_atomically(path: Path, text: str, force: bool) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path(DEFAULT_OUTPUT),
-    show_default=True,
-    help="File to write; - prints the recipe.",
+    help=f"File to write; - prints the recipe. [default: {DEFAULT_OUTPUT}; with --from, next to FILE]",
 )
 @click.option("--force", is_flag=True, help="Replace an existing file.")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="An existing project's requirements.txt, pyproject.toml or uv.lock: the recipe points at it.",
+)
+@click.option("--extra", "extras", multiple=True, metavar="NAME", help="With --from: an optional-dependency extra.")
+@click.option("--group", "groups", multiple=True, metavar="NAME", help="With --from: a dependency group.")
 @handle_errors
 def init_cmd(
     framework: str | None,
     python: str | None,
     cuda: str | None,
     name: str | None,
-    output: Path,
+    output: Path | None,
     force: bool,
+    source: Path | None,
+    extras: tuple[str, ...],
+    groups: tuple[str, ...],
 ) -> None:
     """Write a commented starter recipe that resolves as written.
 
@@ -161,7 +200,24 @@ def init_cmd(
       mlbuild init --framework sklearn -o sk.yaml
       mlbuild init --framework pytorch --cuda 12.4 --python 3.11 --name train
       mlbuild init --framework jax -o -              print instead of writing
+      mlbuild init --from uv.lock --cuda 12.4        a recipe for this project
+
+    With --from FILE the framework is guessed from the project's dependencies, its version
+    from the project's pin, Python from its requires-python; the recipe's requirements: points
+    at FILE (it is read at every resolve), so the recipe goes next to it.
     """
+    if source is not None:
+        from builder.commands.init_from import recipe_from_project
+
+        target = output or source.parent / DEFAULT_OUTPUT
+        where = source.parent / DEFAULT_OUTPUT if str(target) == "-" else target
+        text = recipe_from_project(
+            source, where, framework=framework, name=name, python=python, cuda=cuda, extras=extras, groups=groups
+        )
+        _emit(text, target, force)
+        return
+    if extras or groups:
+        raise click.UsageError("--extra and --group go with --from")
     if framework is None and _interactive():
         framework = click.prompt("Framework", type=click.Choice(FRAMEWORKS), default="pytorch", err=True)
         cuda = cuda or click.prompt('CUDA version ("cpu" or e.g. 12.4)', default="cpu", err=True)
@@ -171,7 +227,10 @@ def init_cmd(
         name = name or click.prompt("Name", default=default_name(framework, cuda), err=True)
     framework = framework or "pytorch"
     name = name or default_name(framework, cuda)
-    text = starter_recipe(framework, name, python, cuda)
+    _emit(starter_recipe(framework, name, python, cuda), output or Path(DEFAULT_OUTPUT), force)
+
+
+def _emit(text: str, output: Path, force: bool) -> None:
     if str(output) == "-":
         click.echo(text, nl=False)
         return

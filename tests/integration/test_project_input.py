@@ -1,6 +1,6 @@
-"""Real projects as input on a real engine: a recipe whose `requirements:` is a requirements.txt
-with an `-r` include, and one whose `requirements:` is a real uv.lock (tests/fixtures/projects/
-tinyproj, written by `uv lock`), built from the shared Debian base; inside each image the exact
+"""Real projects as input on a real engine: a recipe whose `requirements:` is the example
+project's requirements.txt (with an `-r` include), and one whose `requirements:` is its real
+uv.lock (recipes/project, written by `uv lock`), built from the shared Debian base; inside each image the exact
 pins are installed. The uv.lock recipe is also locked and built from its lock. Small pure-Python
 packages keep it quick: about 4 minutes on an idle machine, most of it the locked build.
 """
@@ -19,7 +19,7 @@ from builder.lock import read_lock
 from builder.pipeline import build
 
 pytestmark = pytest.mark.integration
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "projects" / "tinyproj"
+PROJECT = Path(__file__).resolve().parents[2] / "recipes" / "project"
 HEAD = 'framework: sklearn\nframework_version: "1.5"\npython: "3.11"\ncuda: cpu\n'
 UV_PINS = {
     "tabulate": "0.9.0", "python-dateutil": "4.0.0", "markupsafe": "3.0.4", "tzdata": "2026.6",
@@ -46,26 +46,29 @@ def cleanup(engine) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
 
 
 def test_requirements_txt_with_include_builds_with_its_pins(engine, bookworm_base, settings, tmp_path, cleanup) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "requirements.txt").write_text("# the app\n-r requirements/base.txt\ntabulate==0.9.0\n")
-    (tmp_path / "requirements").mkdir()
-    (tmp_path / "requirements" / "base.txt").write_text("pandas==2.2.3  # as the sklearn example\n")
+    shutil.copytree(PROJECT, tmp_path / "project")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("name: reqs-txt-test\n" + HEAD + "requirements: requirements.txt\npackages: [six==1.17.0]\n")
+    recipe.write_text(
+        "name: reqs-txt-test\n" + HEAD + "requirements: project/requirements.txt\npackages: [six==1.17.0]\n"
+    )
     result = build(recipe, engine=engine, settings=settings, base_image=bookworm_base)
     cleanup.extend(result.tags)
     assert result.smoke is None or result.smoke.passed
     assert dict(result.spec.requirement_sources) == {
         "six==1.17.0": "packages[0]",
-        "pandas==2.2.3": "requirements/base.txt line 1",
-        "tabulate==0.9.0": "requirements.txt line 3",
+        "pandas==2.2.3": "project/requirements-base.txt line 2",
+        "tabulate==0.9.0": "project/requirements.txt line 4",
     }
+    assert any(
+        "scikit-learn==1.5.2 (project/requirements.txt line 3): the framework step" in r for r in result.spec.reasons
+    )
     found = installed(engine, result.image_id, ["tabulate", "pandas", "six", "scikit-learn"])
     assert found == {"tabulate": "0.9.0", "pandas": "2.2.3", "six": "1.17.0", "scikit-learn": "1.5.2"}
 
 
 def uv_recipe(folder: Path) -> str:
     for name in ("pyproject.toml", "uv.lock"):
-        shutil.copy(FIXTURE / name, folder / name)
+        shutil.copy(PROJECT / name, folder / name)
     return "name: uvlock-test\n" + HEAD + "requirements: {path: uv.lock, extras: [cli], groups: [dev]}\n"
 
 

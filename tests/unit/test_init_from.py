@@ -14,7 +14,7 @@ from builder.cli import main
 from builder.recipe import load_recipe
 from builder.resolve import load_and_resolve
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
+PROJECT = Path(__file__).resolve().parents[2] / "recipes" / "project"  # a real uv.lock (uv lock)
 
 
 def init(*args: str) -> tuple[int, str]:
@@ -51,7 +51,7 @@ def test_framework_and_version_are_guessed_from_a_requirements_file(
 
 
 def test_uv_lock_and_pyproject_give_python_from_requires_python(tmp_path: Path) -> None:
-    shutil.copy(FIXTURES / "tinyproj" / "uv.lock", tmp_path / "uv.lock")
+    shutil.copy(PROJECT / "uv.lock", tmp_path / "uv.lock")
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "Vision_Train"\nversion = "1"\nrequires-python = ">=3.10,<3.12"\n'
         'dependencies = ["torch==2.5.1", "tabulate"]\n[project.optional-dependencies]\neval = ["rich"]\n'

@@ -21,7 +21,7 @@ from builder.render import write_context
 from builder.resolve import resolve
 from builder.settings import BuildSettings
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
+PROJECT = Path(__file__).resolve().parents[2] / "recipes" / "project"  # a real uv.lock (uv lock)
 HEAD = 'name: proj\nframework: sklearn\nframework_version: "1.5"\npython: "3.11"\ncuda: cpu\n'
 
 
@@ -228,7 +228,7 @@ def test_hostile_pyproject_files_are_refused(tmp_path: Path, content: str, expec
 
 
 def lock_with(tmp_path: Path, old: str, new: str) -> str:
-    text = (FIXTURES / "tinyproj" / "uv.lock").read_text()
+    text = (PROJECT / "uv.lock").read_text()
     assert old in text
     (tmp_path / "uv.lock").write_text(text.replace(old, new, 1))
     return "uv.lock"
@@ -317,7 +317,7 @@ def test_uv_lock_marker_on_the_python_patch_release_is_refused(tmp_path: Path) -
 
 
 def test_uv_lock_unknown_extra_lists_the_projects_extras(tmp_path: Path) -> None:
-    shutil.copy(FIXTURES / "tinyproj" / "uv.lock", tmp_path / "uv.lock")
+    shutil.copy(PROJECT / "uv.lock", tmp_path / "uv.lock")
     found = refused(tmp_path, "{path: uv.lock, extras: [gpu], groups: [docs]}")
     assert "uv.lock: the project has no extra 'gpu'; its extras: cli" in found
     assert "uv.lock: the project has no dependency group 'docs'; its groups: dev" in found

@@ -18,7 +18,7 @@ from builder.resolve import resolve
 from builder.settings import BuildSettings
 from builder.spec import ResolvedSpec
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
+PROJECT = Path(__file__).resolve().parents[2] / "recipes" / "project"  # a real uv.lock (uv lock)
 SKLEARN = 'name: proj\nframework: sklearn\nframework_version: "1.5"\npython: "3.11"\ncuda: cpu\n'
 
 
@@ -50,7 +50,7 @@ def resolve_error(folder: Path, text: str, files: dict[str, str] | None = None) 
 
 def tinyproj(folder: Path) -> None:
     for name in ("pyproject.toml", "uv.lock"):
-        shutil.copy(FIXTURES / "tinyproj" / name, folder / name)
+        shutil.copy(PROJECT / name, folder / name)
 
 
 # -- requirements.txt ----------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def test_uv_lock_for_another_machine_takes_that_machines_wheels(tmp_path: Path) 
 
 
 def test_uv_lock_framework_pin_narrows_and_its_deps_are_left_to_the_framework_step(tmp_path: Path) -> None:
-    lock = (FIXTURES / "tinyproj" / "uv.lock").read_text()
+    lock = (PROJECT / "uv.lock").read_text()
     lock = lock.replace(
         '    { name = "tabulate" },\n]\n',
         '    { name = "tabulate" },\n    { name = "scikit-learn" },\n]\n',

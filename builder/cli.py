@@ -69,6 +69,8 @@ def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
 
     _, spec = load_and_resolve(recipe, base_image)
     doc = spec.to_dict()
+    sources = dict(spec.requirement_sources)
+    packages = [f"{p}  ({sources[p]})" if p in sources else p for p in spec.packages]
     text = "\n".join(
         [
             f"{spec.name}: {spec.framework} {spec.framework_version}, Python {spec.python}, "
@@ -78,7 +80,7 @@ def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
             f"  min driver   {spec.min_driver or '-'}",
             f"  GPU archs    {' '.join(spec.archs) or '-'}",
             f"  index        {spec.index_url or 'default'}",
-            "  packages     " + ("\n               ".join(spec.packages) or "-"),
+            "  packages     " + ("\n               ".join(packages) or "-"),
             "  why:",
             *[f"    - {r}" for r in spec.reasons],
         ]

@@ -32,7 +32,8 @@ from builder.recipe import IMAGE_REF_RE
 from builder.spec import ResolvedSpec
 
 LOCK_VERSION = 1
-STEPS = ("framework", "packages")  # the pip steps of the builder stage, in order
+STEPS = ("framework", "project", "packages")  # the pip steps of the builder stage, in order
+OPTIONAL_STEPS = ("project",)  # written only when they hold pins (locks without one stay as they were)
 
 
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
@@ -64,11 +65,12 @@ class Pins:
     lock_json: str
     lock_digest: str
     epoch: int
+    project: str = ""  # the pins of the requirements: file's hashed step
 
 
 @dataclass(frozen=True, order=True)
 class PythonPin:
-    step: str  # framework | packages: which pip step installs it
+    step: str  # framework | project | packages: which pip step installs it
     name: str  # canonical name (PEP 503)
     version: str
     hashes: tuple[str, ...]  # "sha256:<hex>", sorted
@@ -141,6 +143,7 @@ class Lock:
                         if p.step == step
                     }
                     for step in STEPS
+                    if step not in OPTIONAL_STEPS or any(p.step == step for p in self.python)
                 },
             },
         }
@@ -252,6 +255,7 @@ class Lock:
             runtime_apt=apt("runtime"),
             framework=requirements_text(self.python, "framework", self.index_url),
             packages=requirements_text(self.python, "packages", None),
+            project=requirements_text(self.python, "project", None),
             lock_json=self.to_json(),
             lock_digest=self.digest(),
             epoch=self.epoch,

@@ -11,14 +11,17 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from builder import yamlsafe
 from builder.errors import Problem, RecipeError, UsageError
 from builder.matrix import DATA_DIR_ENV, MatrixDataError, data_dir, framework_names
+from builder.pep508 import MAX_TEXT, requirement_problem
+
+if TYPE_CHECKING:
+    from builder.projectfiles import ProjectRequirements
 
 GPU_MODES = ("auto", "required", "off")
 DEFAULT_USER = "mlbuild"
@@ -29,7 +32,6 @@ CUDA_RE = re.compile(r"^\d{1,2}\.\d{1,2}$")
 VERSION_PREFIX_RE = re.compile(r"^\d{1,4}(?:\.\d{1,4}){0,3}$")
 # Debian policy: lower-case alphanumerics, + - . ; at least two characters; optional =version.
 DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?$")
-REQ_CHARS_RE = re.compile(r"[\x20-\x22\x24-\x7e]+")  # printable ASCII but '#'
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SAFE_ABS_PATH_RE = re.compile(r"^(/[A-Za-z0-9._+-]+)+/?$|^/$")
 SAFE_REL_PATH_RE = re.compile(r"^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$")
@@ -46,16 +48,17 @@ ARCH_RE = re.compile(r"^sm_\d{2,3}[a-z]?$")
 # Reserved because the image's Python environment depends on them.
 RESERVED_ENV = {"PATH", "VIRTUAL_ENV", "PYTHONHOME"}
 MAX_LIST = 200
-MAX_TEXT = 4096
 
 TOP_KEYS = (
     "schema", "name", "framework", "framework_version", "python", "cuda", "base_image",
     "framework_from_base", "packages", "system_packages", "env", "files", "workdir", "user",
-    "smoke", "image", "gpu", "matrix", "variant", "build_packages", "wheelhouse",
+    "smoke", "image", "gpu", "matrix", "variant", "build_packages", "wheelhouse", "requirements",
 )  # fmt: skip
 VARIANTS = ("runtime", "cuda-runtime", "devel")
 REQUIRED_KEYS = ("name", "framework")
 MATRIX_AXES = ("python", "cuda", "framework_version")  # the recipe keys a matrix: may vary
+REQUIREMENTS_KEYS = ("path", "extras", "groups")
+EXTRA_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Recipe:
     variant: str = "runtime"  # the image's shape: runtime | cuda-runtime | devel
     build_packages: tuple[str, ...] = ()  # devel: compiled from source against CUDA, as wheels
     wheelhouse: str | None = None  # a folder of wheels, relative to the recipe's folder
+    requirements: ProjectRequirements | None = None  # a project's requirements.txt, pyproject.toml or uv.lock
 
     @property
     def folder(self) -> Path:
@@ -315,6 +319,7 @@ class _Validator:
             variant=self.choice(doc.get("variant"), "variant", ("variant",), VARIANTS),
             build_packages=self.packages(doc.get("build_packages"), "build_packages"),
             wheelhouse=self.wheelhouse(doc.get("wheelhouse")),
+            requirements=self.requirements(doc.get("requirements")),
         )  # fmt: skip
         return recipe
 
@@ -360,18 +365,9 @@ class _Validator:
             text = self.text(item, where, (key, i), allowed="a PEP 508 requirement")
             if text is None:
                 continue
-            # pip splits requirements files with str.splitlines() (\x0b, \x85, \u2028 ... too)
-            # and drops " #..." as a comment: either could smuggle a `-i URL` line into them.
-            if not REQ_CHARS_RE.fullmatch(text):
-                self.fail(where, f"{text!r}: only printable ASCII without '#' is allowed")
-                continue
-            try:
-                req = Requirement(text)
-            except InvalidRequirement as exc:
-                self.fail(where, f"{text!r} is not a PEP 508 requirement ({_first_line(exc)})")
-                continue
-            if req.url:
-                self.fail(where, f"{text!r}: direct URL requirements are not supported; use a wheelhouse")
+            req, why = requirement_problem(text)
+            if req is None:
+                self.fail(where, why)
                 continue
             out.append(str(req))
         return tuple(out)
@@ -477,6 +473,48 @@ class _Validator:
             self.fail("wheelhouse", f"{text!r} is not a folder")
             return None
         return text
+
+    def requirements(self, value: Any) -> ProjectRequirements | None:
+        """`requirements: FILE` or `{path: FILE, extras: [...], groups: [...]}`: read now, so that
+        its problems come with the recipe's (builder.projectfiles says what is allowed)."""
+        from builder.projectfiles import ProjectFileError, RequirementsRef
+        from builder.projectinput import read_project
+
+        if value is None:
+            return None
+        doc = {"path": value} if isinstance(value, str) else self.mapping(value, "requirements", REQUIREMENTS_KEYS)
+        if not doc:
+            if not isinstance(value, dict):
+                return None
+            self.fail("requirements", "needs path: a requirements.txt, pyproject.toml or uv.lock")
+            return None
+        where = "requirements" if isinstance(value, str) else "requirements.path"
+        key: yamlsafe.Path = ("requirements",) if isinstance(value, str) else ("requirements", "path")
+        if "path" not in doc:
+            self.fail("requirements", "needs path: a requirements.txt, pyproject.toml or uv.lock")
+        path = self.text(
+            doc.get("path"), where, key, pattern=SAFE_REL_PATH_RE,
+            allowed="a file relative to the recipe's folder (letters, digits, . _ + - /)",
+        )  # fmt: skip
+        names: dict[str, tuple[str, ...]] = {}
+        for field_name in ("extras", "groups"):
+            found = []
+            for i, item in enumerate(self.items(doc.get(field_name), f"requirements.{field_name}")):
+                text = self.text(
+                    item, f"requirements.{field_name}[{i}]", ("requirements", field_name, i),
+                    pattern=EXTRA_NAME_RE, allowed="a name of letters, digits and . _ -",
+                )  # fmt: skip
+                if text:
+                    found.append(text)
+            names[field_name] = tuple(found)
+        if path is None or not _no_dotdot(self, path, where):
+            return None
+        try:
+            return read_project(RequirementsRef(path, names["extras"], names["groups"]), self.folder)
+        except ProjectFileError as exc:
+            for problem in exc.problems:
+                self.fail(where, problem)
+            return None
 
     def user(self, value: Any) -> str:
         text = self.text(

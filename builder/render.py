@@ -79,6 +79,8 @@ class Plan:
     uid: int
     framework_files: str = "mlbuild/requirements-framework.txt mlbuild/constraints.txt"
     packages_files: str = "mlbuild/requirements.txt mlbuild/constraints.txt"
+    install_project: str = ""  # the requirements: file's hashed pins (a uv.lock ...), by hash
+    project_files: str = ""
     builder_env: str = ""
     compile_command: str = ""
     mlbuild_files: str = MLBUILD_FILES
@@ -131,6 +133,7 @@ def plan(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings |
         )
     pip = f"{VENV}/bin/pip"
     c = "/tmp/mlbuild/constraints.txt"
+    project_c = ["-c", PROJECT_CONSTRAINTS] if has_project_constraints(spec) else []
     owner = f"--chown={spec.uid}:0 " if spec.uid else ""
     copy_files = tuple(
         f"COPY {owner}{json.dumps([context_name(i, src), dest])}" for i, (src, dest) in enumerate(spec.files)
@@ -159,9 +162,18 @@ def plan(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings |
         install_framework=exec_form([pip, "install", "-r", "/tmp/mlbuild/requirements-framework.txt"])
         if spec.framework_requirement
         else "",
-        install_packages=exec_form([pip, "install", "-c", c, "-r", "/tmp/mlbuild/requirements.txt"])
+        install_packages=exec_form([pip, "install", "-c", c, *project_c, "-r", "/tmp/mlbuild/requirements.txt"])
         if spec.requirements
         else "",
+        packages_files="mlbuild/requirements.txt mlbuild/constraints.txt"
+        + (" mlbuild/constraints-project.txt" if project_c else ""),
+        install_project=exec_form(
+            [pip, "install", "--require-hashes", "-c", c, *project_c, "-r", "/tmp/mlbuild/requirements-project.txt"]
+        )
+        if spec.hashed_requirements
+        else "",
+        project_files="mlbuild/requirements-project.txt mlbuild/constraints.txt"
+        + (" mlbuild/constraints-project.txt" if project_c else ""),
         copy_files=copy_files,
         env_lines=env_lines,
         label_lines=label_lines,
@@ -179,6 +191,7 @@ def _venv_command(spec: ResolvedSpec) -> str:
 
 
 UV = "/usr/local/bin/uv"
+PROJECT_CONSTRAINTS = "/tmp/mlbuild/constraints-project.txt"
 STANDALONE = "/opt/python"
 WHEELHOUSE = "/tmp/wheelhouse"
 BUILD_PACKAGES = "/tmp/mlbuild/build-packages.txt"
@@ -247,6 +260,7 @@ def _locked(p: Plan, spec: ResolvedSpec, pins: Pins) -> Plan:
     pip = [f"{VENV}/bin/pip", "install", "--no-deps", "--require-hashes", "--no-compile", "-r"]
     framework = _has_pins(pins.framework)
     has_packages = _has_pins(pins.packages)
+    has_project = _has_pins(pins.project)
     tmp = "/tmp/mlbuild"
     return dataclasses.replace(
         p,
@@ -254,8 +268,10 @@ def _locked(p: Plan, spec: ResolvedSpec, pins: Pins) -> Plan:
         runtime_apt=_locked_apt(p.runtime_apt, pins.runtime_apt),
         install_framework=exec_form([*pip, f"{tmp}/locked-framework.txt"]) if framework else "",
         install_packages=exec_form([*pip, f"{tmp}/locked-packages.txt"]) if has_packages else "",
+        install_project=exec_form([*pip, f"{tmp}/locked-project.txt"]) if has_project else "",
         framework_files="mlbuild/locked-framework.txt",
         packages_files="mlbuild/locked-packages.txt",
+        project_files="mlbuild/locked-project.txt",
         builder_env=f"ENV SOURCE_DATE_EPOCH={pins.epoch}",
         compile_command=exec_form([f"{VENV}/bin/python", "-c", COMPILE, VENV]),
         mlbuild_files=MLBUILD_FILES + " mlbuild/lock.json",
@@ -294,7 +310,11 @@ def exec_form(argv: list[str]) -> str:
 
 
 def needs_pip(spec: ResolvedSpec) -> bool:
-    return bool(spec.framework_requirement or spec.requirements)
+    return bool(spec.framework_requirement or spec.requirements or spec.hashed_requirements)
+
+
+def has_project_constraints(spec: ResolvedSpec) -> bool:
+    return bool(spec.hashed_requirements or spec.requirement_constraints)
 
 
 def summary(spec: ResolvedSpec) -> str:
@@ -353,6 +373,8 @@ def write_context(
     if pins:
         (ml / "locked-framework.txt").write_text(pins.framework)
         (ml / "locked-packages.txt").write_text(pins.packages)
+        if _has_pins(pins.project):
+            (ml / "locked-project.txt").write_text(pins.project)
         (ml / "lock.json").write_text(pins.lock_json)
     settings.write_build_settings(folder / "build-settings")
     for i, (src, _dest) in enumerate(spec.files):
@@ -381,6 +403,11 @@ def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -
     (ml / "constraints.txt").write_text("\n".join(_constraints(spec)) + "\n")
     others = [line for line in links if not line.startswith("--index-url")]
     (ml / "requirements.txt").write_text("\n".join(others + list(spec.requirements)) + "\n")
+    if spec.hashed_requirements:
+        hashed = [" ".join([pin, *(f"--hash={h}" for h in hashes.split())]) for pin, hashes in spec.hashed_requirements]
+        (ml / "requirements-project.txt").write_text("\n".join(others + hashed) + "\n")
+    if has_project_constraints(spec):
+        (ml / "constraints-project.txt").write_text("\n".join(_project_constraints(spec)) + "\n")
 
 
 def _wheelhouse_has(folder: Path, requirements: list[str], python: str) -> bool:
@@ -413,6 +440,12 @@ def _constraints(spec: ResolvedSpec) -> list[str]:
     return out
 
 
+def _project_constraints(spec: ResolvedSpec) -> list[str]:
+    """What later steps may not change: the hashed pins (as name==version, markers kept) and
+    the file's own -c constraints."""
+    return [pin for pin, _ in spec.hashed_requirements] + list(spec.requirement_constraints)
+
+
 def _copy(source: Path, target: Path) -> None:
     if source.is_dir():
         shutil.copytree(source, target, symlinks=False)
@@ -436,6 +469,7 @@ class ResolverPlan:
     venv_command: str
     base_pth_command: str
     report_framework: str  # pip installs the framework step for real, writing its report
+    report_project: str  # pip installs the requirements: file's hashed pins, writing its report
     report_packages: str  # pip dry-runs the packages step, writing its report
     out: str = RESOLVER_OUT
 
@@ -461,14 +495,19 @@ def resolver_plan(spec: ResolvedSpec) -> ResolverPlan:
         )
     pip = f"{VENV}/bin/pip"
     framework = [pip, "install", "--report", f"{out}/framework", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+    project_c = ["-c", PROJECT_CONSTRAINTS] if has_project_constraints(spec) else []
+    # the requirements: file's hashed pins, installed for real (the packages step must see them)
+    project = [pip, "install", "--require-hashes", "--report", f"{out}/project", "-c", "/tmp/mlbuild/constraints.txt",
+               *project_c, "-r", "/tmp/mlbuild/requirements-project.txt"]  # fmt: skip
     packages = [pip, "install", "--dry-run", "--report", f"{out}/packages", "-c", "/tmp/mlbuild/constraints.txt",
-                "-r", "/tmp/mlbuild/requirements.txt"]  # fmt: skip
+                *project_c, "-r", "/tmp/mlbuild/requirements.txt"]  # fmt: skip
     return ResolverPlan(
         base_image=spec.base_image,
         simulate=sim,
         venv_command=p.venv_command,
         base_pth_command=p.base_pth_command,
         report_framework=exec_form(framework) if spec.framework_requirement else "",
+        report_project=exec_form(project) if spec.hashed_requirements else "",
         report_packages=exec_form(packages) if spec.requirements else "",
     )
 

@@ -22,6 +22,7 @@ from packaging.version import Version
 from builder import __version__
 from builder.errors import ResolveError
 from builder.matrix import CudaArchEnv, FrameworkData, Matrix, Release, Variant, load_matrix, version_key
+from builder.projectmerge import Target, check_python, merge, narrow_releases, python_fits
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.spec import DEFAULT_UID, ResolvedSpec
 
@@ -59,6 +60,8 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
             details=[f"known {fw.framework} releases (newest first): {known}"],
             hint=f'use framework_version: "{_prefix(fw.releases[0].version)}" or leave it out',
         )
+    releases = narrow_releases(recipe, fw, releases)
+    check_python(recipe)
     reasons: list[str] = []
     failures: list[str] = []
     pick: _Pick | None = None
@@ -88,8 +91,10 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         reasons.append(f"index: {variant.name} builds come from {index_url}")
     elif variant.name == rel.default_variant:
         reasons.append(f"index: the default index's {fw.distribution} {rel.version} is the {variant.name} build")
-    companions, requirements = _split_companions(recipe, fw, rel, variant, index_url)
-    _check_other_frameworks(requirements, variant, fw, m)
+    label = f"+{variant.name}" if index_url and fw.local_version_label else ""
+    merged = merge(recipe, Target(fw, rel, requirement, label, python))
+    reasons += merged.reasons
+    _check_other_frameworks(merged.requirements + tuple(pin for pin, _ in merged.hashed), variant, fw, m)
     cuda = (recipe.cuda if variant.cuda_match == "major" and recipe.cuda else variant.cuda) or "cpu"
     base = _base_for(recipe, python, cuda, m, reasons)
     min_driver = m.min_driver_for(variant.cuda) if variant.cuda else None
@@ -114,8 +119,11 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         variant=variant.name,
         framework_requirement=requirement,
         index_url=index_url,
-        companions=companions,
-        requirements=requirements,
+        companions=merged.companions,
+        requirements=merged.requirements,
+        hashed_requirements=merged.hashed,
+        requirement_constraints=merged.constraints,
+        requirement_sources=merged.sources,
         base_image=base.image,
         base_os=base.os,
         base_suite=base.suite,
@@ -220,9 +228,16 @@ def _from_base(recipe: Recipe, fw: FrameworkData, m: Matrix) -> ResolvedSpec:
                 f"{req!r} would replace the framework that the base image carries",
                 hint="remove it from packages, or drop framework_from_base",
             )
+    if recipe.requirements is not None and recipe.requirements.lock is not None and not recipe.python:
+        raise ResolveError(
+            "a uv.lock is chosen for the image's Python: with framework_from_base, say which one",
+            hint='add python: "X.Y" (the Python of the base image)',
+        )
+    merged = merge(recipe, Target(fw, None, "", "", recipe.python))
     reasons = (
         f"{fw.framework}: taken from the base image {recipe.base_image} (framework_from_base); "
         "its version, CUDA and cuDNN are observed in the base at build time",
+        *merged.reasons,
     )
     return ResolvedSpec(
         name=recipe.name,
@@ -238,7 +253,10 @@ def _from_base(recipe: Recipe, fw: FrameworkData, m: Matrix) -> ResolvedSpec:
         framework_requirement="",
         index_url=None,
         companions=(),
-        requirements=recipe.packages,
+        requirements=merged.requirements,
+        hashed_requirements=merged.hashed,
+        requirement_constraints=merged.constraints,
+        requirement_sources=merged.sources,
         base_image=recipe.base_image,
         base_os="unknown",
         python_from="image",
@@ -330,45 +348,19 @@ def _pick_in_release(rel: Release, recipe: Recipe, fw: FrameworkData, m: Matrix)
             return None, (f"{_name(rel)} supports Python {_span(rel.python)}; you asked for {recipe.python}")
         pythons = [recipe.python]
     pythons = [p for p in pythons if p in m.python_bases]
+    project = recipe.requirements
+    if project is not None and not any(python_fits(recipe, p) for p in pythons):
+        return None, (
+            f"{_name(rel)} supports Python {_span(rel.python)}; "
+            f"{project.shown} has requires-python {project.requires_python}"
+        )
+    pythons = [p for p in pythons if python_fits(recipe, p)]
     for python in pythons:
         for v in variants:
             if python in rel.pythons_for(v):
                 return _Pick(rel, python, v), ""
     names = ", ".join(v.name for v in variants)
     return None, f"{_name(rel)} has no {names} build for Python {', '.join(pythons) or '?'}"
-
-
-def _split_companions(
-    recipe: Recipe, fw: FrameworkData, rel: Release, variant: Variant, index_url: str | None
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Pin companions (torchvision ...) to the release; keep the other packages as written."""
-    paired = dict(rel.companions)
-    companions: list[str] = []
-    others: list[str] = []
-    for text in recipe.packages:
-        req = Requirement(text)
-        name = canonicalize_name(req.name)
-        if name == canonicalize_name(fw.distribution):
-            raise ResolveError(
-                f"packages: {text!r} names the framework itself",
-                hint=f'choose its version with framework_version: "{rel.version}" instead',
-            )
-        if name not in {canonicalize_name(c) for c in fw.companions}:
-            others.append(text)
-            continue
-        version = next((v for k, v in paired.items() if canonicalize_name(k) == name), None)
-        if version is None:
-            raise ResolveError(f"packages: no {req.name} release is known to pair with {fw.framework} {rel.version}")
-        if req.specifier and not req.specifier.contains(version, prereleases=True):
-            raise ResolveError(
-                f"packages: {text!r} does not match {fw.framework} {rel.version}",
-                hint=f"{fw.framework} {rel.version} pairs with {req.name}=={version}; "
-                "write it without a version to have it paired",
-            )
-        label = f"+{variant.name}" if index_url and fw.local_version_label else ""
-        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
-        companions.append(f"{req.name}{extras}=={version}{label}")
-    return tuple(companions), tuple(others)
 
 
 def _check_other_frameworks(requirements: tuple[str, ...], variant: Variant, fw: FrameworkData, m: Matrix) -> None:

@@ -16,6 +16,7 @@ DEFAULT_UID = 10001
 VENV = "/opt/venv"
 PROBE_PATH = "/opt/mlbuild/probe.py"
 SPEC_PATH = "/opt/mlbuild/spec.json"
+OMITTED_WHEN_EMPTY = ("hashed_requirements", "requirement_constraints", "requirement_sources")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class ResolvedSpec:
     cuda_arch_env: str = ""  # devel: the variable naming the GPU archs to compile extensions for
     cuda_arch_list: str = ""  # devel: its value, in the framework's format (e.g. "8.0;9.0")
     uv_image: str | None = None  # python_from standalone: where uv comes from
+    # From the recipe's requirements: file. Left out of the JSON when empty, so that specs,
+    # content tags and locks of recipes without one stay as they were.
+    hashed_requirements: tuple[tuple[str, str], ...] = ()  # (name==version, "sha256:... ..."): own step
+    requirement_constraints: tuple[str, ...] = ()  # the file's -c constraints
+    requirement_sources: tuple[tuple[str, str], ...] = ()  # (requirement, where it came from)
     reasons: tuple[str, ...] = ()
     matrix_version: str = ""
     mlbuild_version: str = ""
@@ -73,9 +79,9 @@ class ResolvedSpec:
 
     @property
     def packages(self) -> tuple[str, ...]:
-        """Framework pin first, then its companions, then the recipe's packages."""
+        """Framework pin first, then its companions, the hashed pins, then the other packages."""
         head = (self.framework_requirement,) if self.framework_requirement else ()
-        return head + self.companions + self.requirements
+        return head + self.companions + tuple(pin for pin, _ in self.hashed_requirements) + self.requirements
 
     @property
     def readable_tag(self) -> str:
@@ -89,6 +95,9 @@ class ResolvedSpec:
             if isinstance(d[f.name], tuple):
                 d[f.name] = [list(x) if isinstance(x, tuple) else x for x in d[f.name]]
         d["packages"] = list(self.packages)
+        for key in OMITTED_WHEN_EMPTY:
+            if not d[key]:
+                del d[key]
         return d
 
     def to_json(self) -> str:

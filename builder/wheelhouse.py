@@ -14,11 +14,12 @@ from email.parser import Parser
 from functools import cached_property
 from pathlib import Path
 
-from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
+
+from builder.platforms import LINUX_X86_64, Platform
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,7 @@ class Wheel:
 
 def target_tags(python: str, platform: str = "x86_64") -> set[Tag]:
     """Wheel tags a CPython `python` on glibc Linux accepts (manylinux up to glibc 2.40)."""
-    major, minor = (int(p) for p in python.split("."))
-    cp = f"cp{major}{minor}"
-    platforms = ["any", f"linux_{platform}"]
-    platforms += [f"manylinux_2_{n}_{platform}" for n in range(5, 41)]
-    platforms += [f"manylinux{v}_{platform}" for v in ("1", "2010", "2014")]
-    abis = [cp, "abi3", "none"]
-    interpreters = [cp, f"py{major}{minor}", f"py{major}", "py3"]
-    interpreters += [f"cp{major}{m}" for m in range(2, minor)]  # abi3 wheels of older CPythons
-    return {Tag(i, a, p) for i in interpreters for a in abis for p in platforms}
+    return set(Platform(platform).wheel_tags(python))
 
 
 def scan(folder: Path) -> list[Wheel]:
@@ -67,10 +60,7 @@ def missing(requirements: list[str], folder: Path, python: str, deps: bool = Tru
     """Requirements (and, with deps, their dependencies) the wheelhouse cannot satisfy."""
     accepted = target_tags(python)
     wheels = [w for w in scan(folder) if w.tags & accepted]
-    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
-    env.update(python_version=python, python_full_version=f"{python}.0", sys_platform="linux",
-               platform_system="Linux", platform_machine="x86_64",
-               implementation_name="cpython", platform_python_implementation="CPython")  # fmt: skip
+    env = LINUX_X86_64.marker_environment(python)
     lacking: list[str] = []
     seen: set[str] = set()
     queue = [(Requirement(r), "") for r in requirements]

@@ -15,73 +15,9 @@ import click
 
 from builder.commands.choices import FrameworkChoice
 from builder.commands.output import handle_errors
+from builder.commands.starter import default_name, starter_recipe
 
 DEFAULT_OUTPUT = "recipe.yaml"
-
-
-def starter_recipe(framework: str, name: str, python: str | None = None, cuda: str | None = None) -> str:
-    """The starter text, resolved: its framework_version and python are the resolver's picks,
-    written down so that the recipe means the same thing next month."""
-    from builder.recipe import parse_recipe
-    from builder.resolve import resolve
-
-    cuda = cuda or "cpu"
-    probe = _text(framework, name, None, python, cuda)
-    spec = resolve(parse_recipe(probe.encode(), Path("recipe.yaml"), shown="the starter recipe"))
-    major_minor = ".".join(spec.framework_version.split(".")[:2])
-    text = _text(framework, name, major_minor, python or spec.python, cuda)
-    resolve(parse_recipe(text.encode(), Path("recipe.yaml"), shown="the starter recipe"))
-    return text
-
-
-def _text(framework: str, name: str, version: str | None, python: str | None, cuda: str) -> str:
-    from builder.matrix import framework_names, load_matrix
-
-    gpu = cuda != "cpu"
-    # the framework's starter packages (its data file): lines a user is likely to want next,
-    # left commented so that the starter resolves (and builds quickly) exactly as written
-    examples = [f"  # - {p}" for p in load_matrix().framework(framework).starter_packages]
-    lines = [
-        f"# mlbuild recipe: {framework} on {'CUDA ' + cuda if gpu else 'CPU'}. Written by `mlbuild init`.",
-        "# Check it with `mlbuild resolve THIS_FILE`, build it with `mlbuild build THIS_FILE`.",
-        "schema: 1",
-        f"name: {name}  # the image is mlbuild/{name} unless image.repository says otherwise",
-        f"framework: {framework}  # {' | '.join(framework_names())}",
-    ]
-    if version:
-        lines.append(
-            f'framework_version: "{version}"  # a prefix ("{version}" = newest {version}.x) '
-            f'or a specifier (">={version}")'
-        )
-    if python:
-        lines.append(f'python: "{python}"  # quoted: 3.10 unquoted is the number 3.1')
-    lines.append(f'cuda: "{cuda}"  # "cpu", or major.minor such as "12.4" for a GPU build')
-    lines += [
-        "packages:  # extra pip requirements (pin them for reproducible images)" + (", e.g.:" if examples else ""),
-        *(examples or ["  []"]),
-        "# system_packages: [libgl1]  # Debian packages for the runtime image",
-        "# env:",
-        '#   OMP_NUM_THREADS: "1"',
-        "# files:  # copied into the image; src relative to this file",
-        "#   - {src: train.py, dest: /workspace/train.py}",
-        "workdir: /workspace",
-        "smoke:",
-        "  gpu: auto  # auto: test the GPU where one is present | required | off",
-        "  # run:  # your own checks, run in the built image",
-        "  #   - python -c 'import numpy'",
-    ]
-    if gpu:
-        lines += [
-            "# gpu:  # the fleet the image must run on: checked before building",
-            '#   min_driver: "535.104.05"',
-            "#   archs: [sm_80, sm_90]",
-        ]
-    lines += [
-        "# image:",
-        f"#   repository: registry.example.com/team/{name}",
-        "#   tags: [latest]",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def _default_framework() -> str:
@@ -94,10 +30,6 @@ def _default_framework() -> str:
 
 def _interactive() -> bool:
     return sys.stdin.isatty()
-
-
-def default_name(framework: str, cuda: str | None) -> str:
-    return f"{framework}-{'gpu' if cuda and cuda != 'cpu' else 'cpu'}"
 
 
 def write_atomically(path: Path, text: str, force: bool) -> None:
@@ -138,19 +70,29 @@ def write_atomically(path: Path, text: str, force: bool) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path(DEFAULT_OUTPUT),
-    show_default=True,
-    help="File to write; - prints the recipe.",
+    help=f"File to write; - prints the recipe. [default: {DEFAULT_OUTPUT}; with --from, next to FILE]",
 )
 @click.option("--force", is_flag=True, help="Replace an existing file.")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="An existing project's requirements.txt, pyproject.toml or uv.lock: the recipe points at it.",
+)
+@click.option("--extra", "extras", multiple=True, metavar="NAME", help="With --from: an optional-dependency extra.")
+@click.option("--group", "groups", multiple=True, metavar="NAME", help="With --from: a dependency group.")
 @handle_errors
 def init_cmd(
     framework: str | None,
     python: str | None,
     cuda: str | None,
     name: str | None,
-    output: Path,
+    output: Path | None,
     force: bool,
+    source: Path | None,
+    extras: tuple[str, ...],
+    groups: tuple[str, ...],
 ) -> None:
     """Write a commented starter recipe that resolves as written.
 
@@ -164,7 +106,24 @@ def init_cmd(
       mlbuild init --framework sklearn -o sk.yaml
       mlbuild init --framework pytorch --cuda 12.4 --python 3.11 --name train
       mlbuild init --framework jax -o -              print instead of writing
+      mlbuild init --from uv.lock --cuda 12.4        a recipe for this project
+
+    With --from FILE the framework is guessed from the project's dependencies, its version
+    from the project's pin, Python from its requires-python; the recipe's requirements: points
+    at FILE (it is read at every resolve), so the recipe goes next to it.
     """
+    if source is not None:
+        from builder.commands.init_from import recipe_from_project
+
+        target = output or source.parent / DEFAULT_OUTPUT
+        where = source.parent / DEFAULT_OUTPUT if str(target) == "-" else target
+        text = recipe_from_project(
+            source, where, framework=framework, name=name, python=python, cuda=cuda, extras=extras, groups=groups
+        )
+        _emit(text, target, force)
+        return
+    if extras or groups:
+        raise click.UsageError("--extra and --group go with --from")
     if framework is None and _interactive():
         framework = click.prompt("Framework", type=FrameworkChoice(), default=_default_framework(), err=True)
         cuda = cuda or click.prompt('CUDA version ("cpu" or e.g. 12.4)', default="cpu", err=True)
@@ -174,7 +133,10 @@ def init_cmd(
         name = name or click.prompt("Name", default=default_name(framework, cuda), err=True)
     framework = framework or _default_framework()
     name = name or default_name(framework, cuda)
-    text = starter_recipe(framework, name, python, cuda)
+    _emit(starter_recipe(framework, name, python, cuda), output or Path(DEFAULT_OUTPUT), force)
+
+
+def _emit(text: str, output: Path, force: bool) -> None:
     if str(output) == "-":
         click.echo(text, nl=False)
         return

@@ -20,13 +20,15 @@ FLOORS: dict[str, tuple[str, ...]] = {
     # nouns, parsing and validation: no engine, no network
     "model": (
         "builder", "builder.errors", "builder.labels", "builder.refs", "builder.fileio",
-        "builder.changes", "builder.yamlsafe", "builder.spec", "builder.recipe", "builder.matrix",
+        "builder.changes", "builder.yamlsafe", "builder.pep508", "builder.spec", "builder.recipe", "builder.matrix",
         "builder.settings", "builder.probe", "builder.imagesetup", "builder.tarstream",
         "builder.wheelhouse", "builder.sbom", "builder.lock", "builder.records",
-        "builder.engine_api", "builder.progress", "builder.cleanup",
+        "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms",
+        "builder.versionsets", "builder.projectfiles", "builder.pyproject_deps", "builder.requirements_txt",
+        "builder.uvlock", "builder.projectinput",
     ),
     # decisions from the model, still pure: the resolved spec, the Dockerfile, plans, manifests
-    "decide": ("builder.resolve", "builder.render", "builder.variants", "builder.k8s"),
+    "decide": ("builder.projectmerge", "builder.resolve", "builder.render", "builder.variants", "builder.k8s"),
     # the outside world: the Docker engine, the host's GPUs, registries, package indexes
     "outside": (
         "builder.engine", "builder.gpu", "builder.smoke", "builder.base", "builder.normalize",
@@ -39,7 +41,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "commands": (
         "builder.commands", "builder.commands.output", "builder.commands.options", "builder.commands.choices",
         "builder.commands.share", "builder.commands.many", "builder.commands.repro",
-        "builder.commands.init_cmd", "builder.commands.matrix_cmd",
+        "builder.commands.init_cmd", "builder.commands.matrix_cmd", "builder.commands.init_from",
+        "builder.commands.starter",
     ),
     "entry": ("builder.cli", "builder.__main__"),
 }  # fmt: skip

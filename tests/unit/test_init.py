@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from builder.cli import main
-from builder.commands.init_cmd import starter_recipe
+from builder.commands.starter import starter_recipe
 from builder.matrix import framework_names, load_matrix
 from builder.recipe import load_recipe
 from builder.resolve import load_and_resolve

@@ -16,7 +16,7 @@ import pytest
 from locking import lock_recipe
 
 from builder.lock import read_lock
-from builder.pipeline import build
+from builder.pipeline import BuildOptions, build
 
 pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2] / "recipes" / "project"
@@ -51,7 +51,7 @@ def test_requirements_txt_with_include_builds_with_its_pins(engine, bookworm_bas
     recipe.write_text(
         "name: reqs-txt-test\n" + HEAD + "requirements: project/requirements.txt\npackages: [six==1.17.0]\n"
     )
-    result = build(recipe, engine=engine, settings=settings, base_image=bookworm_base)
+    result = build(recipe, engine=engine, settings=settings, options=BuildOptions(base_image=bookworm_base))
     cleanup.extend(result.tags)
     assert result.smoke is None or result.smoke.passed
     assert dict(result.spec.requirement_sources) == {
@@ -76,7 +76,9 @@ def test_uv_lock_builds_with_its_exact_pins_by_hash(engine, bookworm_base, setti
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(uv_recipe(tmp_path))
     said: list[str] = []
-    result = build(recipe, engine=engine, settings=settings, base_image=bookworm_base, say=said.append)
+    result = build(
+        recipe, engine=engine, settings=settings, options=BuildOptions(base_image=bookworm_base), say=said.append
+    )
     cleanup.extend(result.tags)
     assert "--require-hashes" in result.dockerfile and "requirements-project.txt" in result.dockerfile
     assert {pin.split("==")[0]: pin.split("==")[1] for pin, _ in result.spec.hashed_requirements} == UV_PINS
@@ -95,7 +97,7 @@ def test_uv_lock_recipe_locks_and_builds_locked(engine, bookworm_base, settings,
     text = (tmp_path / "uv.lock").read_text()
     assert all(h in text for p in project.values() for h in p.hashes)
     assert "scikit-learn" in {p.name for p in lock.python if p.step == "framework"}
-    result = build(locked, engine=engine, settings=settings, locked=True, run_smoke=True)
+    result = build(locked, engine=engine, settings=settings, options=BuildOptions(locked=True))
     cleanup.extend(result.tags)
     assert result.smoke and result.smoke.passed
     assert "locked-project.txt" in result.dockerfile

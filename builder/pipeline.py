@@ -41,7 +41,7 @@ from builder.refs import split_tag
 from builder.render import render, write_context
 from builder.resolve import load_and_resolve, resolve
 from builder.settings import BuildSettings, redact
-from builder.smoke import SmokeReport, detect_host, smoke_on
+from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
 from builder.spec import ResolvedSpec
 from builder.wheelhouse import missing
 
@@ -153,6 +153,8 @@ def build(
         spec = observe_base(engine, spec)
         if gpu_checked and spec.is_gpu:
             check_host_gpus(spec, host or detect_host(engine))
+    if opts.run_smoke:  # before the build: `required` can never pass on an image without a GPU build
+        refuse_required_on_cpu(spec, opts.gpu_mode or spec.smoke_gpu)
     say(f"resolved: {spec.framework} {spec.framework_version}, Python {spec.python}, "
         f"{'CPU' if spec.cuda == 'cpu' else 'CUDA ' + spec.cuda} on {base.ref}")  # fmt: skip
     for line in settings.describe():

@@ -92,14 +92,12 @@ def check(
         checks.append(Check("spec.python", "failed", f"Python {spec.python} expected, found {py}"))
     g = probe.get("gpu") or {}
     gpu_status, reason = str(g.get("status") or "not-run"), str(g.get("reason") or "")
-    if gpu_mode == "required" and spec.is_gpu and gpu_status != "passed":
-        checks.append(
-            Check(
-                "gpu.required",
-                "failed",
-                f"--gpu required, but the GPU checks {gpu_status}: {reason}",
-            )
-        )
+    if gpu_mode == "required":
+        if not spec.is_gpu:
+            checks.append(Check("gpu.required", "failed", no_gpu_build(spec)))
+        elif not gpu_checks_passed(checks) or gpu_status != "passed":
+            shown = gpu_status if gpu_status != "passed" else "ran no GPU computation"
+            checks.append(Check("gpu.required", "failed", f"--gpu required, but the GPU checks {shown}: {reason}"))
     for command, result in commands:
         status = "passed" if result.exit_code == 0 else "failed"
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
@@ -114,6 +112,30 @@ def check(
         gpu_status, reason = "not-applicable", "CPU image"
     passed = not any(c.status == "failed" for c in checks)
     return SmokeReport(passed, tuple(checks), gpu_status, reason, access, probe)
+
+
+def gpu_checks_passed(checks: list[Check]) -> bool:
+    """At least one GPU computation (a gpu.* check) passed and none failed: what `--gpu
+    required` asks for. A probe that only says "passed" without such a check does not count."""
+    ran = [c for c in checks if c.name.startswith("gpu.") and c.name != "gpu.required"]
+    return any(c.status == "passed" for c in ran) and not any(c.status == "failed" for c in ran)
+
+
+def no_gpu_build(spec: ResolvedSpec) -> str:
+    return (
+        f"--gpu required, but this image has no GPU build ({spec.framework} {spec.framework_version}, "
+        f"{spec.variant}): no GPU check can run in it"
+    )
+
+
+def refuse_required_on_cpu(spec: ResolvedSpec, gpu_mode: str) -> None:
+    """`required` never passes for an image with no GPU build: SmokeFailed (exit 3) before
+    anything runs (or, in a build, before anything is built)."""
+    if gpu_mode == "required" and not spec.is_gpu:
+        raise SmokeFailed(
+            no_gpu_build(spec),
+            hint="build a CUDA variant (cuda: in the recipe), or smoke-test with --gpu auto",
+        )
 
 
 def state_dir() -> Path:
@@ -214,6 +236,7 @@ def _smoke(
     host: gpu_mod.HostGpus | None = None,
 ) -> SmokeReport:
     """Run the probe in `image` with the GPUs handed over the best way this host allows."""
+    refuse_required_on_cpu(spec, gpu_mode)
     want_gpu = gpu_mode != "off" and spec.is_gpu
     host = host if host is not None else (detect_host(engine) if want_gpu else gpu_mod.HostGpus())
     if gpu_mode == "required" and spec.is_gpu and not host.present:

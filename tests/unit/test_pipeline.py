@@ -225,3 +225,40 @@ def test_no_base_at_all_says_how_to_make_one() -> None:
         base.choose_base(FakeEngine(), spec(), lambda _: None)
     assert "mlbuild base bootstrap --suite bookworm" in (info.value.hint or "")
     assert any("manifest unknown" in d for d in info.value.details)
+
+
+# -- --gpu required on an image without a GPU build ---------------------------------------------
+def test_required_gpu_on_a_cpu_recipe_fails_before_building(engine: FakeEngine, tmp_path: Path) -> None:
+    path = tmp_path / "cpu.yaml"
+    path.write_text(RECIPE.replace("smoke:\n", "smoke:\n  gpu: required\n"))
+    with pytest.raises(SmokeFailed, match="this image has no GPU build") as info:
+        run(engine, path)
+    assert info.value.exit_code == 3
+    assert engine.builds == [] and engine.runs == []  # refused before the build, nothing tested
+
+
+def test_required_gpu_option_on_a_cpu_recipe_fails(engine: FakeEngine, recipe: Path) -> None:
+    with pytest.raises(SmokeFailed, match="this image has no GPU build"):
+        run(engine, recipe, gpu_mode="required")
+    assert engine.builds == []
+    result, _, _ = run(engine, recipe, gpu_mode="auto")  # auto keeps its meaning: not applicable
+    assert result.smoke is not None and result.smoke.passed and result.smoke.gpu_status == "not-applicable"
+
+
+def test_smoke_command_required_on_a_cpu_image_exits_3(
+    engine: FakeEngine, recipe: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from builder import engine as engine_mod
+    from builder.cli import main
+
+    result, _, _ = run(engine, recipe)
+    runs = len(engine.runs)
+    monkeypatch.setattr(engine_mod.Engine, "connect", classmethod(lambda cls, **kw: engine))
+    done = CliRunner().invoke(main, ["smoke", result.tags[0], "--gpu", "required"])
+    assert done.exit_code == 3, done.output
+    assert "this image has no GPU build" in done.output
+    assert len(engine.runs) == runs  # nothing ran: no GPU check can pass in a CPU image
+    auto = CliRunner().invoke(main, ["smoke", result.tags[0]])
+    assert auto.exit_code == 0 and "GPU: not-applicable" in auto.output

@@ -231,6 +231,7 @@ class Engine:
         device_requests: list[Any] | None = None,
         timeout: float = 600,
         entrypoint: list[str] | None = None,
+        shm_size: str | None = None,
     ) -> RunResult:
         """Run a command to completion in a fresh container, which is always removed."""
         import docker.errors
@@ -248,6 +249,7 @@ class Engine:
                 environment=environment or {},
                 device_requests=device_requests or None,
                 labels={TEMPORARY_LABEL: "1"},
+                **({"shm_size": shm_size} if shm_size else {}),
             )
             container.start()
             result = container.wait(timeout=timeout)

@@ -118,8 +118,11 @@ class Engine(Protocol):
         device_requests: list[Any] | None = None,
         timeout: float = 600,
         entrypoint: list[str] | None = None,
+        shm_size: str | None = None,
     ) -> RunResult:
-        """Run a command to completion in a fresh container, which is always removed."""
+        """Run a command to completion in a fresh container, which is always removed.
+        `shm_size` ("1g"): /dev/shm for GPU work (NCCL's buffers live there; the engine's
+        default is 64 MB)."""
         ...
 
     def gpu_device_request(self) -> Any:

@@ -184,6 +184,10 @@ def smoke(
     return report
 
 
+# /dev/shm of GPU smoke containers: NCCL keeps its buffers there, and the engine's default
+# (64 MB) is too small for a communicator over several GPUs.
+GPU_SHM_SIZE = "1g"
+
 # One image at a time through a smoke engine's upload (docker save | docker load of GBs).
 _COPYING = threading.Lock()
 
@@ -294,6 +298,7 @@ def _run_kwargs(engine: Engine, access: gpu_mod.Access | None) -> dict[str, Any]
         "devices": list(access.devices),
         "volumes": access.volume_map(),
         "environment": dict(access.environment),
+        "shm_size": GPU_SHM_SIZE,
     }
     if access.device_request == "gpu":
         kwargs["device_requests"] = [engine.gpu_device_request()]

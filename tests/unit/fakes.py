@@ -104,6 +104,7 @@ class FakeEngine:
         self.probe: Callable[[dict[str, Any]], dict[str, Any]] = passing_probe
         self.builds: list[str] = []  # Dockerfiles built, in order
         self.runs: list[tuple[str, list[str]]] = []
+        self.run_options: list[dict[str, Any]] = []  # per run: devices, environment, shm_size
         self.pushed: list[tuple[str, str, dict[str, str] | None]] = []
         self.build_error: BuildError | None = None
 
@@ -250,8 +251,10 @@ class FakeEngine:
         device_requests: list[Any] | None = None,
         timeout: float = 600,
         entrypoint: list[str] | None = None,
+        shm_size: str | None = None,
     ) -> RunResult:
         self.runs.append((image, command))
+        self.run_options.append({"devices": devices, "environment": environment, "shm_size": shm_size})
         if PROBE_PATH in command:
             spec = json.loads(self.labels(image).get(SPEC_LABEL) or "{}")
             return RunResult(0, json.dumps(self.probe(spec)) + "\n", "")

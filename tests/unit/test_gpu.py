@@ -149,6 +149,7 @@ def test_toolkit_refusal_falls_back_to_device_injection() -> None:
     assert report.passed and report.gpu_access == "devices"
     assert "could not select device driver" in report.gpu_reason
     assert engine.calls[-1]["devices"] == ["/dev/nvidia0:/dev/nvidia0:rwm"]
+    assert engine.calls[-1]["shm_size"] == "1g"  # NCCL's buffers live in /dev/shm (64 MB by default)
 
 
 def test_required_without_gpu_exits_3() -> None:

@@ -21,10 +21,12 @@ import ctypes
 import glob
 import importlib
 import json
+import mmap
 import os
 import platform
 import re
 import site
+import struct
 import sys
 import time
 import traceback
@@ -142,18 +144,89 @@ def driver_version() -> str | None:
 
 
 def arch_covers(capability: tuple[int, int], archs: list[str]) -> bool:
-    """SASS for this exact sm_XY, or PTX (compute_XY) at or below it that the driver can JIT."""
-    sm = capability[0] * 10 + capability[1]
+    """Can a device of this compute capability run kernels built for `archs` (CUDA's binary
+    compatibility)? SASS sm_XY runs on major X with minor >= Y; PTX compute_XY is JIT-compiled
+    by the driver for any device at or above XY. Arch-specific builds (sm_90a, compute_90a) run
+    on exactly that capability; family builds (sm_100f) on the same major, minor >= Y."""
+    major, minor = capability
     for a in archs:
-        m = re.match(r"^(sm|compute)_(\d+)", a)
+        m = re.match(r"^(sm|compute)_(\d+)([af]?)$", a.strip())
         if not m:
             continue
-        n = int(m.group(2))
-        if m.group(1) == "sm" and n == sm:
-            return True
-        if m.group(1) == "compute" and n <= sm:
+        n, suffix = int(m.group(2)), m.group(3)
+        x, y = n // 10, n % 10
+        if suffix == "a":
+            ok = (major, minor) == (x, y)
+        elif suffix == "f" or m.group(1) == "sm":
+            ok = major == x and minor >= y
+        else:  # PTX: forward to any later capability
+            ok = (major, minor) >= (x, y)
+        if ok:
             return True
     return False
+
+
+def coverage(devices: list[dict[str, Any]], archs: list[str], what: str) -> str:
+    """The gpu.arch check: every device's capability covered by `archs` (AssertionError if not)."""
+    assert archs, f"{what} reports no CUDA architectures: kernel coverage cannot be checked"
+    missing = [f"{d['name']} (sm_{d['capability'].replace('.', '')})" for d in devices if not d["arch_covered"]]
+    assert not missing, f"no kernel image for {', '.join(missing)} in {what}: {' '.join(archs)}"
+    return f"{what} ({' '.join(archs)}) cover " + ", ".join(
+        f"GPU {d['index']} sm_{d['capability'].replace('.', '')}" for d in devices
+    )
+
+
+def capability_of(text: str) -> tuple[int, int] | None:
+    m = re.match(r"^(\d+)\.(\d+)$", text.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+# ---- CUDA fat binaries: which architectures a shared library carries kernels for ---------------
+FATBIN_MAGIC = b"\x50\xed\x55\xba"  # 0xBA55ED50, little-endian
+FATBIN_PTX, FATBIN_SASS = 1, 2
+FATBIN_ARCH_SPECIFIC, FATBIN_FAMILY = 0x100000, 0x200000  # entry flags: sm_90a, sm_100f
+
+
+def fatbin_archs(data: bytes) -> set[str]:
+    """sm_XY / compute_XY of every kernel image in the fat binaries embedded in `data` (a .so
+    file's bytes): each fat binary is a 16-byte header (magic, version, header size, size) and
+    entries of (kind, ..., header size, payload size, ..., arch at offset 28, flags at 40)."""
+    found: set[str] = set()
+    start = data.find(FATBIN_MAGIC)
+    while start != -1:
+        if start + 16 <= len(data):
+            version, header, size = struct.unpack_from("<HHQ", data, start + 4)
+            off, end = start + header, min(start + header + size, len(data))
+            while version == 1 and header == 16 and off + 48 <= end:
+                kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, off)
+                arch = struct.unpack_from("<I", data, off + 28)[0]
+                flags = struct.unpack_from("<Q", data, off + 40)[0]
+                if kind not in (FATBIN_PTX, FATBIN_SASS) or not 10 <= arch < 1000 or entry_header < 48:
+                    break
+                suffix = "a" if flags & FATBIN_ARCH_SPECIFIC else "f" if flags & FATBIN_FAMILY else ""
+                found.add(f"{'sm' if kind == FATBIN_SASS else 'compute'}_{arch}{suffix}")
+                off += entry_header + payload
+        start = data.find(FATBIN_MAGIC, start + 4)
+    return found
+
+
+def library_archs(paths: list[str]) -> dict[str, list[str]]:
+    """The kernel architectures of each shared library (those that carry any)."""
+    out: dict[str, list[str]] = {}
+    for path in sorted(set(paths)):
+        try:
+            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                archs = fatbin_archs(data)  # type: ignore[arg-type]
+        except (OSError, ValueError):
+            continue
+        if archs:
+            out[path] = sorted(archs, key=_arch_key)
+    return out
+
+
+def _arch_key(arch: str) -> tuple[int, str]:
+    m = re.search(r"_(\d+)", arch)
+    return (int(m.group(1)) if m else 0, arch)
 
 
 def close(a: list[float], b: list[float], rtol: float = 1e-2, atol: float = 1e-3) -> bool:
@@ -227,9 +300,7 @@ def probe_torch(r: Report, torch: Any, gpu: str) -> None:
     r.facts["gpu"]["devices"] = devices
 
     def arch() -> str:
-        missing = [d["name"] + " sm_" + d["capability"].replace(".", "") for d in devices if not d["arch_covered"]]
-        assert not missing, f"no kernel image for {', '.join(missing)} in {' '.join(fw['archs'])}"
-        return f"{' '.join(fw['archs'])} cover " + ", ".join(f"sm_{d['capability'].replace('.', '')}" for d in devices)
+        return coverage(devices, fw["archs"], f"torch {fw['version']}'s kernels")
 
     r.run("gpu.arch", arch)
 
@@ -251,22 +322,48 @@ def probe_torch(r: Report, torch: Any, gpu: str) -> None:
         g = torch.Generator().manual_seed(0)
         x, w = torch.randn(4, 3, 32, 32, generator=g), torch.randn(8, 3, 3, 3, generator=g)
         want = torch.nn.functional.conv2d(x.double(), w.double()).float()
-        with torch.backends.cudnn.flags(enabled=True):
-            got = torch.nn.functional.conv2d(x.cuda(), w.cuda()).cpu()
-        diff = ((got - want).abs().max() / want.abs().max()).item()
-        assert diff < 1e-2, f"cuDNN conv2d differs from CPU by {diff:.2e}"
-        return f"cuDNN {fw['cudnn']} conv2d matches CPU"
+        for i in range(torch.cuda.device_count()):
+            with torch.backends.cudnn.flags(enabled=True):
+                got = torch.nn.functional.conv2d(x.cuda(i), w.cuda(i)).cpu()
+            diff = ((got - want).abs().max() / want.abs().max()).item()
+            assert diff < 1e-2, f"device {i}: cuDNN conv2d differs from CPU by {diff:.2e}"
+        return f"cuDNN {fw['cudnn']} conv2d on {torch.cuda.device_count()} device(s) matches CPU"
 
     r.run("gpu.cudnn_conv", conv)
 
     def nccl() -> str:
+        """One NCCL communicator over every visible GPU (a single one too), one all-reduce."""
+        n = torch.cuda.device_count()
+        tensors = [torch.full((1 << 20,), float(i + 1), device=f"cuda:{i}") for i in range(n)]
+        assert torch.cuda.nccl.is_available(tensors), "torch was built without NCCL"
+        torch.cuda.nccl.all_reduce(tensors)
+        torch.cuda.synchronize()
+        want = n * (n + 1) / 2
+        for i, t in enumerate(tensors):
+            lo, hi = t.min().item(), t.max().item()
+            assert lo == hi == want, f"device {i}: all-reduce gave {lo}..{hi}, expected {want}"
+        v = torch.cuda.nccl.version()
+        shown = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        return f"NCCL {shown} all-reduce (sum) of 4 MB over {n} GPU(s): {want:g} everywhere"
+
+    r.run("gpu.nccl_allreduce", nccl)
+
+    def process_group() -> str:
+        """What training code uses: torch.distributed's NCCL backend, world size 1, in-process store."""
         import torch.distributed as dist
 
         assert dist.is_available() and dist.is_nccl_available(), "torch.distributed has no NCCL"
-        v = torch.cuda.nccl.version()
-        return "NCCL " + (".".join(map(str, v)) if isinstance(v, tuple) else str(v))
+        dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1)
+        try:
+            t = torch.arange(1024, dtype=torch.float32, device="cuda:0")
+            dist.all_reduce(t)
+            torch.cuda.synchronize()
+            assert torch.equal(t.cpu(), torch.arange(1024, dtype=torch.float32)), "all_reduce changed the values"
+        finally:
+            dist.destroy_process_group()
+        return "torch.distributed NCCL process group (world size 1): all_reduce correct"
 
-    r.run("gpu.nccl", nccl)
+    r.run("gpu.nccl_process_group", process_group)
 
 
 def _cuda_init_error(torch: Any) -> str:
@@ -307,27 +404,32 @@ def probe_tensorflow(r: Report, tf: Any, gpu: str) -> None:
     if not gpus:
         _no_gpu(r, gpu, "tf.config.list_physical_devices('GPU') is empty")
         return
-    r.facts["gpu"]["devices"] = [
-        {
-            "index": i,
-            "name": tf.config.experimental.get_device_details(d).get("device_name", d.name),
-            "capability": ".".join(
-                map(str, tf.config.experimental.get_device_details(d).get("compute_capability", ()))
-            ),
-        }
-        for i, d in enumerate(gpus)
-    ]
+    devices = []
+    for i, d in enumerate(gpus):
+        details = tf.config.experimental.get_device_details(d)
+        cap = ".".join(map(str, details.get("compute_capability", ())))
+        parsed = capability_of(cap)
+        devices.append({"index": i, "name": details.get("device_name", d.name), "capability": cap,
+                        "arch_covered": parsed is not None and arch_covers(parsed, fw["archs"])})  # fmt: skip
+    r.facts["gpu"]["devices"] = devices
+    names = [f"/GPU:{i}" for i in range(len(gpus))]
+
+    def arch() -> str:
+        return coverage(devices, fw["archs"], f"TensorFlow {fw['version']}'s build (cuda_compute_capabilities)")
+
+    r.run("gpu.arch", arch)
 
     def matmul() -> str:
         a = tf.random.stateless_normal((512, 512), seed=(1, 2))
         b = tf.random.stateless_normal((512, 512), seed=(3, 4))
         with tf.device("/CPU:0"):
             want = tf.matmul(tf.cast(a, tf.float64), tf.cast(b, tf.float64))
-        with tf.device("/GPU:0"):
-            got = tf.matmul(a, b)
-        diff = float(tf.reduce_max(tf.abs(tf.cast(got, tf.float64) - want)) / tf.reduce_max(tf.abs(want)))
-        assert diff < 1e-2, f"GPU matmul differs from CPU by {diff:.2e}"
-        return "512x512 matmul on GPU matches CPU"
+        for name in names:
+            with tf.device(name):
+                got = tf.matmul(a, b)
+            diff = float(tf.reduce_max(tf.abs(tf.cast(got, tf.float64) - want)) / tf.reduce_max(tf.abs(want)))
+            assert diff < 1e-2, f"{name}: matmul differs from CPU by {diff:.2e}"
+        return f"512x512 matmul on {len(names)} GPU(s) matches CPU"
 
     r.run("gpu.matmul", matmul)
 
@@ -336,13 +438,43 @@ def probe_tensorflow(r: Report, tf: Any, gpu: str) -> None:
         w = tf.random.stateless_normal((3, 3, 3, 8), seed=(7, 8))
         with tf.device("/CPU:0"):
             want = tf.nn.conv2d(x, w, 1, "VALID")
-        with tf.device("/GPU:0"):
-            got = tf.nn.conv2d(x, w, 1, "VALID")
-        diff = float(tf.reduce_max(tf.abs(got - want)) / tf.reduce_max(tf.abs(want)))
-        assert diff < 1e-2, f"cuDNN conv2d differs from CPU by {diff:.2e}"
-        return f"cuDNN {fw['cudnn']} conv2d matches CPU"
+        for name in names:
+            with tf.device(name):
+                got = tf.nn.conv2d(x, w, 1, "VALID")
+            diff = float(tf.reduce_max(tf.abs(got - want)) / tf.reduce_max(tf.abs(want)))
+            assert diff < 1e-2, f"{name}: cuDNN conv2d differs from CPU by {diff:.2e}"
+        return f"cuDNN {fw['cudnn']} conv2d on {len(names)} GPU(s) matches CPU"
 
     r.run("gpu.cudnn_conv", conv)
+
+    def allreduce() -> str:
+        """A collective all-reduce over every GPU (a single one too), NCCL as the transport."""
+        from tensorflow.python.ops import collective_ops
+
+        n = len(names)
+
+        def reduce_all() -> list[Any]:
+            out = []
+            for i, name in enumerate(names):
+                with tf.device(name):
+                    t = tf.fill([1 << 20], float(i + 1))
+                    out.append(collective_ops.all_reduce(t, n, 1, 1, "Add", "Id", communication_hint="nccl"))
+            return out
+
+        want = n * (n + 1) / 2
+        # one graph, so that the n collectives run together (each waits for the others)
+        for name, t in zip(names, tf.function(reduce_all)(), strict=True):
+            lo, hi = float(tf.reduce_min(t)), float(tf.reduce_max(t))
+            assert lo == hi == want, f"{name}: all-reduce gave {lo}..{hi}, expected {want}"
+        return f"collective all-reduce (sum, NCCL) of 4 MB over {n} GPU(s): {want:g} everywhere"
+
+    r.run("gpu.nccl_allreduce", allreduce)
+
+
+# jaxlib's CUDA code: the PJRT plugin (jax-cudaNN-pjrt) and the kernels (jax-cudaNN-plugin, or
+# jaxlib/cuda in older releases). XLA compiles the model for the device at run time; these
+# libraries' prebuilt kernels are what can lack the device's architecture.
+JAX_CUDA_LIBS = ("jax_plugins/xla_cuda*/*.so*", "jax_cuda*_plugin/*.so*", "jaxlib/cuda/*.so*")
 
 
 def jax_build(jax: Any) -> dict[str, Any]:
@@ -355,12 +487,20 @@ def jax_build(jax: Any) -> dict[str, Any]:
             facts["cudnn"] = _cudnn_text(cuda_versions.cudnn_build_version())
     except Exception:
         pass
+    libs = library_archs([p for d in site_dirs() for g in JAX_CUDA_LIBS for p in glob.glob(f"{d}/{g}")])
+    facts["arch_sources"] = {os.path.basename(k): v for k, v in libs.items()}
+    facts["archs"] = sorted({a for v in libs.values() for a in v}, key=_arch_key)
     return facts
 
 
 @framework_probe("jax", jax_build)
 def probe_jax(r: Report, jax: Any, gpu: str) -> None:
     import jax.numpy as jnp
+    import numpy as np
+
+    fw = r.facts["framework"]
+    host = np.arange(256 * 256, dtype=np.float64).reshape(256, 256) / 65536.0
+    exact = float((host @ host.T).sum())  # the reference every backend is held to
 
     def product(device: Any) -> float:
         a = jnp.arange(256 * 256, dtype=jnp.float32).reshape(256, 256) / 65536.0
@@ -369,9 +509,9 @@ def probe_jax(r: Report, jax: Any, gpu: str) -> None:
 
     def cpu() -> str:
         v = product(jax.devices("cpu")[0])
-        assert v == v, "NaN"
-        r.facts["framework"]["cpu_product"] = v
-        return "jitted 256x256 product on CPU"
+        assert abs(v - exact) <= 1e-4 * abs(exact), f"CPU: {v} != {exact} (NumPy, float64)"
+        fw["cpu_product"] = v
+        return f"jitted 256x256 product on CPU matches NumPy ({v:.6g})"
 
     r.run("compute.cpu", cpu)
     if not _gpu_wanted(r, gpu):
@@ -381,14 +521,32 @@ def probe_jax(r: Report, jax: Any, gpu: str) -> None:
     except RuntimeError as exc:
         _no_gpu(r, gpu, f"jax.devices('gpu') failed: {str(exc).splitlines()[0][:300]}")
         return
-    r.facts["gpu"]["devices"] = [{"index": d.id, "name": getattr(d, "device_kind", str(d))} for d in gpus]
+    devices = []
+    for d in gpus:
+        cap = str(getattr(d, "compute_capability", "") or "")
+        parsed = capability_of(cap)
+        covered = parsed is not None and all(arch_covers(parsed, a) for a in fw["arch_sources"].values())
+        devices.append({"index": d.id, "name": getattr(d, "device_kind", str(d)), "capability": cap,
+                        "arch_covered": covered})  # fmt: skip
+    r.facts["gpu"]["devices"] = devices
+
+    def arch() -> str:
+        unknown = [str(d["index"]) for d in devices if not capability_of(d["capability"])]
+        assert not unknown, f"jax reports no compute capability for GPU {', '.join(unknown)}"
+        return coverage(devices, fw["archs"], f"jaxlib's CUDA kernels ({len(fw['arch_sources'])} libraries)")
+
+    r.run("gpu.arch", arch)
 
     def jitted() -> str:
-        ref = r.facts["framework"].get("cpu_product")
+        # always against a CPU result: JAX's own on the CPU backend, and NumPy's in float64
+        ref = fw.get("cpu_product")
+        if ref is None:
+            ref = product(jax.devices("cpu")[0])
         for d in gpus:
             v = product(d)
-            assert ref is None or abs(v - ref) <= 1e-2 * abs(ref), f"{d}: {v} != CPU {ref}"
-        return f"jitted product on {len(gpus)} GPU(s) matches CPU"
+            for want, where in ((ref, "JAX on the CPU"), (exact, "NumPy")):
+                assert abs(v - want) <= 1e-2 * abs(want), f"{d}: {v} != {want} ({where})"
+        return f"jitted product on {len(gpus)} GPU(s) matches the CPU ({ref:.6g}) and NumPy"
 
     r.run("gpu.jit", jitted)
 

@@ -59,7 +59,8 @@ def test_smoke_required_passes_through_an_access_mode(gpu_image: str) -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     names = {c["name"]: c["status"] for c in doc["checks"]}
-    for check in ("gpu.arch", "gpu.matmul", "gpu.cudnn_conv", "gpu.nccl", "framework.import"):
+    wanted = ("gpu.arch", "gpu.matmul", "gpu.cudnn_conv", "gpu.nccl_allreduce", "gpu.nccl_process_group")
+    for check in (*wanted, "framework.import"):
         assert names.get(check) == "passed", (check, doc["checks"])
     assert doc["gpu"]["access"] in ("toolkit", "cdi", "devices")
     assert doc["gpu"]["devices"] and doc["gpu"]["driver"]

@@ -176,22 +176,78 @@ def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:
     )
 
 
+def observe(engine: Engine, spec: ResolvedSpec, base_named: bool) -> ResolvedSpec:
+    """What the build takes from its base: with framework_from_base the Python and the
+    framework; on a base the recipe or --base-image named (`base_named`), its own Python."""
+    if spec.framework_from_base:
+        return observe_base(engine, spec)
+    if base_named and spec.python_from == "image":
+        return observe_python(engine, spec)
+    return spec
+
+
+def observe_python(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:
+    """A base image named by the recipe or --base-image, for a Python that the base must carry
+    (python_from image): the venv is made with the Python found there, not with the path that
+    the default base of that version has (/usr/local/bin/python3.12 is python:3.12-slim's)."""
+    seen, output = _observe(engine, spec)
+    if seen is None:
+        raise ResolveError(
+            f"the base image {spec.base_image} has no python{spec.python} or python3 on its PATH",
+            details=[output] if output else [],
+            hint=f"use a base that carries Python {spec.python}, or leave base_image out for the default one",
+        )
+    py = ".".join(str(seen["python"]).split(".")[:2])
+    if py != spec.python:
+        raise ResolveError(
+            f"the base image {spec.base_image} has Python {seen['python']} ({seen['python_bin']}); "
+            f"the recipe asks for {spec.python}",
+            hint=f'use python: "{py}" in the recipe, or another base image',
+        )
+    if seen["python_bin"] == spec.python_bin:
+        return spec
+    return dataclasses.replace(
+        spec,
+        python_bin=str(seen["python_bin"]),
+        reasons=(*spec.reasons, f"python {spec.python}: {seen['python_bin']} (found in the base {spec.base_image})"),
+    )
+
+
+def _observe(engine: Engine, spec: ResolvedSpec) -> tuple[dict[str, Any] | None, str]:
+    """The probe's --observe in the base, by the first of python{X.Y}, python3 that the base's
+    PATH has (bases imported from a host may have no shell and no python3 link): what it saw
+    (None if no Python answered) and the last output, for the error."""
+    code = probe_source()
+    names = ([f"python{spec.python}"] if spec.python != FROM_BASE else []) + ["python3"]
+    result = None
+    for name in names:
+        try:
+            result = engine.run(
+                spec.base_image,
+                ["-c", code, "--observe", spec.import_name, "--framework", spec.framework],  # probe main() reads argv
+                entrypoint=[name],
+            )
+        except EngineError:  # not on the base's PATH: the engine cannot start it
+            continue
+        if result.exit_code == 0:
+            break
+    output = (result.stderr or result.stdout).strip()[-300:] if result else ""
+    try:
+        seen = json.loads(result.stdout.strip().splitlines()[-1]) if result else None
+    except (ValueError, IndexError):
+        seen = None
+    return (seen, output) if isinstance(seen, dict) and "python_bin" in seen else (None, output)
+
+
 def observe_base(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:
     """framework_from_base: find the base's Python and framework and record them in the spec."""
-    code = probe_source()
-    result = engine.run(
-        spec.base_image,
-        ["-c", code, "--observe", spec.import_name, "--framework", spec.framework],  # probe main() reads argv
-        entrypoint=["python3"],
-    )
-    try:
-        seen = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+    seen, output = _observe(engine, spec)
+    if seen is None:
         raise EngineError(
             f"cannot find Python in the base image {spec.base_image}",
-            details=[(result.stderr or result.stdout).strip()[-300:]],
+            details=[output] if output else [],
             hint="framework_from_base needs python3 on the base image's PATH",
-        ) from None
+        )
     if "error" in seen:
         raise ResolveError(
             f"the base image {spec.base_image} does not carry {spec.framework}",

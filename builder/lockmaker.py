@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builder.base import choose_base, observe_base
+from builder.base import choose_base, observe
 from builder.engine_api import Engine, LineSink
 from builder.errors import UsageError
 from builder.labels import TEMPORARY_LABEL
@@ -58,12 +58,10 @@ def resolve_lock(
     the framework step (so that the packages step sees it, as in the build) and dry-runs the
     packages step, each writing `--report` JSON with the archive's sha256.
     """
-    _, spec = load_and_resolve(recipe_path, base_image)
+    recipe, spec = load_and_resolve(recipe_path, base_image)
     locked_spec = spec_for_lock(spec)
     base = choose_base(engine, spec, say)
-    spec = dataclasses.replace(spec, base_image=base.ref)
-    if spec.framework_from_base:
-        spec = observe_base(engine, spec)
+    spec = observe(engine, dataclasses.replace(spec, base_image=base.ref), base_named=bool(recipe.base_image))
     digest = _registry_digest(engine, base.ref)
     with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp:
         resolver_context(spec, Path(tmp), settings)

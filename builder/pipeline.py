@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.base import BaseChoice, choose_base, observe_base
+from builder.base import BaseChoice, choose_base, observe
 from builder.cleanup import untag_partial
 from builder.engine_api import Engine, LineSink, ProgressSink
 from builder.errors import BuildError, EngineError, PreflightError, UsageError
@@ -149,10 +149,9 @@ def build(
     spec = dataclasses.replace(spec, base_image=base.ref)
     if lock:
         lock.check_base(base.image_id)
-    if spec.framework_from_base:
-        spec = observe_base(engine, spec)
-        if gpu_checked and spec.is_gpu:
-            check_host_gpus(spec, host or detect_host(engine))
+    spec = observe(engine, spec, base_named=bool(recipe.base_image))  # its Python (and framework)
+    if spec.framework_from_base and gpu_checked and spec.is_gpu:
+        check_host_gpus(spec, host or detect_host(engine))
     if opts.run_smoke:  # before the build: `required` can never pass on an image without a GPU build
         refuse_required_on_cpu(spec, opts.gpu_mode or spec.smoke_gpu)
     say(f"resolved: {spec.framework} {spec.framework_version}, Python {spec.python}, "

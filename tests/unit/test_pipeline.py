@@ -12,7 +12,7 @@ import pytest
 from fakes import FakeEngine, FakeRegistry, passing_probe
 
 from builder import base, publish, records
-from builder.errors import EngineError, SmokeFailed, UsageError
+from builder.errors import EngineError, ResolveError, SmokeFailed, UsageError
 from builder.labels import BASE_SUITE_LABEL, CONTENT_LABEL, SPEC_LABEL
 from builder.pipeline import BuildOptions, build
 from builder.resolve import load_and_resolve
@@ -262,3 +262,68 @@ def test_smoke_command_required_on_a_cpu_image_exits_3(
     assert len(engine.runs) == runs  # nothing ran: no GPU check can pass in a CPU image
     auto = CliRunner().invoke(main, ["smoke", result.tags[0]])
     assert auto.exit_code == 0 and "GPU: not-applicable" in auto.output
+
+
+# -- a base image that carries its own Python ---------------------------------------------------
+class PythonBase(FakeEngine):
+    """Bases with Pythons at given paths (found by name on their PATH, like the engine does for
+    an entrypoint) and a version; other names cannot start. Records the names tried."""
+
+    def __init__(self, pythons: dict[str, tuple[str, str]]) -> None:
+        super().__init__()
+        self.pythons = pythons  # name on PATH -> (sys.executable, version)
+        self.tried: list[str] = []
+
+    def run(self, image: str, command: list[str], **kwargs: Any) -> Any:
+        entry = (kwargs.get("entrypoint") or [""])[0]
+        if not entry:
+            return super().run(image, command, **kwargs)
+        self.tried.append(entry)
+        if entry not in self.pythons:
+            raise EngineError(f"cannot run {image}", details=[f'exec: "{entry}": executable file not found in $PATH'])
+        exe, version = self.pythons[entry]
+        doc = {"python": version, "python_bin": exe, "site_packages": [], "error": "import sklearn: no module"}
+        from builder.engine_api import RunResult
+
+        return RunResult(0, json.dumps(doc) + "\n", "")
+
+
+PY312_RECIPE = RECIPE.replace('python: "3.11"', 'python: "3.12"')
+HOST_BASE = "mlbuild-device/py312-host:latest"
+
+
+def test_a_base_override_builds_with_the_python_found_in_it(tmp_path: Path) -> None:
+    """The device base (an imported Ubuntu: /usr/bin/python3.12, no python3 link, no shell)."""
+    path = tmp_path / "py312.yaml"
+    path.write_text(PY312_RECIPE)
+    engine = PythonBase({"python3.12": ("/usr/bin/python3.12", "3.12.3")})
+    engine.add_image(HOST_BASE)
+    result, _, _ = run(engine, path, base_image=HOST_BASE)
+    dockerfile = engine.builds[-1]
+    assert '"/usr/bin/python3.12", "-m", "venv"' in dockerfile
+    assert "/usr/local/bin/python3.12" not in dockerfile  # python:3.12-slim's path, not this base's
+    assert result.spec.python_bin == "/usr/bin/python3.12"
+    assert engine.tried == ["python3.12"]
+
+
+def test_a_base_override_without_that_python_is_refused_before_building(tmp_path: Path) -> None:
+    path = tmp_path / "py312.yaml"
+    path.write_text(PY312_RECIPE)
+    engine = PythonBase({"python3": ("/usr/bin/python3", "3.11.2")})
+    engine.add_image(HOST_BASE)
+    with pytest.raises(ResolveError, match=r"has Python 3\.11\.2 \(/usr/bin/python3\); the recipe asks for 3\.12"):
+        run(engine, path, base_image=HOST_BASE)
+    assert engine.tried == ["python3.12", "python3"] and engine.builds == []
+    bare = PythonBase({})
+    bare.add_image(HOST_BASE)
+    with pytest.raises(ResolveError, match=r"has no python3\.12 or python3 on its PATH"):
+        run(bare, path, base_image=HOST_BASE)
+
+
+def test_the_default_base_is_not_observed(tmp_path: Path) -> None:
+    path = tmp_path / "py312.yaml"
+    path.write_text(PY312_RECIPE)
+    engine = PythonBase({})
+    engine.add_image("python:3.12-slim-bookworm")
+    run(engine, path)
+    assert engine.tried == [] and '"/usr/local/bin/python3.12", "-m", "venv"' in engine.builds[-1]

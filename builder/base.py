@@ -21,7 +21,7 @@ from builder.errors import EngineError, ResolveError, UsageError
 from builder.labels import BASE_MIRROR_LABEL, BASE_SUITE_LABEL, SPEC_LABEL
 from builder.probe import base_version
 from builder.refs import split_tag
-from builder.render import probe_source
+from builder.render import needs_pip, probe_source
 from builder.resolve import FROM_BASE
 from builder.settings import redact
 from builder.spec import ResolvedSpec
@@ -181,35 +181,48 @@ def observe(engine: Engine, spec: ResolvedSpec, base_named: bool) -> ResolvedSpe
     framework; on a base the recipe or --base-image named (`base_named`), its own Python."""
     if spec.framework_from_base:
         return observe_base(engine, spec)
-    if base_named and spec.python_from == "image":
+    if base_named and spec.python_from in ("image", "distro"):
         return observe_python(engine, spec)
     return spec
 
 
 def observe_python(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:
-    """A base image named by the recipe or --base-image, for a Python that the base must carry
-    (python_from image): the venv is made with the Python found there, not with the path that
-    the default base of that version has (/usr/local/bin/python3.12 is python:3.12-slim's)."""
+    """A base named by the recipe or --base-image: the venv is made with the Python found there
+    (python{X.Y}, else python3, on its PATH), not with the path of the default base of that
+    version (/usr/local/bin/python3.12 is python:3.12-slim's). Without a usable one, a distro
+    Python is installed with apt as usual; a base that must carry it (python_from image) is
+    refused before the build."""
     seen, output = _observe(engine, spec)
+    py = ".".join(str(seen["python"]).split(".")[:2]) if seen else None
+    venv = str(seen.get("venv_pip") or "ok") if seen else ""
+    if seen and py == spec.python and (venv == "ok" or not needs_pip(spec)):
+        if seen["python_bin"] == spec.python_bin and spec.python_from == "image":
+            return spec
+        return dataclasses.replace(
+            spec,
+            python_from="image",
+            python_bin=str(seen["python_bin"]),
+            reasons=(*spec.reasons, f"python {spec.python}: {seen['python_bin']}, found in the base {spec.base_image}"),
+        )
+    if spec.python_from == "distro":
+        return spec  # apt installs python{X.Y} and its venv module, as on the default base
     if seen is None:
         raise ResolveError(
             f"the base image {spec.base_image} has no python{spec.python} or python3 on its PATH",
             details=[output] if output else [],
             hint=f"use a base that carries Python {spec.python}, or leave base_image out for the default one",
         )
-    py = ".".join(str(seen["python"]).split(".")[:2])
     if py != spec.python:
         raise ResolveError(
             f"the base image {spec.base_image} has Python {seen['python']} ({seen['python_bin']}); "
             f"the recipe asks for {spec.python}",
             hint=f'use python: "{py}" in the recipe, or another base image',
         )
-    if seen["python_bin"] == spec.python_bin:
-        return spec
-    return dataclasses.replace(
-        spec,
-        python_bin=str(seen["python_bin"]),
-        reasons=(*spec.reasons, f"python {spec.python}: {seen['python_bin']} (found in the base {spec.base_image})"),
+    raise ResolveError(
+        f"the base image {spec.base_image}'s Python ({seen['python_bin']}) cannot make a virtual environment with pip",
+        details=[venv],
+        hint=f"Debian and Ubuntu Pythons need python{spec.python}-venv (ensurepip's wheels in "
+        "/usr/share/python-wheels) in the base",
     )
 
 

@@ -709,6 +709,22 @@ def _compare(r: Report, spec: dict[str, Any]) -> None:
         r.check("framework.build", "passed" if verdict[0] else "failed", verdict[1])
 
 
+def venv_with_pip() -> str:
+    """The word ok when this Python makes a virtual environment with pip (as the build does), else why
+    not: Debian's and Ubuntu's Pythons need python3.X-venv (ensurepip's wheels) for it."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlbuild-venv-") as tmp:
+        try:
+            done = subprocess.run([sys.executable, "-m", "venv", tmp + "/v"], capture_output=True, text=True,
+                                  timeout=120, check=False)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)[:300]
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return "ok" if done.returncode == 0 else (lines[-1] if lines else f"exit {done.returncode}")[:300]
+
+
 def observe(import_name: str, framework: str) -> dict[str, Any]:
     """Facts about a base image's Python and framework (framework_from_base)."""
     doc: dict[str, Any] = {
@@ -716,6 +732,7 @@ def observe(import_name: str, framework: str) -> dict[str, Any]:
         # inside a virtual environment keep its own path: its packages come with it
         "python_bin": sys.executable,
         "site_packages": site_dirs() or site.getsitepackages(),
+        "venv_pip": venv_with_pip(),
     }
     try:
         module = importlib.import_module(import_name)

@@ -269,9 +269,10 @@ class PythonBase(FakeEngine):
     """Bases with Pythons at given paths (found by name on their PATH, like the engine does for
     an entrypoint) and a version; other names cannot start. Records the names tried."""
 
-    def __init__(self, pythons: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, pythons: dict[str, tuple[str, str]], venv_pip: str = "ok") -> None:
         super().__init__()
         self.pythons = pythons  # name on PATH -> (sys.executable, version)
+        self.venv_pip = venv_pip
         self.tried: list[str] = []
 
     def run(self, image: str, command: list[str], **kwargs: Any) -> Any:
@@ -282,7 +283,8 @@ class PythonBase(FakeEngine):
         if entry not in self.pythons:
             raise EngineError(f"cannot run {image}", details=[f'exec: "{entry}": executable file not found in $PATH'])
         exe, version = self.pythons[entry]
-        doc = {"python": version, "python_bin": exe, "site_packages": [], "error": "import sklearn: no module"}
+        doc = {"python": version, "python_bin": exe, "site_packages": [], "venv_pip": self.venv_pip,
+               "error": "import sklearn: no module"}  # fmt: skip
         from builder.engine_api import RunResult
 
         return RunResult(0, json.dumps(doc) + "\n", "")
@@ -327,3 +329,27 @@ def test_the_default_base_is_not_observed(tmp_path: Path) -> None:
     engine.add_image("python:3.12-slim-bookworm")
     run(engine, path)
     assert engine.tried == [] and '"/usr/local/bin/python3.12", "-m", "venv"' in engine.builds[-1]
+
+
+def test_a_python_without_venv_support_is_refused_before_building(tmp_path: Path) -> None:
+    path = tmp_path / "py312.yaml"
+    path.write_text(PY312_RECIPE)
+    engine = PythonBase({"python3.12": ("/usr/bin/python3.12", "3.12.3")}, venv_pip="ensurepip is not available")
+    engine.add_image(HOST_BASE)
+    with pytest.raises(ResolveError, match="cannot make a virtual environment with pip") as info:
+        run(engine, path, base_image=HOST_BASE)
+    assert info.value.details == ["ensurepip is not available"] and "python3.12-venv" in (info.value.hint or "")
+    assert engine.builds == []
+
+
+def test_a_distro_python_found_in_a_named_base_is_used_else_installed(tmp_path: Path, recipe: Path) -> None:
+    named = "team/debian-with-python:12"
+    engine = PythonBase({"python3.11": ("/usr/bin/python3.11", "3.11.2")})
+    engine.add_image(named)
+    result, _, _ = run(engine, recipe, base_image=named)
+    assert "apt-get install" not in engine.builds[-1] and result.spec.python_from == "image"
+    assert '"/usr/bin/python3.11", "-m", "venv"' in engine.builds[-1]
+    for bare in (PythonBase({}), PythonBase({"python3.11": ("/usr/bin/python3.11", "3.11.2")}, venv_pip="no")):
+        bare.add_image(named)
+        result, _, _ = run(bare, recipe, base_image=named)  # apt brings python3.11 and its venv module
+        assert "python3.11-venv" in bare.builds[-1] and result.spec.python_from == "distro"

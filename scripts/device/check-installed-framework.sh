@@ -33,8 +33,8 @@ if [ -n "$STANDIN" ]; then  # this CPU machine: the same steps with a CPU torch
   TORCH_SITE=/tmp/standin-torch/lib/python3.11/site-packages WHEELS=/tmp/standin-wheels
   MLBUILD=(.venv/bin/python -m builder)
 else
-  PY=3.12 BASE=mlbuild-device/py312-host:latest GPU=required
-  TORCH_SITE=/opt/torch/.venv/lib/python3.12/site-packages WHEELS=/tmp/wheels
+  PY=3.12 BASE=mlbuild-device/py312-host:latest GPU=required WHEELS=/tmp/wheels
+  TORCH_SITE=${TORCH_SITE:-/opt/torch/.venv/lib/python3.12/site-packages}
   MLBUILD=(python3 -m builder)
   export PATH=/opt/dk/bin:/usr/local/nvidia/bin:$PATH PYTHONPATH=/tmp/site:$PWD
   export LD_LIBRARY_PATH=/opt/dk/lib:/usr/local/nvidia/lib64
@@ -67,6 +67,7 @@ if [ -n "$STANDIN" ] && [ ! -d "${TORCH_SITE}/torch" ]; then
   python3 -m venv /tmp/standin-torch && /tmp/standin-torch/bin/pip install -q "$(ls "${PIP_FIND_LINKS:-/opt/wheels}"/torch-*.whl | head -1)"
 fi
 
+[ -d "$TORCH_SITE/torch" ] || { echo "no torch in $TORCH_SITE: set TORCH_SITE to the machine's site-packages"; exit 1; }
 step "base $BASE (framework-free, the machine's Python $PY)"
 docker image inspect "$BASE" >/dev/null 2>&1 || import_host_base "$BASE"
 docker run --rm --network none --entrypoint "python$PY" "$BASE" -c "import sys; print(sys.executable, sys.version.split()[0])"

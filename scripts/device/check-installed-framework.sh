@@ -40,7 +40,7 @@ else
   export LD_LIBRARY_PATH=/opt/dk/lib:/usr/local/nvidia/lib64
 fi
 export PYTHONUNBUFFERED=1 MLBUILD_BUILD_NETWORK=none
-REPACK=$(ls .device/repack-wheels.py shared/device/repack-wheels.py ../shared/device/repack-wheels.py 2>/dev/null | head -1)
+REPACK=${REPACK:-$(ls .device/repack-wheels.py {,../,../../}shared/device/repack-wheels.py 2>/dev/null | head -1)}
 
 # A base made from this machine's own Python, as ../shared/device/gpu-host-setup.sh makes
 # py312-host (no shell, no python3 link, no /usr/share); extra paths after the tag.

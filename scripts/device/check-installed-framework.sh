@@ -18,18 +18,18 @@
 # from this host's Python 3.11 the way py312-host is made there):
 #   STANDIN=1 OUT=/tmp/standin-out flock /tmp/mlbuild-integration.lock bash scripts/device/check-installed-framework.sh
 #
-# Timings. Measured here (2 cores, 2026-12-02) on the stand-in, torch 2.13.0+cpu (0.75 GB
-# installed; closure 10 wheels, 709 MB stored): repack-wheels.py 13 s; the build's pip step
-# (`pip install --no-index --find-links` of that wheelhouse into a fresh venv, .pyc included)
-# 34 s. The steps that need the Docker engine (base import, context upload, the layers, smoke)
-# were NOT timed here: the shared engine lock stayed taken by other work until the deadline.
+# Timings. Stand-in run here (2 cores, 2026-12-02; torch 2.13.0+cpu, closure 10 wheels, 709 MB
+# stored), the whole script 139 s: base import 11 s; venv check failed as expected (Debian's
+# Python without /usr/share/python-wheels: ensurepip exit 1) and the pip-wheels base 10 s;
+# repack 10 s; offline build 106 s (context, pip, layers, final COPY of the venv; image 1.6 GB,
+# python_bin /usr/bin/python3.11 found in the base, framework_from_base false) with its smoke;
+# `smoke --gpu required` on that CPU image: exit 3 "this image has no GPU build"; doctor 1 s.
 # The device's torch 2.11.0+cu130 closure is ~4.5 GB stored (torch, nvidia-*, triton), about 6x
 # the stand-in's bytes, on 16 cores and a faster disk. Expected there: engine + SDK 10 s,
-# py312-host import 20-30 s (gpu-host-setup.sh imported the 7 GB torch-host in about a minute),
-# repack 30-80 s, build 3-6 min (4.5 GB through the context, pip, the builder layer and the final
-# COPY of the venv), smoke 30-60 s (CUDA init, NCCL), doctor 5 s: 5-9 min, plus the machine's
-# start (minutes) = close to the 15 min of device time, with no room for a second full run. If
-# time is short, the build is the step to watch (it prints its own steps).
+# py312-host import (+ pip-wheels variant if needed) 20-40 s, repack 30-80 s, build 4-7 min,
+# smoke 30-60 s (CUDA init, NCCL), doctor 5 s: 6-10 min, plus the machine's start (minutes):
+# about the 15 min of device time, no room for a second full run. Give the call timeout_s 600;
+# the build is the step to watch (it prints its own steps).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT to the folder whose files come back}"

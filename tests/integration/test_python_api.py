@@ -73,8 +73,8 @@ def derived_build(folder: Path, image: str, settings: Any, steps: list[str]) -> 
     (folder / "Dockerfile").write_text("\n".join([
         f"FROM {image}",
         "USER root",
-        "COPY build-settings/ /tmp/site/",
-        "ENV PIP_CONFIG_FILE=/tmp/site/pip.conf PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1",
+        "COPY build-settings/ /tmp/mlbuild-build/",
+        "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1",
         *steps,
         "USER 10001",
     ]) + "\n")  # fmt: skip

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from builder import __version__
 from builder.commands.options import settings_options
 from builder.commands.output import F, Output, handle_errors, json_option
+from builder.version import __version__
 
 EPILOG_EXIT = "Exit codes: 0 ok, 1 failure (engine, build), 2 invalid recipe or usage, 3 smoke test failed."
 
@@ -65,9 +65,9 @@ def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
     Example:
       mlbuild resolve recipes/pytorch-gpu.yaml --json | jq .framework_version
     """
-    from builder.resolve import load_and_resolve
+    from builder.api import resolve as resolve_recipe
 
-    _, spec = load_and_resolve(recipe, base_image)
+    spec = resolve_recipe(recipe, base_image=base_image)
     doc = spec.to_dict()
     sources = dict(spec.requirement_sources)
     packages = [f"{p}  ({sources[p]})" if p in sources else p for p in spec.packages]
@@ -95,11 +95,10 @@ def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
 @handle_errors
 def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
     """Print the Dockerfile for RECIPE (the same recipe always gives the same bytes)."""
-    from builder.render import render as render_spec
-    from builder.resolve import load_and_resolve
+    from builder.api import render as render_spec
+    from builder.api import resolve as resolve_recipe
 
-    _, spec = load_and_resolve(recipe, base_image)
-    text = render_spec(spec)
+    text = render_spec(resolve_recipe(recipe, base_image=base_image))
     if output:
         from builder.fileio import write_atomic
 
@@ -217,14 +216,14 @@ def build(
       mlbuild build train.yaml --ca-bundle corp-ca.pem --index-url https://pypi.corp/simple
       mlbuild build recipes/pytorch-cpu.yaml --wheelhouse /opt/wheels
     """
+    from builder.api import build as run_build
+    from builder.api import load
     from builder.cleanup import install_signal_handlers
     from builder.commands.many import build_many, wants_many
     from builder.commands.share import LayerPrinter, push_summary
     from builder.engine import Engine
     from builder.errors import UsageError
     from builder.pipeline import BuildOptions
-    from builder.pipeline import build as run_build
-    from builder.recipe import load_recipe
     from builder.settings import load_settings
 
     install_signal_handlers()  # SIGTERM unwinds like Ctrl-C: contexts, containers, tags cleaned
@@ -240,11 +239,10 @@ def build(
                                  wheelhouse=wheelhouse, offline=offline)  # fmt: skip
         return build_many([recipe], out=out, settings=settings, options=options, jobs=jobs, strict=strict,
                           variants=variants, gpu_host=gpu_host)  # fmt: skip
-    load_recipe(recipe)  # report recipe problems before touching the engine
+    load(recipe)  # report recipe problems before touching the engine
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
                              wheelhouse=wheelhouse, offline=offline)  # fmt: skip
-    engine = Engine.connect()
-    result = run_build(recipe, engine=engine, settings=settings, options=options, say=out.say,
+    result = run_build(recipe, options, engine=Engine.connect(), settings=settings, say=out.say,
                        on_line=out.build_line, on_progress=LayerPrinter(out))  # fmt: skip
     smoke_line = "not run (up to date)" if result.up_to_date else "skipped"
     if result.smoke:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import __version__
 from builder.credentials import auth_error
 from builder.engine_api import Engine, ProgressSink
 from builder.errors import RegistryError, UsageError
@@ -29,6 +28,7 @@ from builder.refs import Reference, parse_reference, split_tag
 from builder.registry import Access, RegistryClient, access_for, with_retries
 from builder.smoke import SmokeReport, smoke_on
 from builder.spec import ResolvedSpec, image_spec
+from builder.version import __version__
 
 CONTENT_TAG_RE = re.compile(r"^spec-[0-9a-f]{16}$")
 Say = Callable[[str], None]

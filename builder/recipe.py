@@ -45,8 +45,9 @@ REPOSITORY_RE = re.compile(rf"^{_HOST}?{_PATH}$")
 IMAGE_REF_RE = re.compile(rf"^{_HOST}?{_PATH}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$")
 DRIVER_RE = re.compile(r"^\d{3,4}(?:\.\d{1,3}){1,2}$")
 ARCH_RE = re.compile(r"^sm_\d{2,3}[a-z]?$")
-# Reserved because the image's Python environment depends on them.
-RESERVED_ENV = {"PATH", "VIRTUAL_ENV", "PYTHONHOME"}
+# Reserved because the image's Python environment depends on them (the constraints keep
+# derived images' pip installs from replacing the framework: builder.imagesetup).
+RESERVED_ENV = {"PATH", "VIRTUAL_ENV", "PYTHONHOME", "PIP_CONSTRAINT", "UV_CONSTRAINT"}
 MAX_LIST = 200
 
 TOP_KEYS = (

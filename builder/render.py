@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ COMPILE = (
     "force=True, workers=1, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)"
 )
 MLBUILD_FILES = "mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py"
+# The image's constraints (imagesetup.write_constraints): written in the builder stage from what
+# was installed, copied into the image, named by PIP_CONSTRAINT and UV_CONSTRAINT there.
+IMAGE_CONSTRAINTS = "/opt/mlbuild/constraints.txt"
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class Plan:
     devel: DevelStage | None = None  # the devel stage, compiled extensions as wheels
     install_built: str = ""  # builder: install the devel stage's wheels
     runtime_python: str = ""  # final stage: COPY of a standalone Python
+    pin_command: str = ""  # builder: write the image's constraints (IMAGE_CONSTRAINTS)
+    constraints_env: str = ""  # final stage: ENV arguments that point pip and uv at them
 
 
 def templates_dir() -> Path:
@@ -179,7 +185,10 @@ def plan(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings |
         label_lines=label_lines,
         workdir=spec.workdir or "",
         uid=spec.uid,
-    )
+        pin_command=exec_form([f"{VENV}/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", IMAGE_CONSTRAINTS,
+                               *pinned_names(spec)]),
+        constraints_env=f"PIP_CONSTRAINT={IMAGE_CONSTRAINTS} UV_CONSTRAINT={IMAGE_CONSTRAINTS}",
+    )  # fmt: skip
     p = _shapes(p, spec, settings or BuildSettings())
     return _locked(p, spec, pins) if pins else p
 
@@ -438,6 +447,12 @@ def _constraints(spec: ResolvedSpec) -> list[str]:
             name, _, version = pin.partition("==")
             out.append(f"{name.split('[')[0]}=={version}")
     return out
+
+
+def pinned_names(spec: ResolvedSpec) -> list[str]:
+    """The distributions a derived image's pip may not replace (with their CUDA build): the
+    framework, installed here or in the base, and its companions."""
+    return [spec.distribution, *(re.split(r"[\[=<>!~; ]", pin, maxsplit=1)[0] for pin in spec.companions)]
 
 
 def _project_constraints(spec: ResolvedSpec) -> list[str]:

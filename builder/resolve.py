@@ -19,12 +19,12 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from builder import __version__
 from builder.errors import ResolveError
 from builder.matrix import CudaArchEnv, FrameworkData, Matrix, Release, Variant, load_matrix, version_key
 from builder.projectmerge import Target, check_python, merge, narrow_releases, python_fits
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.spec import DEFAULT_UID, ResolvedSpec
+from builder.version import __version__
 
 DASH = "\u2013"  # en dash, for spans of versions such as 3.9 to 3.13
 FROM_BASE = "from-base"  # placeholder until the base image is observed at build time

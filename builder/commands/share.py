@@ -93,18 +93,11 @@ def push_cmd(
       mlbuild push registry.example.com/team/train:spec-0123456789abcdef --recipe train.yaml
       mlbuild push mlbuild/sklearn-cpu:latest --to 127.0.0.1:5000/team/sklearn-cpu
     """
-    from builder.engine import Engine
-    from builder.errors import UsageError
-    from builder.publish import publish, push_refs, require_smoke
+    from builder.api import push
 
     out = Output(json_mode, quiet)
-    if recipe is not None and not recipe.is_file():
-        raise UsageError(f"recipe {recipe} does not exist")
-    engine = Engine.connect()
-    image_id, refs = push_refs(engine, image, to_repo)
-    require_smoke(engine, image_id, say=out.say)
-    published = publish(engine, image_id, refs, recipe=recipe, registry_ca=registry_ca, say=out.say,
-                        on_progress=LayerPrinter(out))  # fmt: skip
+    published = push(image, to=to_repo, recipe=recipe, registry_ca=registry_ca, say=out.say,
+                     on_progress=LayerPrinter(out))  # fmt: skip
     out.result(*push_summary(published))
 
 

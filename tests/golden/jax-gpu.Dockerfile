@@ -13,14 +13,20 @@ RUN ["/usr/local/bin/python3.12", "-m", "venv", "/opt/venv"]
 # The framework first, in its own step: extras change more often than it does.
 COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt /tmp/mlbuild/
 RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+# What a derived image's pip may not replace: the framework, its companions, its CUDA build.
+COPY mlbuild/imagesetup.py /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "jax"]
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM python:3.12-slim-bookworm
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 COPY --from=builder /opt/venv /opt/venv
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
+COPY --from=builder /opt/mlbuild/constraints.txt /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
+# pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.
+ENV PIP_CONSTRAINT=/opt/mlbuild/constraints.txt UV_CONSTRAINT=/opt/mlbuild/constraints.txt
 LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"python:3.12-slim-bookworm\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"12.6\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"major\",\"cudnn\":\"9.10\",\"devel_image\":null,\"distribution\":\"jax\",\"env\":[],\"files\":[],\"framework\":\"jax\",\"framework_from_base\":false,\"framework_requirement\":\"jax[cuda12]==0.12.0.1\",\"framework_version\":\"0.12.0.1\",\"import_name\":\"jax\",\"index_url\":null,\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"86689d7ab0df\",\"min_driver\":\"525.60.13\",\"mlbuild_version\":\"0.1.0\",\"name\":\"jax-gpu\",\"packages\":[\"jax[cuda12]==0.12.0.1\"],\"python\":\"3.12\",\"python_bin\":\"/usr/local/bin/python3.12\",\"python_from\":\"image\",\"reasons\":[\"jax 0.12.0.1: newest release of all\",\"python 3.12: asked for in the recipe\",\"build: cuda12 (asked for CUDA 12.6; CUDA 12.1, cuDNN 9.10; kernels for ?)\",\"base: python:3.12-slim-bookworm (default slim base for Python 3.12)\",\"driver: at least 525.60.13 (CUDA 12.x minor-version compatibility); 530.30.02 or newer runs CUDA 12.1 without it\"],\"repository\":\"mlbuild/jax-gpu\",\"requirements\":[],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cuda12\",\"workdir\":null}"
 LABEL "org.opencontainers.image.description"="jax 0.12.0.1, Python 3.12, CUDA 12.6, cuDNN 9.10"
 LABEL "org.opencontainers.image.title"="jax-gpu"

@@ -17,6 +17,9 @@ RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.
 # The recipe's packages; the constraints keep the framework build exactly as resolved.
 COPY mlbuild/requirements.txt mlbuild/constraints.txt /tmp/mlbuild/
 RUN ["/opt/venv/bin/pip", "install", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/requirements.txt"]
+# What a derived image's pip may not replace: the framework, its companions, its CUDA build.
+COPY mlbuild/imagesetup.py /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "torch"]
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM debian:bookworm-slim
@@ -24,8 +27,11 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 COPY --from=builder /opt/venv /opt/venv
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
+COPY --from=builder /opt/mlbuild/constraints.txt /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
+# pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.
+ENV PIP_CONSTRAINT=/opt/mlbuild/constraints.txt UV_CONSTRAINT=/opt/mlbuild/constraints.txt
 LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"cpu\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"exact\",\"cudnn\":null,\"devel_image\":null,\"distribution\":\"torch\",\"env\":[],\"files\":[],\"framework\":\"pytorch\",\"framework_from_base\":false,\"framework_requirement\":\"torch==2.13.0+cpu\",\"framework_version\":\"2.13.0\",\"import_name\":\"torch\",\"index_url\":\"https://download.pytorch.org/whl/cpu\",\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"86689d7ab0df\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"pytorch-cpu\",\"packages\":[\"torch==2.13.0+cpu\",\"numpy<3\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"pytorch 2.13.0: newest release matching '2.13'\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"index: cpu builds come from https://download.pytorch.org/whl/cpu\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/pytorch-cpu\",\"requirements\":[\"numpy<3\"],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cpu\",\"workdir\":null}"
 LABEL "org.opencontainers.image.description"="pytorch 2.13.0, Python 3.11, CPU"
 LABEL "org.opencontainers.image.title"="pytorch-cpu"

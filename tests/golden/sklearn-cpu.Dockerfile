@@ -17,6 +17,9 @@ RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.
 # The recipe's packages; the constraints keep the framework build exactly as resolved.
 COPY mlbuild/requirements.txt mlbuild/constraints.txt /tmp/mlbuild/
 RUN ["/opt/venv/bin/pip", "install", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/requirements.txt"]
+# What a derived image's pip may not replace: the framework, its companions, its CUDA build.
+COPY mlbuild/imagesetup.py /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "scikit-learn"]
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM debian:bookworm-slim
@@ -24,8 +27,11 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 COPY --from=builder /opt/venv /opt/venv
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
+COPY --from=builder /opt/mlbuild/constraints.txt /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild", "/workspace"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
+# pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.
+ENV PIP_CONSTRAINT=/opt/mlbuild/constraints.txt UV_CONSTRAINT=/opt/mlbuild/constraints.txt
 ENV OMP_NUM_THREADS="1"
 WORKDIR /workspace
 LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"cpu\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"exact\",\"cudnn\":null,\"devel_image\":null,\"distribution\":\"scikit-learn\",\"env\":[[\"OMP_NUM_THREADS\",\"1\"]],\"files\":[],\"framework\":\"sklearn\",\"framework_from_base\":false,\"framework_requirement\":\"scikit-learn==1.5.2\",\"framework_version\":\"1.5.2\",\"import_name\":\"sklearn\",\"index_url\":null,\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"86689d7ab0df\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"sklearn-cpu\",\"packages\":[\"scikit-learn==1.5.2\",\"pandas==2.2.3\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"sklearn 1.5.2: newest release matching '1.5'\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/sklearn-cpu\",\"requirements\":[\"pandas==2.2.3\"],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[\"python -c 'import pandas, sklearn; print(pandas.__version__, sklearn.__version__)'\"],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cpu\",\"workdir\":\"/workspace\"}"

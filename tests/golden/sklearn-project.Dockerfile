@@ -17,6 +17,9 @@ RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.
 # The project's pinned requirements (requirements: file), each checked against its hash.
 COPY mlbuild/requirements-project.txt mlbuild/constraints.txt mlbuild/constraints-project.txt /tmp/mlbuild/
 RUN ["/opt/venv/bin/pip", "install", "--require-hashes", "-c", "/tmp/mlbuild/constraints.txt", "-c", "/tmp/mlbuild/constraints-project.txt", "-r", "/tmp/mlbuild/requirements-project.txt"]
+# What a derived image's pip may not replace: the framework, its companions, its CUDA build.
+COPY mlbuild/imagesetup.py /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "scikit-learn"]
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM debian:bookworm-slim
@@ -24,8 +27,11 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 COPY --from=builder /opt/venv /opt/venv
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
+COPY --from=builder /opt/mlbuild/constraints.txt /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
+# pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.
+ENV PIP_CONSTRAINT=/opt/mlbuild/constraints.txt UV_CONSTRAINT=/opt/mlbuild/constraints.txt
 LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"cpu\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"exact\",\"cudnn\":null,\"devel_image\":null,\"distribution\":\"scikit-learn\",\"env\":[],\"files\":[],\"framework\":\"sklearn\",\"framework_from_base\":false,\"framework_requirement\":\"scikit-learn==1.5.2\",\"framework_version\":\"1.5.2\",\"hashed_requirements\":[[\"click==8.5.1\",\"sha256:8bb5376d2006950386f8c6427613334a2acadc5f559cb80e638d00b4df957e37\"],[\"markupsafe==3.0.4\",\"sha256:6da83a088f8ef93b2d483a8232a4dbf4d69d3d8496b568a03c56becac43e1808\"],[\"python-dateutil==4.0.0\",\"sha256:a5e246f79eb80475e691bf93862cead98decd8a498cf53ba0516fcdc0f50dc1c\"],[\"tabulate==0.9.0\",\"sha256:024ca478df22e9340661486f85298cff5f6dcdba14f3813e8830015b9ed1948f\"],[\"tzdata==2026.6\",\"sha256:0a10eec6e13ef16b627fabed9a5f2ba61a62b1c67f327305f4e7e412a70b4aec\"]],\"import_name\":\"sklearn\",\"index_url\":null,\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"86689d7ab0df\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"sklearn-project\",\"packages\":[\"scikit-learn==1.5.2\",\"click==8.5.1\",\"markupsafe==3.0.4\",\"python-dateutil==4.0.0\",\"tabulate==0.9.0\",\"tzdata==2026.6\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"sklearn 1.5.2: newest release matching '1.5'\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"requirements: 5 from project/uv.lock, 5 installed by hash in their own step\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/sklearn-project\",\"requirement_sources\":[[\"click==8.5.1\",\"project/uv.lock\"],[\"markupsafe==3.0.4\",\"project/uv.lock\"],[\"python-dateutil==4.0.0\",\"project/uv.lock\"],[\"tabulate==0.9.0\",\"project/uv.lock\"],[\"tzdata==2026.6\",\"project/uv.lock\"]],\"requirements\":[],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[\"python -c 'import tabulate, click, dateutil; print(tabulate.__version__)'\"],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cpu\",\"workdir\":null}"
 LABEL "org.opencontainers.image.description"="sklearn 1.5.2, Python 3.11, CPU"
 LABEL "org.opencontainers.image.title"="sklearn-project"

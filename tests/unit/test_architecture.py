@@ -19,13 +19,13 @@ PACKAGE = ROOT / "builder"
 FLOORS: dict[str, tuple[str, ...]] = {
     # nouns, parsing and validation: no engine, no network
     "model": (
-        "builder", "builder.errors", "builder.labels", "builder.refs", "builder.fileio",
+        "builder.version", "builder.errors", "builder.labels", "builder.refs", "builder.fileio",
         "builder.changes", "builder.yamlsafe", "builder.pep508", "builder.spec", "builder.recipe", "builder.matrix",
         "builder.settings", "builder.probe", "builder.imagesetup", "builder.tarstream",
         "builder.wheelhouse", "builder.sbom", "builder.lock", "builder.records",
         "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms",
         "builder.versionsets", "builder.projectfiles", "builder.pyproject_deps", "builder.requirements_txt",
-        "builder.uvlock", "builder.projectinput",
+        "builder.uvlock", "builder.projectinput", "builder.recipe_mapping",
     ),
     # decisions from the model, still pure: the resolved spec, the Dockerfile, plans, manifests
     "decide": ("builder.projectmerge", "builder.resolve", "builder.render", "builder.variants", "builder.k8s"),
@@ -37,6 +37,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
     ),
     # the library's jobs: build -> smoke -> tag -> push, many at once, pull, verify
     "library": ("builder.publish", "builder.pull", "builder.pipeline", "builder.fanout", "builder.verify"),
+    # the Python API: `import builder` (the package) and what it offers, on the library's jobs
+    "api": ("builder", "builder.api"),
     # commands: parse options, call the library, print, exit
     "commands": (
         "builder.commands", "builder.commands.output", "builder.commands.options", "builder.commands.choices",

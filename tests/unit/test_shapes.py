@@ -77,7 +77,8 @@ def test_cuda_runtime_with_another_python_gets_a_standalone_cpython(tmp_path: Pa
     assert 'RUN ["/usr/local/bin/uv", "python", "install", "3.12"]' in text
     assert 'RUN ["/usr/local/bin/uv", "venv", "--seed", "--python", "3.12", "/opt/venv"]' in text
     final = text.split("\nFROM ")[-1].split("LABEL")[0]
-    assert "COPY --from=builder /opt/python /opt/python" in final and "uv" not in final
+    assert "COPY --from=builder /opt/python /opt/python" in final
+    assert "/uv" not in final and "uv python" not in final and "uv venv" not in final  # uv stays in the builder
 
 
 def test_standalone_python_trusts_the_site_ca_in_the_builder_only(tmp_path: Path) -> None:

@@ -38,6 +38,9 @@ RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.
 COPY --from=devel /tmp/wheels /tmp/wheels
 COPY mlbuild/build-packages.txt mlbuild/constraints.txt /tmp/mlbuild/
 RUN ["/opt/venv/bin/pip", "install", "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/build-packages.txt"]
+# What a derived image's pip may not replace: the framework, its companions, its CUDA build.
+COPY mlbuild/imagesetup.py /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "jax"]
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
@@ -45,8 +48,11 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 COPY --from=builder /opt/python /opt/python
 COPY --from=builder /opt/venv /opt/venv
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
+COPY --from=builder /opt/mlbuild/constraints.txt /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
+# pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.
+ENV PIP_CONSTRAINT=/opt/mlbuild/constraints.txt UV_CONSTRAINT=/opt/mlbuild/constraints.txt
 LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04\",\"base_os\":\"ubuntu-24.04\",\"base_site_packages\":[],\"base_suite\":null,\"build_packages\":[\"jax-triton==0.2.0\"],\"companions\":[],\"cuda\":\"12.6\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"major\",\"cudnn\":\"9.1\",\"devel_image\":\"nvidia/cuda:12.6.3-cudnn-devel-ubuntu24.04\",\"distribution\":\"jax\",\"env\":[],\"files\":[],\"framework\":\"jax\",\"framework_from_base\":false,\"framework_requirement\":\"jax[cuda12]==0.4.35\",\"framework_version\":\"0.4.35\",\"import_name\":\"jax\",\"index_url\":null,\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"86689d7ab0df\",\"min_driver\":\"525.60.13\",\"mlbuild_version\":\"0.1.0\",\"name\":\"jax-devel\",\"packages\":[\"jax[cuda12]==0.4.35\"],\"python\":\"3.11\",\"python_bin\":\"/usr/local/bin/uv\",\"python_from\":\"standalone\",\"reasons\":[\"jax 0.4.35: newest release matching '0.4.35'\",\"python 3.11: asked for in the recipe\",\"build: cuda12 (asked for CUDA 12.6; CUDA 12.1, cuDNN 9.1; kernels for ?)\",\"base: nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 (NVIDIA CUDA 12.6.3 cuDNN 9 runtime, ubuntu-24.04)\",\"devel stage: nvidia/cuda:12.6.3-cudnn-devel-ubuntu24.04 (nvcc; compiled wheels are copied, the compiler is not)\",\"python 3.11: ubuntu-24.04 ships 3.12, so a standalone CPython from uv\",\"driver: at least 525.60.13 (CUDA 12.x minor-version compatibility); 530.30.02 or newer runs CUDA 12.1 without it\"],\"repository\":\"mlbuild/jax-devel\",\"requirements\":[],\"schema\":1,\"shape\":\"devel\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":\"ghcr.io/astral-sh/uv:0.13.9\",\"variant\":\"cuda12\",\"workdir\":null}"
 LABEL "org.opencontainers.image.description"="jax 0.4.35, Python 3.11, CUDA 12.6, cuDNN 9.1"
 LABEL "org.opencontainers.image.title"="jax-devel"

@@ -19,6 +19,9 @@ RUN ["/usr/local/bin/uv", "venv", "--seed", "--python", "3.11", "/opt/venv"]
 # The framework first, in its own step: extras change more often than it does.
 COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt /tmp/mlbuild/
 RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+# What a derived image's pip may not replace: the framework, its companions, its CUDA build.
+COPY mlbuild/imagesetup.py /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "torch", "torchvision"]
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
@@ -26,8 +29,11 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 COPY --from=builder /opt/python /opt/python
 COPY --from=builder /opt/venv /opt/venv
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
+COPY --from=builder /opt/mlbuild/constraints.txt /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
+# pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.
+ENV PIP_CONSTRAINT=/opt/mlbuild/constraints.txt UV_CONSTRAINT=/opt/mlbuild/constraints.txt
 LABEL "org.mlbuild.spec"="{\"archs\":[\"sm_50\",\"sm_60\",\"sm_70\",\"sm_75\",\"sm_80\",\"sm_86\",\"sm_90\"],\"base_image\":\"nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04\",\"base_os\":\"ubuntu-22.04\",\"base_site_packages\":[],\"base_suite\":null,\"build_packages\":[],\"companions\":[\"torchvision==0.20.1\"],\"cuda\":\"12.4\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"exact\",\"cudnn\":\"9.1\",\"devel_image\":\"nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04\",\"distribution\":\"torch\",\"env\":[],\"files\":[],\"framework\":\"pytorch\",\"framework_from_base\":false,\"framework_requirement\":\"torch==2.5.1\",\"framework_version\":\"2.5.1\",\"import_name\":\"torch\",\"index_url\":null,\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"86689d7ab0df\",\"min_driver\":\"525.60.13\",\"mlbuild_version\":\"0.1.0\",\"name\":\"pytorch-cuda-runtime\",\"packages\":[\"torch==2.5.1\",\"torchvision==0.20.1\"],\"python\":\"3.11\",\"python_bin\":\"/usr/local/bin/uv\",\"python_from\":\"standalone\",\"reasons\":[\"pytorch 2.5.1: newest release matching '2.5'\",\"python 3.11: asked for in the recipe\",\"build: cu124 (asked for CUDA 12.4; CUDA 12.4, cuDNN 9.1; kernels for sm_50, sm_60, sm_70, sm_75, sm_80, sm_86, sm_90)\",\"index: the default index's torch 2.5.1 is the cu124 build\",\"base: nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 (NVIDIA CUDA 12.4.1 cuDNN 9 runtime, ubuntu-22.04)\",\"python 3.11: ubuntu-22.04 ships 3.10, so a standalone CPython from uv\",\"driver: at least 525.60.13 (CUDA 12.x minor-version compatibility); 550.54.14 or newer runs CUDA 12.4 without it\"],\"repository\":\"mlbuild/pytorch-cuda-runtime\",\"requirements\":[],\"schema\":1,\"shape\":\"cuda-runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":\"ghcr.io/astral-sh/uv:0.13.9\",\"variant\":\"cu124\",\"workdir\":null}"
 LABEL "org.opencontainers.image.description"="pytorch 2.5.1, Python 3.11, CUDA 12.4, cuDNN 9.1"
 LABEL "org.opencontainers.image.title"="pytorch-cuda-runtime"

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder import buildkit
 from builder.base import BaseChoice, choose_base, observe_base
+from builder.buildkit import BuilderChoice
 from builder.cleanup import untag_partial
-from builder.engine_api import Engine, LineSink, ProgressSink
+from builder.engine_api import BuilderProbe, BuildKitRun, Engine, LineSink, ProgressSink
 from builder.errors import BuildError, EngineError, PreflightError, UsageError
 from builder.gpu import HostGpus, preflight
 from builder.labels import (
@@ -38,9 +40,9 @@ from builder.publish import Published, publish, require_smoke
 from builder.pull import pull_if_present
 from builder.recipe import Recipe, check_image_ref
 from builder.refs import split_tag
-from builder.render import render, write_context
+from builder.render import PIP_CONF_SECRET, render, write_context
 from builder.resolve import load_and_resolve, resolve
-from builder.settings import BuildSettings, redact
+from builder.settings import BUILDERS, BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, smoke_on
 from builder.spec import ResolvedSpec
 from builder.wheelhouse import missing
@@ -70,10 +72,16 @@ class BuildOptions:
     push: bool = False  # after the smoke test: push every tag (builder.publish)
     registry_ca: str | None = None
     record: bool = True  # with push: write the image record beside the recipe
+    builder: str | None = None  # auto | buildkit | classic (default: the site config's, else auto)
+    cache_from: tuple[str, ...] = ()  # BuildKit: reuse the layers of these pushed images (inline cache)
 
     def __post_init__(self) -> None:
         if self.push and not self.run_smoke:
             raise UsageError("--push needs the smoke test", hint="drop --no-smoke: only tested images are pushed")
+        if self.builder is not None and self.builder not in BUILDERS:
+            raise UsageError(f"--builder {self.builder!r} is not one of {', '.join(BUILDERS)}")
+        for ref in self.cache_from:
+            check_image_ref(ref, "--cache-from")
         for ref in self.extra_tags:
             check_image_ref(ref, "--tag")
 
@@ -157,8 +165,12 @@ def build(
         f"{'CPU' if spec.cuda == 'cpu' else 'CUDA ' + spec.cuda} on {base.ref}")  # fmt: skip
     for line in settings.describe():
         say(f"build setting: {line}")
+    chosen = choose_builder(engine, opts, settings)
+    say(f"builder: {chosen.builder} ({chosen.reason})")
     pins = lock.pins() if lock else None
-    dockerfile = render(spec, pins, settings)  # the content tag needs only the text; the context comes later
+    # The content tag needs only the text (the context comes later); BuildKit's variant has its
+    # own text, so each builder's image has its own content tag.
+    dockerfile = render(spec, pins, settings, buildkit=chosen.buildkit)
     tag = content_tag(spec, dockerfile, base.image_id)
     found = find_existing(engine, spec, tag, say) if opts.reuse else None
     report = None
@@ -167,7 +179,7 @@ def build(
     else:
         on_stage("building")
         image_id, dockerfile = _build_image(engine, recipe, Path(recipe_path), spec, base, tag, settings, opts,
-                                            lock, say, on_line)  # fmt: skip
+                                            lock, chosen, say, on_line)  # fmt: skip
         up_to_date = False
         if opts.run_smoke:
             on_stage("smoke")
@@ -209,15 +221,18 @@ def _build_image(
     settings: BuildSettings,
     opts: BuildOptions,
     lock: Lock | None,
+    chosen: BuilderChoice,
     say: Say,
     on_line: LineSink | None,
 ) -> tuple[str, str]:
     """The build itself (and, from a lock, the normalisation); returns the new image's ID and
     the Dockerfile it was built from."""
     pins = lock.pins() if lock else None
-    with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="mlbuild-secrets-") as secrets:  # fmt: skip
         context = Path(tmp)
-        dockerfile = write_context(spec, context, recipe.folder, settings, pins)
+        kit = _kit(chosen, opts, Path(secrets), locked=lock is not None)
+        dockerfile = write_context(spec, context, recipe.folder, settings, pins, Path(secrets) if kit else None)
         say(f"building {spec.repository}:{tag}")
         labels = oci_labels(recipe, base, tag)
         try:
@@ -228,6 +243,7 @@ def _build_image(
                 on_line=on_line,
                 network=opts.network,
                 nocache=opts.nocache,
+                kit=kit,
             )
         except BuildError as exc:
             if _NO_SPACE in " ".join([exc.message, *exc.details]).lower():
@@ -238,6 +254,37 @@ def _build_image(
     if lock:  # identical bytes from the same lock (builder.normalize)
         image_id = normalize_locked(engine, image_id, lock, base.image_id, recipe_path, say)
     return image_id, dockerfile
+
+
+def choose_builder(engine: Engine, opts: BuildOptions, settings: BuildSettings) -> BuilderChoice:
+    """--builder, else the site config's builder, else auto (BuildKit where a CLI drives it)."""
+    requested = opts.builder or settings.builder or "auto"
+    if requested == "classic":
+        chosen = buildkit.choose(requested, BuilderProbe())
+    else:
+        chosen = buildkit.choose(requested, engine.buildkit_probe())
+    if opts.cache_from and not chosen.buildkit:
+        raise UsageError(
+            "--cache-from needs the BuildKit builder (inline cache)",
+            details=[f"builder: classic ({chosen.reason})"],
+            hint="drop --cache-from, or build where BuildKit is available (--builder buildkit)",
+        )
+    return chosen
+
+
+def _kit(chosen: BuilderChoice, opts: BuildOptions, secrets: Path, *, locked: bool) -> BuildKitRun | None:
+    """BuildKit's run: the CLI, pip.conf as a secret, and inline cache in the image so that a
+    pushed image can serve a later --cache-from (not for locked builds: normalisation rewrites
+    every layer, so the cache would name layers the image no longer has)."""
+    if not chosen.buildkit or chosen.probe is None:
+        return None
+    return BuildKitRun(
+        argv=chosen.probe.argv,
+        env=chosen.probe.env,
+        secrets=((PIP_CONF_SECRET, str(secrets / "pip.conf")),),
+        cache_from=opts.cache_from,
+        inline_cache=not locked,
+    )
 
 
 def _smoke(

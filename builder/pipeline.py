@@ -147,6 +147,7 @@ def build(
     if lock:
         lock.check_spec(spec)  # the recipe must be the one that was locked
     settings = with_wheelhouse(settings, recipe, spec)
+    chosen = choose_builder(engine, opts, settings)  # before any long step: --cache-from needs BuildKit
     gpu_checked = opts.run_smoke and smoke_engine is None and (opts.gpu_mode or spec.smoke_gpu) != "off"
     host = detect_host(engine) if gpu_checked and spec.is_gpu else None
     if host and not spec.framework_from_base:
@@ -165,7 +166,6 @@ def build(
         f"{'CPU' if spec.cuda == 'cpu' else 'CUDA ' + spec.cuda} on {base.ref}")  # fmt: skip
     for line in settings.describe():
         say(f"build setting: {line}")
-    chosen = choose_builder(engine, opts, settings)
     say(f"builder: {chosen.builder} ({chosen.reason})")
     pins = lock.pins() if lock else None
     # The content tag needs only the text (the context comes later); BuildKit's variant has its

@@ -29,9 +29,7 @@ TEMPLATE = "Dockerfile.j2"
 RESOLVER_TEMPLATE = "resolver.j2"
 RESOLVER_OUT = "/tmp/mlbuild-lock"  # where the resolver image collects what apt and pip said
 APT_CACHES = "/var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb "
-APT_CLEAN = "rm -rf " + APT_CACHES + (
-    "/var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old"
-)
+APT_CLEAN = "rm -rf " + APT_CACHES + "/var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old"
 # BuildKit's variant (never the classic one): caches that outlive the build, outside every layer.
 # One lock per cache: apt and pip refuse to share their folders with a second process. pip's
 # cache is content-addressed, so one cache serves every recipe; apt's is per Debian/Ubuntu suite.

@@ -24,13 +24,13 @@ from pathlib import Path
 
 from builder.engine_api import BuilderProbe, BuildKitRun, LineSink
 from builder.errors import BuildError, EngineError, UsageError
+from builder.progress import KIT_STEP_RE
 from builder.settings import BUILDERS, redact
 
 Runner = Callable[[list[str], dict[str, str]], tuple[int, str]]  # argv, extra env -> (rc, output)
 
 # "#12 [builder 4/6] RUN [...]" or "#3 [internal] load metadata ...": a vertex of the build graph.
 _VERTEX_RE = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
-_STEP_RE = re.compile(r"^\[(?:[^\]\s]+ )?\d+/\d+\] ")
 _OUTPUT_RE = re.compile(r"^#(\d+) (?:\d+\.\d+ )?(.*)$")
 
 
@@ -158,8 +158,7 @@ class PlainLog:
 
 def step_line(line: str) -> bool:
     """A line that starts a Dockerfile step (`#7 [builder 3/6] RUN ...`), not internal work."""
-    m = _VERTEX_RE.match(line)
-    return bool(m and _STEP_RE.match(m.group(2)))
+    return bool(KIT_STEP_RE.match(line))
 
 
 def build_args(

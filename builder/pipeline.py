@@ -99,6 +99,7 @@ class BuildResult:
     dockerfile: str
     up_to_date: bool = False  # the content tag existed already: nothing was built
     published: Published | None = None  # with push
+    builder: str = "classic"  # buildkit or classic: what built it (or would have, when up to date)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +114,7 @@ class BuildResult:
             "smoke": self.smoke.to_dict() if self.smoke else None,
             "seconds": round(self.seconds, 1),
             "up_to_date": self.up_to_date,
+            "builder": self.builder,
             **(self.published.to_dict() if self.published else {}),
         }
 
@@ -194,7 +196,7 @@ def build(
                                    smoke_engine=smoke_engine, say=say)  # fmt: skip
     size = int(engine.inspect(image_id).get("Size") or 0)
     result = BuildResult(image_id, tags, size, spec, tag, base, report, time.monotonic() - started, dockerfile,
-                         up_to_date)  # fmt: skip
+                         up_to_date, builder=chosen.builder)  # fmt: skip
     if not opts.push:
         return result
     on_stage("pushing")

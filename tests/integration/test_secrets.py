@@ -73,9 +73,14 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def secret_build(bookworm_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    folder = tmp_path_factory.mktemp("secrets")
+@pytest.fixture(scope="module", params=["buildkit", "classic"])
+def secret_build(
+    request: pytest.FixtureRequest, bookworm_base: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """One build and push per builder: BuildKit gets pip.conf as a secret, the classic builder
+    copies it into the builder stage; the same places are searched after each."""
+    folder = tmp_path_factory.mktemp(f"secrets-{request.param}")
+    _Recorder.seen.clear()  # what this builder's build sent, not the other's
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
@@ -116,10 +121,13 @@ def secret_build(bookworm_base: str, tmp_path_factory: pytest.TempPathFactory) -
             "--network",
             "host",
             "--push",
+            "--builder",
+            request.param,
         )
         # --json is quiet: the first run gives the log, the second (up to date) the JSON report
         built = mlbuild("build", str(recipe), *common, "--rebuild")
         assert built.returncode == 0, built.stderr[-4000:]
+        assert f"builder: {request.param} " in built.stderr
         report = mlbuild("build", str(recipe), *common, "--json")
         assert report.returncode == 0, report.stderr[-4000:]
         printed = mlbuild("render", str(recipe), "--base-image", bookworm_base)

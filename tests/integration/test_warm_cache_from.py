@@ -34,9 +34,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rs.Registry]:
 def test_a_pushed_image_seeds_a_build_on_an_engine_without_cache(  # type: ignore[no-untyped-def]
     engine, bookworm_base, settings, sklearn_build, registry
 ) -> None:
-    options = BuildOptions(base_image=bookworm_base, builder="buildkit", reuse=False)
-    first = sklearn_build if sklearn_build.builder == "buildkit" else build(EXAMPLE, engine=engine,
-                                                                              settings=settings, options=options)  # fmt: skip
+    first = sklearn_build
+    if first.builder != "buildkit":  # auto picked the classic builder: build the example with BuildKit
+        options = BuildOptions(base_image=bookworm_base, builder="buildkit", reuse=False)
+        first = build(EXAMPLE, engine=engine, settings=settings, options=options)
     seeded = f"{registry.host}/ci/sklearn-cpu"
     engine.tag(first.image_id, seeded, "cache")
     engine.push(seeded, "cache")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.engine_api import BuilderProbe, BuildKitRun, LineSink
+from builder.engine_api import BuilderProbe, BuildKitRun, Engine, LineSink
 from builder.errors import BuildError, EngineError, UsageError
 from builder.progress import KIT_STEP_RE
 from builder.settings import BUILDERS, redact
@@ -116,6 +116,12 @@ def choose(requested: str, probe: BuilderProbe) -> BuilderChoice:
             hint="install the buildx plugin (or Debian's docker.io CLI), or use --builder classic",
         )
     return BuilderChoice("classic", f"auto: {probe.reason}")
+
+
+def choose_for(engine: Engine, requested: str | None, site: str | None) -> BuilderChoice:
+    """The builder asked for (else the site's, else auto) on `engine`; classic needs no probe."""
+    wanted = requested or site or "auto"
+    return choose(wanted, BuilderProbe() if wanted == "classic" else engine.buildkit_probe())
 
 
 @dataclass

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from builder import buildkit
 from builder.base import choose_base, observe_base
-from builder.engine_api import Engine, LineSink
+from builder.engine_api import BuildKitRun, Engine, LineSink
 from builder.errors import UsageError
 from builder.labels import TEMPORARY_LABEL
 from builder.lock import (
@@ -32,7 +33,7 @@ from builder.lock import (
     spec_digest,
     spec_for_lock,
 )
-from builder.render import resolver_context
+from builder.render import PIP_CONF_SECRET, resolver_context
 from builder.resolve import load_and_resolve
 from builder.settings import BuildSettings
 
@@ -49,6 +50,7 @@ def resolve_lock(
     epoch: int | None = None,
     say: Say = lambda _: None,
     on_line: LineSink | None = None,
+    builder: str | None = None,
 ) -> Lock:
     """Resolve every package inside the base image, the way the build installs them.
 
@@ -65,15 +67,22 @@ def resolve_lock(
     if spec.framework_from_base:
         spec = observe_base(engine, spec)
     digest = _registry_digest(engine, base.ref)
-    with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp:
-        resolver_context(spec, Path(tmp), settings)
-        say(f"resolving OS and Python packages inside {base.ref}")
+    chosen = buildkit.choose_for(engine, builder, settings.builder)
+    with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="mlbuild-secrets-") as secrets:  # fmt: skip
+        kit = None
+        if chosen.buildkit and chosen.probe:  # pip.conf as a secret; no inline cache in a throwaway
+            kit = BuildKitRun(chosen.probe.argv, chosen.probe.env, secrets=((PIP_CONF_SECRET, f"{secrets}/pip.conf"),),
+                              inline_cache=False)  # fmt: skip
+        resolver_context(spec, Path(tmp), settings, Path(secrets) if kit else None)
+        say(f"resolving OS and Python packages inside {base.ref} (builder: {chosen.builder})")
         image_id = engine.build(
             Path(tmp),
             buildargs=settings.build_args(),
             on_line=on_line,
             network=network,
             labels={TEMPORARY_LABEL: "1"},
+            kit=kit,
         )
     try:
         run = engine.run(image_id, ["/tmp/mlbuild-lock/collect.py"], entrypoint=["python3"])

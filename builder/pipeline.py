@@ -23,7 +23,7 @@ from builder import buildkit
 from builder.base import BaseChoice, choose_base, observe_base
 from builder.buildkit import BuilderChoice
 from builder.cleanup import untag_partial
-from builder.engine_api import BuilderProbe, BuildKitRun, Engine, LineSink, ProgressSink
+from builder.engine_api import BuildKitRun, Engine, LineSink, ProgressSink
 from builder.errors import BuildError, EngineError, PreflightError, UsageError
 from builder.gpu import HostGpus, preflight
 from builder.labels import (
@@ -260,11 +260,7 @@ def _build_image(
 
 def choose_builder(engine: Engine, opts: BuildOptions, settings: BuildSettings) -> BuilderChoice:
     """--builder, else the site config's builder, else auto (BuildKit where a CLI drives it)."""
-    requested = opts.builder or settings.builder or "auto"
-    if requested == "classic":
-        chosen = buildkit.choose(requested, BuilderProbe())
-    else:
-        chosen = buildkit.choose(requested, engine.buildkit_probe())
+    chosen = buildkit.choose_for(engine, opts.builder, settings.builder)
     if opts.cache_from and not chosen.buildkit:
         raise UsageError(
             "--cache-from needs the BuildKit builder (inline cache)",

@@ -35,10 +35,8 @@ APT_CLEAN = "rm -rf " + APT_CACHES + "/var/log/apt /var/log/dpkg.log /var/log/al
 # cache is content-addressed, so one cache serves every recipe; apt's is per Debian/Ubuntu suite.
 # The site's pip.conf (index credentials) arrives as a secret, mounted only while a step runs.
 PIP_CONF_SECRET = "mlbuild-pip-conf"
-PYTHON_CACHE_MOUNTS = (
-    "--mount=type=cache,id=mlbuild-python-cache,target=/root/.cache,sharing=locked "
-    f"--mount=type=secret,id={PIP_CONF_SECRET},target=/tmp/mlbuild-build/pip.conf "
-)
+SECRET_MOUNT = f"--mount=type=secret,id={PIP_CONF_SECRET},target=/tmp/mlbuild-build/pip.conf "
+PYTHON_CACHE_MOUNTS = "--mount=type=cache,id=mlbuild-python-cache,target=/root/.cache,sharing=locked " + SECRET_MOUNT
 # Locked builds also drop ldconfig's aux-cache: it records inode numbers and ctimes.
 LOCKED_CLEAN = APT_CLEAN + " /var/cache/ldconfig/aux-cache"
 # Hash-based .pyc (PEP 552): no source mtime inside, so the bytes do not depend on when the
@@ -515,6 +513,7 @@ class ResolverPlan:
     report_project: str  # pip installs the requirements: file's hashed pins, writing its report
     report_packages: str  # pip dry-runs the packages step, writing its report
     out: str = RESOLVER_OUT
+    secret_mount: str = ""  # BuildKit: the site's pip.conf as a secret (no cache: the lock asks the index)
 
 
 def resolver_plan(spec: ResolvedSpec) -> ResolverPlan:
@@ -555,13 +554,17 @@ def resolver_plan(spec: ResolvedSpec) -> ResolverPlan:
     )
 
 
-def resolver_dockerfile(spec: ResolvedSpec) -> str:
+def resolver_dockerfile(spec: ResolvedSpec, buildkit: bool = False) -> str:
     """The throwaway image `mlbuild lock` resolves in: the base, the builder stage's setup."""
-    return _render_template(RESOLVER_TEMPLATE, resolver_plan(spec))
+    p = resolver_plan(spec)
+    if buildkit:
+        p = dataclasses.replace(p, secret_mount=SECRET_MOUNT)
+    return _render_template(RESOLVER_TEMPLATE, p)
 
 
-def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings) -> str:
-    dockerfile = resolver_dockerfile(spec)
+def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings, secrets: Path | None = None) -> str:
+    """The resolver's build context; `secrets` as in write_context (BuildKit)."""
+    dockerfile = resolver_dockerfile(spec, buildkit=secrets is not None)
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
     ml.mkdir()
@@ -570,7 +573,7 @@ def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings) 
     setup = Path(__file__).resolve().parent / "imagesetup.py"
     (ml / "imagesetup.py").write_text(setup.read_text())
     (ml / "collect.py").write_text(RESOLVER_COLLECT)
-    settings.write_build_settings(folder / "build-settings")
+    settings.write_build_settings(folder / "build-settings", secrets)
     return dockerfile
 
 

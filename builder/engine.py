@@ -184,8 +184,16 @@ class Engine:
         if kit is not None:
             if self._host:
                 kit = dataclasses.replace(kit, env=(*kit.env, ("DOCKER_HOST", self._host)))
-            return buildkit.build_with_cli(kit, context, labels=labels, buildargs=buildargs, on_line=on_line,
-                                           nocache=nocache, network=network)  # fmt: skip
+            try:
+                return buildkit.build_with_cli(kit, context, labels=labels, buildargs=buildargs, on_line=on_line,
+                                               nocache=nocache, network=network)  # fmt: skip
+            except BuildError as exc:
+                try:  # the CLI only says its connection broke: name the engine, as the classic path does
+                    self.client.ping()
+                except Exception:
+                    raise EngineError("lost the Docker engine during the build" + _where(),
+                                      details=[exc.message, *exc.details[-3:]]) from None  # fmt: skip
+                raise
 
         log = BuildLog()
         image_id: str | None = None

@@ -18,7 +18,7 @@ from typing import Any
 
 from builder import buildkit
 from builder.base import choose_base, observe_base
-from builder.engine_api import BuildKitRun, Engine, LineSink
+from builder.engine_api import Engine, LineSink
 from builder.errors import UsageError
 from builder.labels import TEMPORARY_LABEL
 from builder.lock import (
@@ -33,7 +33,7 @@ from builder.lock import (
     spec_digest,
     spec_for_lock,
 )
-from builder.render import PIP_CONF_SECRET, resolver_context
+from builder.render import resolver_context
 from builder.resolve import load_and_resolve
 from builder.settings import BuildSettings
 
@@ -70,10 +70,7 @@ def resolve_lock(
     chosen = buildkit.choose_for(engine, builder, settings.builder)
     with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp, \
             tempfile.TemporaryDirectory(prefix="mlbuild-secrets-") as secrets:  # fmt: skip
-        kit = None
-        if chosen.buildkit and chosen.probe:  # pip.conf as a secret; no inline cache in a throwaway
-            kit = BuildKitRun(chosen.probe.argv, chosen.probe.env, secrets=((PIP_CONF_SECRET, f"{secrets}/pip.conf"),),
-                              inline_cache=False)  # fmt: skip
+        kit = buildkit.run_for(chosen, Path(secrets), inline_cache=False)  # a throwaway image
         resolver_context(spec, Path(tmp), settings, Path(secrets) if kit else None)
         say(f"resolving OS and Python packages inside {base.ref} (builder: {chosen.builder})")
         image_id = engine.build(

@@ -23,7 +23,7 @@ from builder import buildkit
 from builder.base import BaseChoice, choose_base, observe_base
 from builder.buildkit import BuilderChoice
 from builder.cleanup import untag_partial
-from builder.engine_api import BuildKitRun, Engine, LineSink, ProgressSink
+from builder.engine_api import Engine, LineSink, ProgressSink
 from builder.errors import BuildError, EngineError, PreflightError, UsageError
 from builder.gpu import HostGpus, preflight
 from builder.labels import (
@@ -40,7 +40,7 @@ from builder.publish import Published, publish, require_smoke
 from builder.pull import pull_if_present
 from builder.recipe import Recipe, check_image_ref
 from builder.refs import split_tag
-from builder.render import PIP_CONF_SECRET, render, write_context
+from builder.render import render, write_context
 from builder.resolve import load_and_resolve, resolve
 from builder.settings import BUILDERS, BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, smoke_on
@@ -233,7 +233,9 @@ def _build_image(
     with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp, \
             tempfile.TemporaryDirectory(prefix="mlbuild-secrets-") as secrets:  # fmt: skip
         context = Path(tmp)
-        kit = _kit(chosen, opts, Path(secrets), locked=lock is not None)
+        # Inline cache lets a pushed image seed a later --cache-from; not for locked builds:
+        # normalisation rewrites every layer, so the cache would name layers the image lacks.
+        kit = buildkit.run_for(chosen, Path(secrets), cache_from=opts.cache_from, inline_cache=lock is None)
         dockerfile = write_context(spec, context, recipe.folder, settings, pins, Path(secrets) if kit else None)
         say(f"building {spec.repository}:{tag}")
         labels = oci_labels(recipe, base, tag)
@@ -268,21 +270,6 @@ def choose_builder(engine: Engine, opts: BuildOptions, settings: BuildSettings) 
             hint="drop --cache-from, or build where BuildKit is available (--builder buildkit)",
         )
     return chosen
-
-
-def _kit(chosen: BuilderChoice, opts: BuildOptions, secrets: Path, *, locked: bool) -> BuildKitRun | None:
-    """BuildKit's run: the CLI, pip.conf as a secret, and inline cache in the image so that a
-    pushed image can serve a later --cache-from (not for locked builds: normalisation rewrites
-    every layer, so the cache would name layers the image no longer has)."""
-    if not chosen.buildkit or chosen.probe is None:
-        return None
-    return BuildKitRun(
-        argv=chosen.probe.argv,
-        env=chosen.probe.env,
-        secrets=((PIP_CONF_SECRET, str(secrets / "pip.conf")),),
-        cache_from=opts.cache_from,
-        inline_cache=not locked,
-    )
 
 
 def _smoke(

@@ -13,7 +13,7 @@ off):
                classic builder reruns the packages step and downloads all its packages again;
                BuildKit's cache mount serves the unchanged ones, so only the new one downloads.
 Ratios are BuildKit / classic, and each one-package rebuild / that builder's cold build.
-At the end the run removes the images it made (tag mlbuild-bench-builders/*) and its base.
+At the end the run removes the images it made (mlbuild/bench-builders-<run>) and its base.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from parallel_builds import fresh_base  # noqa: E402  (the given base plus a LABEL naming the run)
+
 from builder.engine import Engine  # noqa: E402
 from builder.fileio import write_atomic  # noqa: E402
 from builder.pipeline import BuildOptions, build  # noqa: E402
@@ -42,15 +44,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 EXAMPLE = ROOT / "recipes" / "sklearn-cpu.yaml"
 ADDED = "tabulate==0.9.0"  # the one package added
 BUILDERS = ("classic", "buildkit")
-
-
-def run_base(engine: Engine, given: str, token: str) -> str:
-    """The given base plus a LABEL naming this run: its own image ID, so nothing cached matches."""
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "Dockerfile").write_text(f"FROM {given}\nLABEL org.mlbuild.bench.run={token}\n")
-        image_id = engine.build(Path(tmp))
-    engine.tag(image_id, "mlbuild-bench-builders/base", token)
-    return f"mlbuild-bench-builders/base:{token}"
 
 
 def recipe_text(extra: str | None, token: str) -> str:
@@ -87,7 +80,7 @@ def measure(engine: Engine, base: str, folder: Path, token: str) -> dict[str, di
 def cleanup(engine: Engine, token: str) -> None:
     for image in engine.list_images():
         for ref in image.get("RepoTags") or []:
-            if ref.startswith(("mlbuild-bench-builders/", f"mlbuild/bench-builders-{token}:")):
+            if ref in (f"mlbuild-bench/base:{token}",) or ref.startswith(f"mlbuild/bench-builders-{token}:"):
                 engine.remove_image(ref, force=True)
 
 
@@ -97,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     engine = Engine.connect()
     token = secrets.token_hex(4)
-    base = run_base(engine, args.base, token)
+    base = fresh_base(engine, args.base, token)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             times = measure(engine, base, Path(tmp), token)

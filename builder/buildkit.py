@@ -32,6 +32,7 @@ Runner = Callable[[list[str], dict[str, str]], tuple[int, str]]  # argv, extra e
 
 # "#12 [builder 4/6] RUN [...]" or "#3 [internal] load metadata ...": a vertex of the build graph.
 _VERTEX_RE = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
+_FAILED_RE = re.compile(r"^#(\d+) ERROR\b")
 _OUTPUT_RE = re.compile(r"^#(\d+) (?:\d+\.\d+ )?(.*)$")
 
 
@@ -152,12 +153,13 @@ class PlainLog:
         if m:
             self.names.setdefault(m.group(1), m.group(2))
             return
+        m = _FAILED_RE.match(line)  # BuildKit's own verdict; a step's output has a time stamp first
+        if m and not self.failed:
+            self.failed = m.group(1)
         m = _OUTPUT_RE.match(line)
         if not m:
             return
         vertex, text = m.group(1), m.group(2)
-        if text.startswith("ERROR") and not self.failed:
-            self.failed = vertex
         kept = self.lines.setdefault(vertex, [])
         kept.append(text)
         del kept[:-40]
@@ -165,7 +167,8 @@ class PlainLog:
     def error(self, rc: int) -> BuildError:
         if self.failed:
             step = self.names.get(self.failed, f"step #{self.failed}")
-            outcome = [line for line in self.tail if line.startswith(("error:", "failed to solve", "ERROR"))]
+            verdicts = ("error:", "failed to solve", "executor failed", "ERROR")
+            outcome = [line for line in self.tail if line.startswith(verdicts)]
             return BuildError(
                 f"build failed at {step}",
                 details=[*self.lines.get(self.failed, [])[-15:], *outcome[-2:]],

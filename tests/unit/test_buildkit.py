@@ -123,6 +123,9 @@ PLAIN_FAILURE = """\
 #1 DONE 0.0s
 #7 [builder 4/6] RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements.txt"]
 #8 [stage-1 2/5] RUN apt-get update
+#9 [builder 3/6] RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+#9 4.100 ERROR: pip's dependency resolver does not currently take into account all the packages
+#9 DONE 5.0s
 #7 1.204 Looking in indexes: http://***@127.0.0.1:9/simple
 #8 1.300 Get:1 http://deb.example bookworm InRelease
 #7 2.511 ERROR: No matching distribution found for nosuchpkg==1

@@ -28,6 +28,7 @@ from builder.errors import BuildError, EngineError, PreflightError, UsageError
 from builder.gpu import HostGpus, preflight
 from builder.labels import (
     BASE_ID_LABEL,
+    BUILDER_LABEL,
     CONTENT_LABEL,
     OCI_BASE_NAME,
     OCI_CREATED,
@@ -238,7 +239,7 @@ def _build_image(
         kit = buildkit.run_for(chosen, Path(secrets), cache_from=opts.cache_from, inline_cache=lock is None)
         dockerfile = write_context(spec, context, recipe.folder, settings, pins, Path(secrets) if kit else None)
         say(f"building {spec.repository}:{tag}")
-        labels = oci_labels(recipe, base, tag)
+        labels = {**oci_labels(recipe, base, tag), BUILDER_LABEL: chosen.builder}
         try:
             image_id = engine.build(
                 context,

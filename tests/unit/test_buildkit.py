@@ -17,6 +17,7 @@ from builder import buildkit
 from builder.doctor import builder_finding
 from builder.engine_api import BuilderProbe, BuildKitRun
 from builder.errors import BuildError, UsageError
+from builder.labels import BUILDER_LABEL
 from builder.pipeline import BuildOptions, build
 from builder.render import PIP_CONF_SECRET, render, write_context
 from builder.resolve import load_and_resolve
@@ -281,9 +282,11 @@ def test_auto_builds_with_buildkit_where_a_cli_drives_it_with_the_secret_and_inl
     assert kit is not None and kit.argv == DEBIAN.argv and kit.env == DEBIAN.env
     assert kit.secrets[0][0] == PIP_CONF_SECRET and kit.cache_from == ("r:5000/x:1",) and kit.inline_cache
     assert "builder: buildkit (auto: Debian's CLI)" in said and "--mount=type=cache" in engine.builds[-1]
+    assert engine.labels(result.image_id)[BUILDER_LABEL] == "buildkit"  # verify rebuilds with it
     classic = build(recipe, engine=engine, settings=BuildSettings(builder="classic"),
                     options=BuildOptions(base_image=BASE))  # fmt: skip
     assert engine.kits[-1] is None and "--mount" not in engine.builds[-1]
+    assert engine.labels(classic.image_id)[BUILDER_LABEL] == "classic"
     assert classic.content_tag != result.content_tag  # each builder's Dockerfile, each its own tag
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.labels import BUILDER_LABEL, CONTENT_LABEL, OCI_CREATED, SPEC_LABEL
+from builder.labels import BUILDER_LABEL, CONTENT_LABEL, OCI_CREATED, OCI_REVISION, SPEC_LABEL
 from builder.pipeline import BuildOptions, BuildResult, build
 from builder.refs import split_tag
 
@@ -69,7 +69,7 @@ def test_each_builders_image_holds_no_cache_and_no_build_settings(by_builder, en
 def test_both_builders_make_the_same_image(by_builder, engine) -> None:  # type: ignore[no-untyped-def]
     kit, classic = (by_builder[b] for b in BUILDERS)
     assert kit.content_tag != classic.content_tag  # each builder's Dockerfile has its own tag
-    differ = (CONTENT_LABEL, OCI_CREATED, BUILDER_LABEL)
+    differ = (CONTENT_LABEL, OCI_CREATED, BUILDER_LABEL, OCI_REVISION)  # revision: the checkout's HEAD then
     labels = [{k: v for k, v in engine.labels(r.image_id).items() if k not in differ} for r in (kit, classic)]
     assert labels[0] == labels[1] and SPEC_LABEL in labels[0]
     configs = [engine.inspect(r.image_id)["Config"] for r in (kit, classic)]

@@ -4,10 +4,11 @@
 
 For each builder (the example recipe, recipes/sklearn-cpu.yaml, no smoke test, build avoidance
 off):
-  cold         no layer cache: the run's own base (the given base plus one LABEL naming the run,
-               so no layer cached by earlier builds can match) and, for BuildKit, its download
-               caches (cache mounts) emptied first (`docker builder prune --filter
-               type=exec.cachemount`: every cache mount on the engine);
+  cold         no layer cache (--no-cache, from the run's own base: the given base plus one
+               LABEL naming the run) and, for BuildKit, its download caches (cache mounts)
+               emptied first (`docker builder prune --filter type=exec.cachemount`: every cache
+               mount on the engine). BuildKit keys a local base by its layers, not its labels,
+               so --no-cache is what makes its build cold;
   warm         the same build again: every step cached;
   one package  one package added to the recipe (a small pure-Python wheel), warm cache: the
                classic builder reruns the packages step and downloads all its packages again;
@@ -68,7 +69,7 @@ def measure(engine: Engine, base: str, folder: Path, token: str) -> dict[str, di
         if builder == "buildkit":
             subprocess.run(["docker", "builder", "prune", "-af", "--filter", "type=exec.cachemount"],
                            check=True, capture_output=True, timeout=300)  # fmt: skip
-        cold = timed(engine, recipe, base, builder)
+        cold = timed(engine, recipe, base, builder, nocache=True)
         warm = timed(engine, recipe, base, builder)
         one = timed(engine, changed, base, builder)
         out[builder] = {"cold_s": cold, "warm_s": warm, "one_package_s": one}

@@ -25,6 +25,9 @@ import secrets
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,15 +62,37 @@ CANARIES: dict[str, str] = {
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    """An index and a proxy that know nothing: 404 for every request, headers kept."""
+    """An index and a proxy that know nothing: 404 for every request to it, headers kept.
+
+    As a proxy it forwards requests for other hosts (apt's Debian mirror): BuildKit hands the
+    proxy build arguments to every step in both spellings (HTTP_PROXY and http_proxy), so apt uses
+    it too, and `--network host` is part of BuildKit's cache key, so apt's step runs here."""
 
     seen: ClassVar[list[dict[str, str]]] = []
 
     def do_GET(self) -> None:
         type(self).seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+        host = urllib.parse.urlsplit(self.path).hostname if self.path.startswith("http://") else None
+        if host and host != "127.0.0.1":
+            self._forward()
+            return
         self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _forward(self) -> None:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with direct.open(urllib.request.Request(self.path), timeout=60) as answer:
+                status, body = answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, b""
+        except OSError:
+            status, body = 502, b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
         pass

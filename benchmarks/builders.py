@@ -4,11 +4,10 @@
 
 For each builder (the example recipe, recipes/sklearn-cpu.yaml, no smoke test, build avoidance
 off):
-  cold         no layer cache (--no-cache, from the run's own base: the given base plus one
-               LABEL naming the run) and, for BuildKit, its download caches (cache mounts)
-               emptied first (`docker builder prune --filter type=exec.cachemount`: every cache
-               mount on the engine). BuildKit keys a local base by its layers, not its labels,
-               so --no-cache is what makes its build cold;
+  cold         no layer cache: the run's own base (the given base plus one file naming the run,
+               a layer of its own) and, for BuildKit, its download caches (cache mounts) emptied
+               first (`docker builder prune --filter type=exec.cachemount`: every cache mount on
+               the engine);
   warm         the same build again: every step cached;
   one package  one package added to the recipe (a small pure-Python wheel), warm cache: the
                classic builder reruns the packages step and downloads all its packages again;
@@ -34,8 +33,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from parallel_builds import fresh_base  # noqa: E402  (the given base plus a LABEL naming the run)
-
 from builder.engine import Engine  # noqa: E402
 from builder.fileio import write_atomic  # noqa: E402
 from builder.pipeline import BuildOptions, build  # noqa: E402
@@ -47,14 +44,25 @@ ADDED = "tabulate==0.9.0"  # the one package added
 BUILDERS = ("classic", "buildkit")
 
 
+def unique_base(engine: Engine, given: str, token: str) -> str:
+    """The given base plus one file naming the run: a layer of its own, so that no layer cached
+    by an earlier build (BuildKit keys a local base by its layers, not its labels) can match."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "run").write_text(token + "\n")
+        (Path(tmp) / "Dockerfile").write_text(f"FROM {given}\nCOPY run /etc/mlbuild-bench-run\n")
+        image_id = engine.build(Path(tmp))
+    engine.tag(image_id, "mlbuild-bench/base", token)
+    return f"mlbuild-bench/base:{token}"
+
+
 def recipe_text(extra: str | None, token: str) -> str:
     text = EXAMPLE.read_text().replace("name: sklearn-cpu", f"name: bench-builders-{token}")
     return text.replace("  - pandas==2.2.3", "  - pandas==2.2.3" + (f"\n  - {extra}" if extra else ""))
 
 
-def timed(engine: Engine, recipe: Path, base: str, builder: str, nocache: bool = False) -> float:
+def timed(engine: Engine, recipe: Path, base: str, builder: str) -> float:
     started = time.monotonic()
-    options = BuildOptions(base_image=base, builder=builder, run_smoke=False, reuse=False, nocache=nocache)
+    options = BuildOptions(base_image=base, builder=builder, run_smoke=False, reuse=False)
     result = build(recipe, engine=engine, settings=load_settings(), options=options)
     assert result.builder == builder
     return round(time.monotonic() - started, 1)
@@ -69,7 +77,7 @@ def measure(engine: Engine, base: str, folder: Path, token: str) -> dict[str, di
         if builder == "buildkit":
             subprocess.run(["docker", "builder", "prune", "-af", "--filter", "type=exec.cachemount"],
                            check=True, capture_output=True, timeout=300)  # fmt: skip
-        cold = timed(engine, recipe, base, builder, nocache=True)
+        cold = timed(engine, recipe, base, builder)
         warm = timed(engine, recipe, base, builder)
         one = timed(engine, changed, base, builder)
         out[builder] = {"cold_s": cold, "warm_s": warm, "one_package_s": one}
@@ -91,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     engine = Engine.connect()
     token = secrets.token_hex(4)
-    base = fresh_base(engine, args.base, token)
+    base = unique_base(engine, args.base, token)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             times = measure(engine, base, Path(tmp), token)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from builder.commands.options import settings_options
+from builder.commands.options import builder_option, settings_options
 from builder.commands.output import F, Output, handle_errors, json_option
 from builder.version import __version__
 
@@ -190,6 +190,15 @@ def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
     is_flag=True,
     help="Every Python package from the wheelhouse (pip --no-index); what it lacks is listed before building.",
 )
+@builder_option
+@click.option(
+    "--cache-from",
+    "cache_from",
+    multiple=True,
+    metavar="IMAGE",
+    help="BuildKit: reuse the layers of this pushed mlbuild image (its inline cache), e.g. on a CI "
+    "runner without a local cache (repeatable).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
@@ -199,7 +208,8 @@ def build(
     extra_index_urls: tuple[str, ...], quiet: bool, json_mode: bool,
     push: bool = False, registry_ca: str | None = None, rebuild: bool = False, locked: bool = False,
     jobs: int = 2, strict: bool = False, variants: tuple[str, ...] = (), gpu_host: str | None = None,
-    wheelhouse: Path | None = None, offline: bool = False,
+    wheelhouse: Path | None = None, offline: bool = False, builder: str | None = None,
+    cache_from: tuple[str, ...] = (),
 ) -> None:  # fmt: skip
     """Build RECIPE into an image, smoke-test it, and tag it.
 
@@ -230,7 +240,8 @@ def build(
     out = Output(json_mode, quiet, timed=True)
     options = BuildOptions(
         base_image=base_image, extra_tags=tags, run_smoke=not no_smoke, gpu_mode=gpu_mode, gpu_access=gpu_access,
-        network=network, reuse=not rebuild, locked=locked, push=push, registry_ca=registry_ca,
+        network=network, reuse=not rebuild, locked=locked, push=push, registry_ca=registry_ca, builder=builder,
+        cache_from=cache_from,
     )  # fmt: skip
     if wants_many(recipe, variants, gpu_host):  # a folder, matrix:, --variant or --gpu-host
         if locked:

@@ -7,9 +7,12 @@ import shutil
 from typing import Any
 
 from builder import gpu as gpu_mod
+from builder.buildkit import choose
 from builder.credentials import docker_config_path, read_docker_config
+from builder.engine_api import BuilderProbe
 from builder.errors import MlbuildError
 from builder.matrix import load_matrix, version_key
+from builder.settings import load_settings
 
 
 def finding(severity: str, what: str, remedy: str = "", **facts: Any) -> dict[str, Any]:
@@ -23,6 +26,7 @@ def run_checks() -> list[dict[str, Any]]:
     runtimes: tuple[str, ...] = ()
     api = "1.41"
     data_root = "/var/lib/docker"
+    engine = None
     try:
         engine = Engine.connect(timeout=20)
         info, version = engine.info(), engine.version()
@@ -73,9 +77,32 @@ def run_checks() -> list[dict[str, Any]]:
             "" if modes else "install the NVIDIA container toolkit, or the driver's libraries",
             modes=modes, driver_dir=host.driver_dir, driver_libs=list(host.driver_libs),
         ))  # fmt: skip
+    if engine is not None:
+        out.append(builder_finding(engine.buildkit_probe(), _site_builder()))
     out.append(credentials())
     out.append(disk(data_root))
     return out
+
+
+def _site_builder() -> str | None:
+    try:
+        return load_settings().builder
+    except MlbuildError:
+        return None  # a bad setting is reported by the commands that read it
+
+
+def builder_finding(probe: BuilderProbe, site: str | None = None) -> dict[str, Any]:
+    """Which builder `--builder auto` picks on this host, and why."""
+    chosen = choose("auto", probe)
+    remedy = "" if chosen.buildkit else (
+        "for cache mounts, secrets and --cache-from: install the docker buildx plugin (or Debian's "
+        "docker.io CLI); builds work either way"
+    )  # fmt: skip
+    what = f"builder: auto picks {chosen.builder} ({chosen.reason})"
+    if site:
+        what += f"; the site's builder: {site} ($MLBUILD_BUILDER or the site config) is used instead"
+    return finding("ok" if chosen.buildkit else "info", what, remedy, builder=chosen.builder,
+                   builder_cli=probe.cli, builder_reason=chosen.reason)  # fmt: skip
 
 
 def newest_cuda(driver: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ so that commands which need no engine (resolve, render, matrix) start fast.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from builder import engine_api
-from builder.engine_api import LayerProgress, LineSink, ProgressSink, RunResult
+from builder import buildkit, engine_api
+from builder.engine_api import BuilderProbe, BuildKitRun, LayerProgress, LineSink, ProgressSink, RunResult
 from builder.errors import BuildError, EngineError, RegistryError
 from builder.labels import TEMPORARY_LABEL
 from builder.refs import parse_reference
@@ -69,6 +70,8 @@ class Engine:
     def __init__(self, client: docker.DockerClient):
         self.client = client
         self.api = client.api
+        self._buildkit_probe: BuilderProbe | None = None
+        self._host: str | None = None  # an engine named by URL: the CLI must reach the same one
 
     # -- connection ------------------------------------------------------------------------------
     @classmethod
@@ -91,7 +94,9 @@ class Engine:
                 details=[_short(exc)],
                 hint="start one (apt-get install -y docker.io && dockerd &), or point DOCKER_HOST at a running engine",
             ) from None
-        return cls(client)
+        engine = cls(client)
+        engine._host = base_url
+        return engine
 
     def info(self) -> dict[str, Any]:
         return dict(self.client.info())
@@ -170,9 +175,25 @@ class Engine:
         on_line: LineSink | None = None,
         nocache: bool = False,
         network: str | None = None,
+        kit: BuildKitRun | None = None,
     ) -> str:
-        """Build with the classic builder, streaming output; return the image ID."""
+        """Build with the classic builder (or, with `kit`, BuildKit through the docker CLI),
+        streaming output; return the image ID."""
         import docker.errors
+
+        if kit is not None:
+            if self._host:
+                kit = dataclasses.replace(kit, env=(*kit.env, ("DOCKER_HOST", self._host)))
+            try:
+                return buildkit.build_with_cli(kit, context, labels=labels, buildargs=buildargs, on_line=on_line,
+                                               nocache=nocache, network=network)  # fmt: skip
+            except BuildError as exc:
+                try:  # the CLI only says its connection broke: name the engine, as the classic path does
+                    self.client.ping()
+                except Exception:
+                    raise EngineError("lost the Docker engine during the build" + _where(),
+                                      details=[exc.message, *exc.details[-3:]]) from None  # fmt: skip
+                raise
 
         log = BuildLog()
         image_id: str | None = None
@@ -216,6 +237,14 @@ class Engine:
             if not image_id:
                 raise BuildError("the build's image vanished", details=log.lines[-10:])
         return image_id
+
+    def buildkit_probe(self) -> BuilderProbe:
+        """The docker CLI that can drive BuildKit against this engine, probed once."""
+        if self._buildkit_probe is None:
+            why_not = buildkit.engine_supports(self.version())
+            found = BuilderProbe(reason=why_not) if why_not else buildkit.probe_clis(buildkit.docker_clis())
+            self._buildkit_probe = found
+        return self._buildkit_probe
 
     # -- containers ------------------------------------------------------------------------------
     def run(

@@ -35,6 +35,30 @@ class LayerProgress:
 ProgressSink = Callable[[LayerProgress], None]
 
 
+@dataclass(frozen=True)
+class BuilderProbe:
+    """A docker CLI that can drive BuildKit against this engine (builder.buildkit probes it);
+    `cli` is None when none can, and `reason` says why (or how the found one does it)."""
+
+    cli: str | None = None
+    argv: tuple[str, ...] = ()  # the build command, e.g. (cli, "build") with DOCKER_BUILDKIT=1
+    env: tuple[tuple[str, str], ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class BuildKitRun:
+    """A build through BuildKit instead of the classic builder: the CLI to run, secrets (id,
+    file outside the context), images whose inline cache may be reused, and whether the new
+    image carries inline cache itself."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[tuple[str, str], ...] = ()
+    cache_from: tuple[str, ...] = ()
+    inline_cache: bool = True
+
+
 class Engine(Protocol):
     """A connected engine. Errors are builder.errors types: EngineError, BuildError (build),
     RegistryError (push, pull_ref; `transient` when a retry may succeed)."""
@@ -101,8 +125,14 @@ class Engine(Protocol):
         on_line: LineSink | None = None,
         nocache: bool = False,
         network: str | None = None,
+        kit: BuildKitRun | None = None,
     ) -> str:
-        """Build the context's Dockerfile (classic builder); returns the image ID."""
+        """Build the context's Dockerfile (classic builder, or BuildKit with `kit`); returns the
+        image ID."""
+        ...
+
+    def buildkit_probe(self) -> BuilderProbe:
+        """Which docker CLI can drive BuildKit against this engine (probed once per engine)."""
         ...
 
     def run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 SPEC_LABEL = "org.mlbuild.spec"  # the resolved spec, canonical JSON (builder.spec)
 CONTENT_LABEL = "org.mlbuild.content"  # the immutable content tag, spec-<hash>
 BASE_ID_LABEL = "org.mlbuild.base.id"  # the image ID of the base the image was built on
+BUILDER_LABEL = "org.mlbuild.builder"  # buildkit or classic: a lock gives identical bytes per builder
 BASE_SUITE_LABEL = "org.mlbuild.base.suite"  # a base made by `mlbuild base bootstrap`: its Debian suite
 BASE_MIRROR_LABEL = "org.mlbuild.base.mirror"  # ... and the archive it came from (credentials redacted)
 LOCK_LABEL = "org.mlbuild.lock"  # sha256 of the lock file's bytes (locked builds)

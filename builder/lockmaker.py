@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from builder import buildkit
 from builder.base import choose_base, observe
 from builder.engine_api import Engine, LineSink
 from builder.errors import UsageError
@@ -49,6 +50,7 @@ def resolve_lock(
     epoch: int | None = None,
     say: Say = lambda _: None,
     on_line: LineSink | None = None,
+    builder: str | None = None,
 ) -> Lock:
     """Resolve every package inside the base image, the way the build installs them.
 
@@ -63,15 +65,19 @@ def resolve_lock(
     base = choose_base(engine, spec, say)
     spec = observe(engine, dataclasses.replace(spec, base_image=base.ref), base_named=bool(recipe.base_image))
     digest = _registry_digest(engine, base.ref)
-    with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp:
-        resolver_context(spec, Path(tmp), settings)
-        say(f"resolving OS and Python packages inside {base.ref}")
+    chosen = buildkit.choose_for(engine, builder, settings.builder)
+    with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="mlbuild-secrets-") as secrets:  # fmt: skip
+        kit = buildkit.run_for(chosen, Path(secrets), inline_cache=False)  # a throwaway image
+        resolver_context(spec, Path(tmp), settings, Path(secrets) if kit else None)
+        say(f"resolving OS and Python packages inside {base.ref} (builder: {chosen.builder})")
         image_id = engine.build(
             Path(tmp),
             buildargs=settings.build_args(),
             on_line=on_line,
             network=network,
             labels={TEMPORARY_LABEL: "1"},
+            kit=kit,
         )
     try:
         run = engine.run(image_id, ["/tmp/mlbuild-lock/collect.py"], entrypoint=["python3"])

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder import buildkit
 from builder.base import BaseChoice, choose_base, observe
+from builder.buildkit import BuilderChoice
 from builder.cleanup import untag_partial
 from builder.engine_api import Engine, LineSink, ProgressSink
 from builder.errors import BuildError, EngineError, PreflightError, UsageError
 from builder.gpu import HostGpus, preflight
 from builder.labels import (
     BASE_ID_LABEL,
+    BUILDER_LABEL,
     CONTENT_LABEL,
     OCI_BASE_NAME,
     OCI_CREATED,
@@ -40,7 +43,7 @@ from builder.recipe import Recipe, check_image_ref
 from builder.refs import split_tag
 from builder.render import render, write_context
 from builder.resolve import load_and_resolve, resolve
-from builder.settings import BuildSettings, redact
+from builder.settings import BUILDERS, BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
 from builder.spec import ResolvedSpec
 from builder.wheelhouse import missing
@@ -70,10 +73,16 @@ class BuildOptions:
     push: bool = False  # after the smoke test: push every tag (builder.publish)
     registry_ca: str | None = None
     record: bool = True  # with push: write the image record beside the recipe
+    builder: str | None = None  # auto | buildkit | classic (default: the site config's, else auto)
+    cache_from: tuple[str, ...] = ()  # BuildKit: reuse the layers of these pushed images (inline cache)
 
     def __post_init__(self) -> None:
         if self.push and not self.run_smoke:
             raise UsageError("--push needs the smoke test", hint="drop --no-smoke: only tested images are pushed")
+        if self.builder is not None and self.builder not in BUILDERS:
+            raise UsageError(f"--builder {self.builder!r} is not one of {', '.join(BUILDERS)}")
+        for ref in self.cache_from:
+            check_image_ref(ref, "--cache-from")
         for ref in self.extra_tags:
             check_image_ref(ref, "--tag")
 
@@ -91,6 +100,7 @@ class BuildResult:
     dockerfile: str
     up_to_date: bool = False  # the content tag existed already: nothing was built
     published: Published | None = None  # with push
+    builder: str = "classic"  # buildkit or classic: what built it (or would have, when up to date)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +115,7 @@ class BuildResult:
             "smoke": self.smoke.to_dict() if self.smoke else None,
             "seconds": round(self.seconds, 1),
             "up_to_date": self.up_to_date,
+            "builder": self.builder,
             **(self.published.to_dict() if self.published else {}),
         }
 
@@ -139,6 +150,7 @@ def build(
     if lock:
         lock.check_spec(spec)  # the recipe must be the one that was locked
     settings = with_wheelhouse(settings, recipe, spec)
+    chosen = choose_builder(engine, opts, settings)  # before any long step: --cache-from needs BuildKit
     gpu_checked = opts.run_smoke and smoke_engine is None and (opts.gpu_mode or spec.smoke_gpu) != "off"
     host = detect_host(engine) if gpu_checked and spec.is_gpu else None
     if host and not spec.framework_from_base:
@@ -158,8 +170,11 @@ def build(
         f"{'CPU' if spec.cuda == 'cpu' else 'CUDA ' + spec.cuda} on {base.ref}")  # fmt: skip
     for line in settings.describe():
         say(f"build setting: {line}")
+    say(f"builder: {chosen.builder} ({chosen.reason})")
     pins = lock.pins() if lock else None
-    dockerfile = render(spec, pins, settings)  # the content tag needs only the text; the context comes later
+    # The content tag needs only the text (the context comes later); BuildKit's variant has its
+    # own text, so each builder's image has its own content tag.
+    dockerfile = render(spec, pins, settings, buildkit=chosen.buildkit)
     tag = content_tag(spec, dockerfile, base.image_id)
     found = find_existing(engine, spec, tag, say) if opts.reuse else None
     report = None
@@ -168,7 +183,7 @@ def build(
     else:
         on_stage("building")
         image_id, dockerfile = _build_image(engine, recipe, Path(recipe_path), spec, base, tag, settings, opts,
-                                            lock, say, on_line)  # fmt: skip
+                                            lock, chosen, say, on_line)  # fmt: skip
         up_to_date = False
         if opts.run_smoke:
             on_stage("smoke")
@@ -183,7 +198,7 @@ def build(
                                    smoke_engine=smoke_engine, say=say)  # fmt: skip
     size = int(engine.inspect(image_id).get("Size") or 0)
     result = BuildResult(image_id, tags, size, spec, tag, base, report, time.monotonic() - started, dockerfile,
-                         up_to_date)  # fmt: skip
+                         up_to_date, builder=chosen.builder)  # fmt: skip
     if not opts.push:
         return result
     on_stage("pushing")
@@ -210,17 +225,22 @@ def _build_image(
     settings: BuildSettings,
     opts: BuildOptions,
     lock: Lock | None,
+    chosen: BuilderChoice,
     say: Say,
     on_line: LineSink | None,
 ) -> tuple[str, str]:
     """The build itself (and, from a lock, the normalisation); returns the new image's ID and
     the Dockerfile it was built from."""
     pins = lock.pins() if lock else None
-    with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="mlbuild-secrets-") as secrets:  # fmt: skip
         context = Path(tmp)
-        dockerfile = write_context(spec, context, recipe.folder, settings, pins)
+        # Inline cache lets a pushed image seed a later --cache-from; not for locked builds:
+        # normalisation rewrites every layer, so the cache would name layers the image lacks.
+        kit = buildkit.run_for(chosen, Path(secrets), cache_from=opts.cache_from, inline_cache=lock is None)
+        dockerfile = write_context(spec, context, recipe.folder, settings, pins, Path(secrets) if kit else None)
         say(f"building {spec.repository}:{tag}")
-        labels = oci_labels(recipe, base, tag)
+        labels = {**oci_labels(recipe, base, tag), BUILDER_LABEL: chosen.builder}
         try:
             image_id = engine.build(
                 context,
@@ -229,6 +249,7 @@ def _build_image(
                 on_line=on_line,
                 network=opts.network,
                 nocache=opts.nocache,
+                kit=kit,
             )
         except BuildError as exc:
             if _NO_SPACE in " ".join([exc.message, *exc.details]).lower():
@@ -239,6 +260,18 @@ def _build_image(
     if lock:  # identical bytes from the same lock (builder.normalize)
         image_id = normalize_locked(engine, image_id, lock, base.image_id, recipe_path, say)
     return image_id, dockerfile
+
+
+def choose_builder(engine: Engine, opts: BuildOptions, settings: BuildSettings) -> BuilderChoice:
+    """--builder, else the site config's builder, else auto (BuildKit where a CLI drives it)."""
+    chosen = buildkit.choose_for(engine, opts.builder, settings.builder)
+    if opts.cache_from and not chosen.buildkit:
+        raise UsageError(
+            "--cache-from needs the BuildKit builder (inline cache)",
+            details=[f"builder: classic ({chosen.reason})"],
+            hint="drop --cache-from, or build where BuildKit is available (--builder buildkit)",
+        )
+    return chosen
 
 
 def _smoke(

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from builder.engine_api import LayerProgress
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# BuildKit's plain progress: "#7 [builder 3/6] RUN ...", a step of one stage (stages run at once).
+KIT_STEP_RE = re.compile(r"^#\d+ \[(?:[^\]\s]+ )?(\d+)/(\d+)\] (.*)$")
 # Statuses after which a layer needs no more transfer.
 _LAYER_DONE = (
     "Pushed",
@@ -80,7 +82,7 @@ class Progress:
 
     def build_line(self, line: str) -> Shown:
         """A line of `docker build` output; step lines get the step count and elapsed time."""
-        m = STEP_RE.match(line)
+        m = STEP_RE.match(line) or KIT_STEP_RE.match(line)
         if m:
             self.step = (int(m.group(1)), int(m.group(2)))
             self.step_started = self.clock()

@@ -28,10 +28,15 @@ from builder.spec import PROBE_PATH, SPEC_PATH, VENV, ResolvedSpec
 TEMPLATE = "Dockerfile.j2"
 RESOLVER_TEMPLATE = "resolver.j2"
 RESOLVER_OUT = "/tmp/mlbuild-lock"  # where the resolver image collects what apt and pip said
-APT_CLEAN = (
-    "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb "
-    "/var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old"
-)
+APT_CACHES = "/var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb "
+APT_CLEAN = "rm -rf " + APT_CACHES + "/var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old"
+# BuildKit's variant (never the classic one): caches that outlive the build, outside every layer.
+# One lock per cache: apt and pip refuse to share their folders with a second process. pip's
+# cache is content-addressed, so one cache serves every recipe; apt's is per Debian/Ubuntu suite.
+# The site's pip.conf (index credentials) arrives as a secret, mounted only while a step runs.
+PIP_CONF_SECRET = "mlbuild-pip-conf"
+SECRET_MOUNT = f"--mount=type=secret,id={PIP_CONF_SECRET},target=/tmp/mlbuild-build/pip.conf "
+PYTHON_CACHE_MOUNTS = "--mount=type=cache,id=mlbuild-python-cache,target=/root/.cache,sharing=locked " + SECRET_MOUNT
 # Locked builds also drop ldconfig's aux-cache: it records inode numbers and ctimes.
 LOCKED_CLEAN = APT_CLEAN + " /var/cache/ldconfig/aux-cache"
 # Hash-based .pyc (PEP 552): no source mtime inside, so the bytes do not depend on when the
@@ -96,6 +101,12 @@ class Plan:
     runtime_python: str = ""  # final stage: COPY of a standalone Python
     pin_command: str = ""  # builder: write the image's constraints (IMAGE_CONSTRAINTS)
     constraints_env: str = ""  # final stage: ENV arguments that point pip and uv at them
+    # BuildKit's variant (builder.buildkit): mounts before the RUN steps that download, and
+    # pip's cache left on (it lives in a cache mount, never in a layer).
+    buildkit: bool = False
+    pip_cache: str = "PIP_NO_CACHE_DIR=1 "
+    apt_mounts: str = ""
+    python_mounts: str = ""
 
 
 def templates_dir() -> Path:
@@ -117,7 +128,9 @@ def context_name(index: int, src: str) -> str:
     return f"files/{index}/{Path(src).name}"
 
 
-def plan(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None) -> Plan:
+def plan(
+    spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None, buildkit: bool = False
+) -> Plan:
     distro = spec.python_from == "distro"
     apt_runtime = ([f"python{spec.python}"] if distro else []) + list(spec.system_packages)
     builder_apt = ""
@@ -190,7 +203,23 @@ def plan(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings |
         constraints_env=f"PIP_CONSTRAINT={IMAGE_CONSTRAINTS} UV_CONSTRAINT={IMAGE_CONSTRAINTS}",
     )  # fmt: skip
     p = _shapes(p, spec, settings or BuildSettings())
-    return _locked(p, spec, pins) if pins else p
+    p = _locked(p, spec, pins) if pins else p
+    return _buildkit(p, spec) if buildkit else p
+
+
+def _buildkit(p: Plan, spec: ResolvedSpec) -> Plan:
+    """BuildKit's variant of the same stages: cache mounts for apt's and pip's downloads (a
+    changed package downloads only itself) and the pip.conf secret; apt's caches, being mounts,
+    are no longer cleaned out of the layer (they were never in it)."""
+    suite = re.sub(r"[^A-Za-z0-9_.-]", "-", spec.base_suite or "any")
+    apt_mounts = "".join(
+        f"--mount=type=cache,id=mlbuild-apt-{name}-{suite},target={target},sharing=locked "
+        for name, target in (("archives", "/var/cache/apt"), ("lists", "/var/lib/apt/lists"))
+    )
+    devel = dataclasses.replace(p.devel, apt=_cached_apt(p.devel.apt)) if p.devel else None
+    return dataclasses.replace(p, builder_apt=_cached_apt(p.builder_apt), runtime_apt=_cached_apt(p.runtime_apt),
+                               devel=devel, buildkit=True, pip_cache="", apt_mounts=apt_mounts,
+                               python_mounts=PYTHON_CACHE_MOUNTS)  # fmt: skip
 
 
 def _venv_command(spec: ResolvedSpec) -> str:
@@ -347,9 +376,18 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None) -> str:
-    """The Dockerfile text; the same spec (and lock, and site settings) always gives the same bytes."""
-    return _render_template(TEMPLATE, plan(spec, pins, settings))
+def _cached_apt(command: str) -> str:
+    """An apt step whose archives and lists are cache mounts: keep them, do not clean them."""
+    keep = "apt-get install -o APT::Keep-Downloaded-Packages=true "
+    return command.replace(APT_CACHES, "").replace("apt-get install ", keep)
+
+
+def render(
+    spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None, buildkit: bool = False
+) -> str:
+    """The Dockerfile text; the same spec (and lock, and site settings) always gives the same
+    bytes. `buildkit`: the variant with cache and secret mounts, for BuildKit only."""
+    return _render_template(TEMPLATE, plan(spec, pins, settings, buildkit))
 
 
 def _render_template(name: str, p: Plan | ResolverPlan) -> str:
@@ -365,9 +403,11 @@ def write_context(
     recipe_folder: Path,
     settings: BuildSettings,
     pins: Pins | None = None,
+    secrets: Path | None = None,
 ) -> str:
-    """Fill `folder` with exactly what the build needs; returns the Dockerfile text."""
-    dockerfile = render(spec, pins, settings)
+    """Fill `folder` with exactly what the build needs; returns the Dockerfile text.
+    `secrets`: a folder outside the context for BuildKit's secrets (the BuildKit variant)."""
+    dockerfile = render(spec, pins, settings, buildkit=secrets is not None)
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
     ml.mkdir()
@@ -385,7 +425,7 @@ def write_context(
         if _has_pins(pins.project):
             (ml / "locked-project.txt").write_text(pins.project)
         (ml / "lock.json").write_text(pins.lock_json)
-    settings.write_build_settings(folder / "build-settings")
+    settings.write_build_settings(folder / "build-settings", secrets)
     for i, (src, _dest) in enumerate(spec.files):
         source = (recipe_folder / src).resolve()
         target = folder / context_name(i, src)
@@ -487,6 +527,7 @@ class ResolverPlan:
     report_project: str  # pip installs the requirements: file's hashed pins, writing its report
     report_packages: str  # pip dry-runs the packages step, writing its report
     out: str = RESOLVER_OUT
+    secret_mount: str = ""  # BuildKit: the site's pip.conf as a secret (no cache: the lock asks the index)
 
 
 def resolver_plan(spec: ResolvedSpec) -> ResolverPlan:
@@ -527,13 +568,17 @@ def resolver_plan(spec: ResolvedSpec) -> ResolverPlan:
     )
 
 
-def resolver_dockerfile(spec: ResolvedSpec) -> str:
+def resolver_dockerfile(spec: ResolvedSpec, buildkit: bool = False) -> str:
     """The throwaway image `mlbuild lock` resolves in: the base, the builder stage's setup."""
-    return _render_template(RESOLVER_TEMPLATE, resolver_plan(spec))
+    p = resolver_plan(spec)
+    if buildkit:
+        p = dataclasses.replace(p, secret_mount=SECRET_MOUNT)
+    return _render_template(RESOLVER_TEMPLATE, p)
 
 
-def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings) -> str:
-    dockerfile = resolver_dockerfile(spec)
+def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings, secrets: Path | None = None) -> str:
+    """The resolver's build context; `secrets` as in write_context (BuildKit)."""
+    dockerfile = resolver_dockerfile(spec, buildkit=secrets is not None)
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
     ml.mkdir()
@@ -542,7 +587,7 @@ def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings) 
     setup = Path(__file__).resolve().parent / "imagesetup.py"
     (ml / "imagesetup.py").write_text(setup.read_text())
     (ml / "collect.py").write_text(RESOLVER_COLLECT)
-    settings.write_build_settings(folder / "build-settings")
+    settings.write_build_settings(folder / "build-settings", secrets)
     return dockerfile
 
 

@@ -23,6 +23,7 @@ from builder.errors import UsageError
 
 CA_ENV = ("MLBUILD_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+BUILDERS = ("auto", "buildkit", "classic")  # builder.buildkit chooses among them
 CONFIG_PATHS = ("~/.config/mlbuild/config.yaml", "/etc/mlbuild/config.yaml")
 _CRED_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
 
@@ -42,6 +43,7 @@ class BuildSettings:
     variant_indexes: tuple[tuple[str, str], ...] = ()  # mirrors of framework variant indexes
     wheelhouse: Path | None = None  # a folder of wheels for the builder stage (never the image)
     offline: bool = False  # every Python package from the wheelhouse (pip --no-index)
+    builder: str | None = None  # the site's builder: auto | buildkit | classic (--builder wins)
     sources: tuple[str, ...] = field(default=(), compare=False)  # where each setting came from
 
     def secrets(self) -> list[str]:
@@ -63,8 +65,11 @@ class BuildSettings:
         """Only Docker's predefined proxy arguments: they are left out of `docker history`."""
         return dict(self.proxies)
 
-    def write_build_settings(self, folder: Path) -> None:
-        """The builder stage's pip.conf (and CA bundle), copied into that stage only."""
+    def write_build_settings(self, folder: Path, secrets: Path | None = None) -> None:
+        """The builder stage's pip.conf (and CA bundle), copied into that stage only. With
+        `secrets` (BuildKit), pip.conf, which may carry index credentials, goes there instead,
+        outside the build context: BuildKit mounts it as a secret while a step runs, so it is in
+        no layer, not even the builder stage's or the build cache's."""
         folder.mkdir(parents=True, exist_ok=True)
         lines = ["[global]"]
         if self.index_url:
@@ -76,7 +81,12 @@ class BuildSettings:
         if self.ca_bundle:
             (folder / "ca.crt").write_bytes(self.ca_bundle.read_bytes())
             lines.append("cert = /tmp/mlbuild-build/ca.crt")
-        (folder / "pip.conf").write_text("\n".join(lines) + "\n")
+        target = folder / "pip.conf"
+        if secrets is not None:
+            secrets.mkdir(parents=True, exist_ok=True)
+            target = secrets / "pip.conf"
+            target.touch(mode=0o600)
+        target.write_text("\n".join(lines) + "\n")
 
     def describe(self) -> list[str]:
         out = []
@@ -150,6 +160,12 @@ def load_settings(
         if not _http(str(apt_proxy)):
             raise UsageError(f"apt_proxy {redact(str(apt_proxy))!r} is not an http(s) URL")
         proxies = (*tuple(p for p in proxies if p[0] != "http_proxy"), ("http_proxy", str(apt_proxy)))
+    builder = environ.get("MLBUILD_BUILDER") or config.get("builder")
+    if builder is not None and builder not in BUILDERS:
+        raise UsageError(
+            f"site config builder: {str(builder)[:40]!r} is not one of {', '.join(BUILDERS)}",
+            hint="builder: auto (BuildKit where the docker CLI can drive it, else the classic builder)",
+        )
     trusted = tuple(config.get("trusted_hosts") or ())
     variant_indexes = tuple(sorted((str(k), str(v)) for k, v in (config.get("indexes") or {}).items()))
     return BuildSettings(
@@ -161,6 +177,7 @@ def load_settings(
         variant_indexes=variant_indexes,
         wheelhouse=Path(wheelhouse) if wheelhouse else None,
         offline=offline,
+        builder=builder,
         sources=tuple(sources),
     )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from builder.engine_api import Engine
 from builder.errors import UsageError
 from builder.imagediff import ImageDiff, diff_images
-from builder.labels import LOCK_LABEL
+from builder.labels import BUILDER_LABEL, LOCK_LABEL
 from builder.lock import read_lock
 from builder.pipeline import BuildOptions, build
 from builder.refs import split_tag
@@ -53,8 +53,11 @@ def verify(
         reference = str(max(made, key=lambda img: (img.get("Created", 0), img["Id"]))["Id"])
     attrs = engine.inspect(reference)
     ref_id, ref_tags = str(attrs["Id"]), list(attrs.get("RepoTags") or [])
-    say(f"rebuilding {recipe_path.name} from its lock, without cache, to compare with {reference}")
-    options = BuildOptions(locked=True, nocache=True, reuse=False, run_smoke=False, network=network)
+    # The same builder as the reference (its label): a lock gives identical bytes per builder.
+    builder = ((attrs.get("Config") or {}).get("Labels") or {}).get(BUILDER_LABEL)
+    say(f"rebuilding {recipe_path.name} from its lock, without cache, to compare with {reference}"
+        + (f" (the {builder} builder made it)" if builder else ""))  # fmt: skip
+    options = BuildOptions(locked=True, nocache=True, reuse=False, run_smoke=False, network=network, builder=builder)
     rebuilt = build(recipe_path, engine=engine, settings=settings, options=options, say=say)
     diff = None
     if rebuilt.image_id != ref_id:

@@ -122,7 +122,9 @@ def rows() -> list[Row]:
         "env value": len(inj.ACCEPTED_ENV), "requirement marker": len(inj.ACCEPTED_PACKAGES),
         "smoke command": len(inj.ACCEPTED_SMOKE), "file": len(inj.ACCEPTED_FILES),
     }  # fmt: skip
-    places = n("secrets", "test_no_secret_in")
+    searches = n("secrets", "test_no_secret_in")
+    places = len(sec.PLACES)
+    builders = searches // places  # the secrets module builds on each builder (BuildKit, classic)
     return [
         Row(f"hand-written hostile recipe documents ({len(fuzz.BAD_DOCUMENTS)}) and `files:` sources that "
             f"leave the recipe's folder through a symlink ({len(fuzz.SYMLINKS_OUT)})",
@@ -145,9 +147,10 @@ def rows() -> list[Row]:
             "nothing ran (no `/tmp/pwned-*`), every value arrived literally (image config, container "
             "environment, spec label, file)"),
         Row(f"canary secrets ({', '.join(sec.CANARIES)})", len(sec.CANARIES),
-            f"found in none of the {places} places searched; the index token and proxy password were seen "
-            "arriving at the build's pip"),
-        Row(f"places searched for them: {'; '.join(sec.PLACES)}", places, "one test each, after a real build and push"),
+            f"found in none of the {places} places searched after a build with each of {builders} builders; "
+            "the index token and proxy password were seen arriving at the build's pip"),
+        Row(f"places searched for them: {'; '.join(sec.PLACES)}", searches,
+            f"one test each per builder ({builders}), after a real build and push"),
         Row(f"faults injected on real engines: {names('faults', marker='integration')}",
             n("faults", marker="integration"), "clear messages, exit 1 (130/143 for signals), nothing left behind"),
         Row(f"cleanup checks with a fake engine: {names('faults', without='integration')}",

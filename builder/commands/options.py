@@ -39,3 +39,11 @@ registry_ca_option = click.option(
     metavar="FILE",
     help="CA certificate of a private registry (default: site config registry_ca, or /etc/docker/certs.d/HOST/ca.crt).",
 )
+
+
+builder_option = click.option(
+    "--builder",
+    type=click.Choice(["auto", "buildkit", "classic"]),
+    help="auto (default, or the site config's builder): BuildKit where a docker CLI can drive it "
+    "(cache mounts, secrets, parallel stages), else the classic builder. `mlbuild doctor` says which.",
+)

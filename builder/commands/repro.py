@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from builder.commands.options import settings_options
+from builder.commands.options import builder_option, settings_options
 from builder.commands.output import Output, handle_errors, json_option
 
 
@@ -27,6 +27,7 @@ from builder.commands.output import Output, handle_errors, json_option
 @click.option("--base-image", metavar="REF", help="Lock on this base image instead of the resolved one.")
 @click.option("--network", metavar="MODE", help="Network for the resolver's build steps.")
 @settings_options
+@builder_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
@@ -41,6 +42,7 @@ def lock_cmd(
     extra_index_urls: tuple[str, ...],
     quiet: bool,
     json_mode: bool,
+    builder: str | None = None,
 ) -> None:
     """Resolve RECIPE completely and write RECIPE's lock (<stem>.lock.json) beside it.
 
@@ -81,6 +83,7 @@ def lock_cmd(
         network=network,
         say=out.say,
         on_line=out.line,
+        builder=builder,
     )
     new = upgrade(old, fresh, package)
     changes = diff_locks(old, new)

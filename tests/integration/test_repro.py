@@ -7,6 +7,7 @@ from the lock, removes the image, and rebuilds without any cache (inside `verify
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -44,8 +45,10 @@ def locked_recipe(engine, bookworm_base, settings, tmp_path_factory):  # type: i
     return lock_recipe(folder, RECIPE, engine=engine, settings=settings, base_image=bookworm_base)
 
 
-@pytest.fixture(scope="module")
-def first_build(engine, settings, locked_recipe):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["buildkit", "classic"])
+def first_build(request, engine, settings, locked_recipe):  # type: ignore[no-untyped-def]
+    """The locked build, on each builder (the lock is the same; the tests below run for both)."""
+    settings = dataclasses.replace(settings, builder=request.param)
     said: list[str] = []
     started = time.monotonic()
     result = build(
@@ -55,9 +58,10 @@ def first_build(engine, settings, locked_recipe):  # type: ignore[no-untyped-def
         options=BuildOptions(locked=True, reuse=False, run_smoke=True),
         say=said.append,
     )
+    assert result.builder == request.param
     raw = next(line.split()[1] for line in said if line.startswith("normalised "))
-    print(f"first locked build: {time.monotonic() - started:.1f} s, {result.image_id} (raw {raw})")
-    return result, raw
+    print(f"first locked build ({request.param}): {time.monotonic() - started:.1f} s, {result.image_id} (raw {raw})")
+    return result, raw, settings
 
 
 def test_lock_pins_base_os_and_python_packages(locked_recipe: Path, engine) -> None:  # type: ignore[no-untyped-def]
@@ -72,7 +76,7 @@ def test_lock_pins_base_os_and_python_packages(locked_recipe: Path, engine) -> N
 
 
 def test_locked_build_is_labelled_and_has_its_sbom(first_build, locked_recipe: Path, engine) -> None:  # type: ignore[no-untyped-def]
-    result, _raw = first_build
+    result, _raw, _settings = first_build
     labels = engine.labels(result.image_id)
     lock = read_lock(locked_recipe)
     assert labels[LOCK_LABEL] == lock.digest()
@@ -108,8 +112,9 @@ def test_recipe_edited_after_locking_is_refused(engine, settings, locked_recipe:
 
 
 def test_edited_hash_fails_the_locked_build_clearly(
-    engine, settings, locked_recipe: Path, tmp_path: Path, first_build
+    engine, locked_recipe: Path, tmp_path: Path, first_build
 ) -> None:  # type: ignore[no-untyped-def]
+    settings = first_build[2]  # on each builder
     tampered = tmp_path / "tiny.yaml"
     shutil.copy(locked_recipe, tampered)
     doc = json.loads(lock_path(locked_recipe).read_text())
@@ -132,7 +137,7 @@ def test_rebuild_without_cache_is_identical_and_verify_names_differing_files(
 ) -> None:
     from builder.verify import verify
 
-    result, raw = first_build
+    result, raw, settings = first_build  # verify rebuilds with the same builder
     # A deliberately different image that claims the same lock: one file changed.
     (tmp_path / "Dockerfile").write_text(
         f"FROM {result.image_id}\nUSER 0\nRUN echo '# changed' >> /opt/mlbuild/probe.py\n"

@@ -25,6 +25,9 @@ import secrets
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,23 +62,50 @@ CANARIES: dict[str, str] = {
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    """An index and a proxy that know nothing: 404 for every request, headers kept."""
+    """An index and a proxy that know nothing: 404 for every request to it, headers kept.
+
+    As a proxy it forwards requests for other hosts (apt's Debian mirror): BuildKit hands the
+    proxy build arguments to every step in both spellings (HTTP_PROXY and http_proxy), so apt uses
+    it too, and `--network host` is part of BuildKit's cache key, so apt's step runs here."""
 
     seen: ClassVar[list[dict[str, str]]] = []
 
     def do_GET(self) -> None:
         type(self).seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+        host = urllib.parse.urlsplit(self.path).hostname if self.path.startswith("http://") else None
+        if host and host != "127.0.0.1":
+            self._forward()
+            return
         self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _forward(self) -> None:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with direct.open(urllib.request.Request(self.path), timeout=60) as answer:
+                status, body = answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, b""
+        except OSError:
+            status, body = 502, b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def secret_build(bookworm_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    folder = tmp_path_factory.mktemp("secrets")
+@pytest.fixture(scope="module", params=["buildkit", "classic"])
+def secret_build(
+    request: pytest.FixtureRequest, bookworm_base: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """One build and push per builder: BuildKit gets pip.conf as a secret, the classic builder
+    copies it into the builder stage; the same places are searched after each."""
+    folder = tmp_path_factory.mktemp(f"secrets-{request.param}")
+    _Recorder.seen.clear()  # what this builder's build sent, not the other's
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
@@ -116,10 +146,13 @@ def secret_build(bookworm_base: str, tmp_path_factory: pytest.TempPathFactory) -
             "--network",
             "host",
             "--push",
+            "--builder",
+            request.param,
         )
         # --json is quiet: the first run gives the log, the second (up to date) the JSON report
         built = mlbuild("build", str(recipe), *common, "--rebuild")
         assert built.returncode == 0, built.stderr[-4000:]
+        assert f"builder: {request.param} " in built.stderr
         report = mlbuild("build", str(recipe), *common, "--json")
         assert report.returncode == 0, report.stderr[-4000:]
         printed = mlbuild("render", str(recipe), "--base-image", bookworm_base)

@@ -19,7 +19,7 @@ from typing import Any
 
 from builder import engine_api
 from builder.credentials import Credentials
-from builder.engine_api import LineSink, ProgressSink, RunResult
+from builder.engine_api import BuilderProbe, BuildKitRun, LineSink, ProgressSink, RunResult
 from builder.errors import BuildError, EngineError, RegistryError
 from builder.labels import SPEC_LABEL
 from builder.refs import parse_reference
@@ -107,6 +107,8 @@ class FakeEngine:
         self.run_options: list[dict[str, Any]] = []  # per run: devices, environment, shm_size
         self.pushed: list[tuple[str, str, dict[str, str] | None]] = []
         self.build_error: BuildError | None = None
+        self.kits: list[BuildKitRun | None] = []  # per build: BuildKit's run, or None (classic)
+        self.probe_result = BuilderProbe(reason="a fake engine: no docker CLI")  # what buildkit_probe says
 
     # -- helpers for tests -----------------------------------------------------------------------
     def add_image(
@@ -222,9 +224,11 @@ class FakeEngine:
         on_line: LineSink | None = None,
         nocache: bool = False,
         network: str | None = None,
+        kit: BuildKitRun | None = None,
     ) -> str:
         dockerfile = (context / "Dockerfile").read_text()
         self.builds.append(dockerfile)
+        self.kits.append(kit)
         steps = [line for line in dockerfile.splitlines() if line and not line.startswith("#")]
         for i, step in enumerate(steps, 1):
             if on_line:
@@ -237,6 +241,9 @@ class FakeEngine:
             if m:
                 found[_unquote(m.group(1))] = _unquote(m.group(2))
         return self.add_image(None, {**found, **(labels or {})}, layers=3)
+
+    def buildkit_probe(self) -> BuilderProbe:
+        return self.probe_result
 
     def run(
         self,

@@ -33,7 +33,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "outside": (
         "builder.engine", "builder.gpu", "builder.smoke", "builder.base", "builder.normalize",
         "builder.imagediff", "builder.layers", "builder.credentials", "builder.registry",
-        "builder.lockmaker", "builder.refresh", "builder.doctor",
+        "builder.lockmaker", "builder.refresh", "builder.doctor", "builder.buildkit",
     ),
     # the library's jobs: build -> smoke -> tag -> push, many at once, pull, verify
     "library": ("builder.publish", "builder.pull", "builder.pipeline", "builder.fanout", "builder.verify"),

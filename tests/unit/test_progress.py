@@ -87,3 +87,10 @@ def test_output_stamps_steps_and_is_silent_when_quiet(capsys: pytest.CaptureFixt
     quiet.build_line("Step 1/9 : FROM x")
     quiet.say("x")
     assert capsys.readouterr().err == ""
+
+
+def test_buildkit_step_lines_are_kept_with_their_count() -> None:
+    p = Progress(live=True, clock=lambda: 0.0)
+    shown = p.build_line('#7 [builder 3/6] RUN ["/opt/venv/bin/pip", "install"]')
+    assert shown.keep and shown.text.startswith('Step 3/6 [') and 'RUN ["/opt/venv/bin/pip"' in shown.text
+    assert not p.build_line("#7 1.2 Collecting numpy").keep

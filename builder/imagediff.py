@@ -141,8 +141,11 @@ def compare(sa: SavedImage, sb: SavedImage, a: str = "a", b: str = "b", *, files
         ea = {p: e for p, (e, _) in (la or {}).items()}
         eb = {p: e for p, (e, _) in (lb or {}).items()}
         changed = _diff_entries(ea, eb)
+        group = layer_group(la) or layer_group(lb)
         if files or len(changed) <= MAX_FILES:
-            layers.append(LayerDiff(i, ida, idb, tuple(changed), group=layer_group(la) or layer_group(lb)))
+            layers.append(LayerDiff(i, ida, idb, tuple(changed), group=group))
+        else:  # without files: still named, so that the groups that differ are all listed
+            layers.append(LayerDiff(i, ida, idb, (), more=len(changed), group=group))
     pa, pb = sbom.packages(contents[0]), sbom.packages(contents[1])
     python = _diff_packages([p for p in pa if p.ecosystem == "pypi"], [p for p in pb if p.ecosystem == "pypi"])
     os_pkgs = _diff_packages([p for p in pa if p.ecosystem == "deb"], [p for p in pb if p.ecosystem == "deb"])

@@ -61,8 +61,8 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
 
 
 # History entries that never make a layer (metadata only); others may, even with 0 bytes.
-_METADATA_ONLY = re.compile(
-    r"#\(nop\)\s+(ENV|LABEL|CMD|ENTRYPOINT|USER|EXPOSE|ARG|ONBUILD|STOPSIGNAL|HEALTHCHECK|SHELL|"
+_METADATA_ONLY = re.compile(  # classic builder: "/bin/sh -c #(nop)  ENV ..."; BuildKit: "ENV ..."
+    r"(?:#\(nop\)\s+|^)(ENV|LABEL|CMD|ENTRYPOINT|USER|EXPOSE|ARG|ONBUILD|STOPSIGNAL|HEALTHCHECK|SHELL|"
     r"VOLUME|MAINTAINER)\b"
 )
 

@@ -35,6 +35,17 @@ def test_layer_sizes_from_history() -> None:
     assert layers.layer_sizes(history, 3) == [117, 372, 887]
     assert layers.layer_sizes(history, 4) == [117, 372, 0, 887]  # WORKDIR made an empty layer
     assert layers.layer_sizes(history, 6) is None  # cannot be told apart: say so, never guess
+    buildkit = [
+        h(0, 'CMD ["python"]'),
+        h(0, "USER 10001"),
+        h(0, "WORKDIR /w"),
+        h(0, "ENV A=1"),
+        h(887, "RUN /opt/venv/bin/python imagesetup.py # buildkit"),
+        h(52, "COPY /opt/mlbuild-layers/04-large-3/ / # buildkit"),
+        h(0, "ENV DEBIAN_FRONTEND=noninteractive"),
+        h(117, ""),
+    ]  # BuildKit writes no "#(nop)": its metadata entries are told apart by their instruction
+    assert layers.layer_sizes(buildkit, 4) == [117, 52, 887, 0]
 
 
 def three_images() -> tuple[FakeEngine, list[str]]:

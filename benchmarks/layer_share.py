@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "integration"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "integration"), str(ROOT / "tests"), str(ROOT)]
 
 from build_bench import RESULTS, log, machine, mb, ratio  # noqa: E402
 

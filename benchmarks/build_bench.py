@@ -407,7 +407,7 @@ def section_rebuild(
 
 def section_share(run: Run, original: str, changed: str, work: Path) -> dict[str, Any]:
     """Push the original and the changed image; the teammate pulls one, then the other."""
-    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    sys.path[:0] = [str(ROOT / "tests" / "integration"), str(ROOT / "tests")]  # registry_server, required_tools
     from registry_server import manifest_layers, start_registry, start_teammate
 
     from builder.engine import Engine

@@ -181,6 +181,10 @@ def run(base: str) -> dict[str, Any]:
     return doc
 
 
+def size(n: float) -> str:
+    return mb(n) if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
 def readme_block(doc: dict[str, Any], json_path: Path) -> list[str]:
     """The README's sharing figures, from a results file."""
     rel = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
@@ -189,15 +193,16 @@ def readme_block(doc: dict[str, Any], json_path: Path) -> list[str]:
         f"What a teammate holding the previous image downloads after one change, {doc['date'][:10]} "
         f"(`python benchmarks/layer_share.py`, `{rel}`):",
         "",
-        "| change | downloaded | changed distributions, compressed | ratio | share of the whole image |",
+        "| change | a teammate downloads | the changed distributions, compressed | downloaded / changed "
+        "| of the whole image (compressed) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for key in ("add_package", "change_pin"):
         s = doc[key]
         rows.append(
-            f"| {doc['changes'][key]} | {mb(s['downloaded_bytes'])} ({s['downloaded_layers']} layers) | "
-            f"{mb(s['changed_distributions_compressed_bytes'])} | {s['downloaded_vs_changed_distributions']} | "
-            f"{s['downloaded_vs_whole_image']} of {mb(s['image_compressed_bytes'])} |"
+            f"| {doc['changes'][key]} | {size(s['downloaded_bytes'])} ({s['downloaded_layers']} layers) | "
+            f"{size(s['changed_distributions_compressed_bytes'])} | {s['downloaded_vs_changed_distributions']} | "
+            f"{s['downloaded_bytes'] / s['image_compressed_bytes']:.2%} of {mb(s['image_compressed_bytes'])} |"
         )
     return [*rows, END]
 

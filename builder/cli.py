@@ -10,12 +10,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from builder.commands.options import builder_option, settings_options
 from builder.commands.output import F, Output, handle_errors, json_option
 from builder.version import __version__
+
+if TYPE_CHECKING:
+    from builder.engine_api import Engine as EngineApi
+    from builder.layers import Group
 
 EPILOG_EXIT = "Exit codes: 0 ok, 1 failure (engine, build), 2 invalid recipe or usage, 3 smoke test failed."
 
@@ -345,6 +350,8 @@ def inspect(image: str, json_mode: bool) -> None:
         "smoke": last_result(str(attrs["Id"])),
         "lock": labels.get(LOCK_LABEL),
     }
+    groups = _layer_groups(engine, image)
+    doc["layer_groups"] = [g.to_dict() for g in groups]
     smoke = doc["smoke"]
     smoke_text = "never run here"
     if smoke:
@@ -360,8 +367,22 @@ def inspect(image: str, json_mode: bool) -> None:
         f"  created   {labels.get(OCI_CREATED, '-')}",
         f"  smoke     {smoke_text}",
         f"  lock      {doc['lock'] or '-'}",
+        "  layers    " + ("-" if not groups else f"{len(groups)} groups, bottom to top:"),
+        *(f"    {g.name:<26} {g.size / 1e6:9.1f} MB  ({len(g.diff_ids)} layer{'s' * (len(g.diff_ids) != 1)})"
+          for g in groups),
     ])  # fmt: skip
     Output(json_mode).result(doc, text)
+
+
+def _layer_groups(engine: EngineApi, image: str) -> list[Group]:
+    """The image's layers by venv slot (builder/layers.py); none when its history cannot tell."""
+    from builder.errors import MlbuildError
+    from builder.layers import image_layers, layer_groups
+
+    try:
+        return layer_groups(image_layers(engine, image))
+    except MlbuildError:
+        return []
 
 
 @main.group()

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from builder import sbom
 from builder.changes import changed
+from builder.layersplit import MANIFEST_DIR
 from builder.normalize import FileEntry, SavedImage, hides, read_layer, save, whiteouts
+from builder.spec import SPEC_PATH
 
 if TYPE_CHECKING:
     from builder.engine_api import Engine
 
 MAX_FILES = 50  # per layer, in text output
+MANIFESTS = MANIFEST_DIR + "/"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class LayerDiff:
     b: str | None
     files: tuple[str, ...]  # "path: what differs"
     more: int = 0  # differing files not listed
+    group: str = ""  # the venv slot the layer carries (builder/layersplit.py), or "metadata"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,11 @@ class ImageDiff:
     def identical(self) -> bool:
         return self.a_id == self.b_id
 
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The layer groups (venv slots, mlbuild's metadata) whose layers differ."""
+        return tuple(dict.fromkeys(d.group for d in self.layers if d.group))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "a": self.a,
@@ -63,8 +72,10 @@ class ImageDiff:
             "labels": list(self.labels),
             "config": list(self.config),
             "layers": [
-                {"index": d.index, "a": d.a, "b": d.b, "files": list(d.files), "more": d.more} for d in self.layers
+                {"index": d.index, "group": d.group, "a": d.a, "b": d.b, "files": list(d.files), "more": d.more}
+                for d in self.layers
             ],
+            "groups": list(self.groups),
             "files": list(self.files),
         }
 
@@ -82,8 +93,11 @@ class ImageDiff:
             if items:
                 out.append(f"{title}:")
                 out += [f"  {x}" for x in items]
+        if self.groups:
+            out.append(f"layer groups that differ: {', '.join(self.groups)}")
         for d in self.layers:
-            out.append(f"layer {d.index}: {(d.a or 'none')[:19]} vs {(d.b or 'none')[:19]}")
+            group = f" ({d.group})" if d.group else ""
+            out.append(f"layer {d.index}{group}: {(d.a or 'none')[:19]} vs {(d.b or 'none')[:19]}")
             out += [f"  {f}" for f in d.files[:MAX_FILES]]
             if d.more or len(d.files) > MAX_FILES:
                 out.append(f"  ... and {d.more + max(0, len(d.files) - MAX_FILES)} more")
@@ -127,8 +141,11 @@ def compare(sa: SavedImage, sb: SavedImage, a: str = "a", b: str = "b", *, files
         ea = {p: e for p, (e, _) in (la or {}).items()}
         eb = {p: e for p, (e, _) in (lb or {}).items()}
         changed = _diff_entries(ea, eb)
+        group = layer_group(la) or layer_group(lb)
         if files or len(changed) <= MAX_FILES:
-            layers.append(LayerDiff(i, ida, idb, tuple(changed)))
+            layers.append(LayerDiff(i, ida, idb, tuple(changed), group=group))
+        else:  # without files: still named, so that the groups that differ are all listed
+            layers.append(LayerDiff(i, ida, idb, (), more=len(changed), group=group))
     pa, pb = sbom.packages(contents[0]), sbom.packages(contents[1])
     python = _diff_packages([p for p in pa if p.ecosystem == "pypi"], [p for p in pb if p.ecosystem == "pypi"])
     os_pkgs = _diff_packages([p for p in pa if p.ecosystem == "deb"], [p for p in pb if p.ecosystem == "deb"])
@@ -146,6 +163,14 @@ def compare(sa: SavedImage, sb: SavedImage, a: str = "a", b: str = "b", *, files
         tuple(layers),
         merged,
     )
+
+
+def layer_group(layer: dict[str, tuple[FileEntry, bytes | None]] | None) -> str:
+    """A venv slot's layer names itself with its manifest; mlbuild's metadata holds the spec."""
+    for path in layer or {}:
+        if path.startswith(MANIFESTS) and path.endswith(".txt"):
+            return path[len(MANIFESTS) : -len(".txt")]
+    return "metadata" if layer and SPEC_PATH.lstrip("/") in layer else ""
 
 
 def _apply(

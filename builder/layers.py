@@ -14,6 +14,7 @@ from typing import Any
 
 from builder.engine_api import Engine
 from builder.errors import MlbuildError
+from builder.layersplit import SLOTS
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Layer:
     chain_id: str
     diff_id: str
     size: int
+    created_by: str = ""  # the history entry that made it
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
 
 
 # History entries that never make a layer (metadata only); others may, even with 0 bytes.
-_METADATA_ONLY = re.compile(
-    r"#\(nop\)\s+(ENV|LABEL|CMD|ENTRYPOINT|USER|EXPOSE|ARG|ONBUILD|STOPSIGNAL|HEALTHCHECK|SHELL|"
+_METADATA_ONLY = re.compile(  # classic builder: "/bin/sh -c #(nop)  ENV ..."; BuildKit: "ENV ..."
+    r"(?:#\(nop\)\s+|^)(ENV|LABEL|CMD|ENTRYPOINT|USER|EXPOSE|ARG|ONBUILD|STOPSIGNAL|HEALTHCHECK|SHELL|"
     r"VOLUME|MAINTAINER)\b"
 )
 
@@ -72,6 +74,12 @@ def layer_sizes(history: list[dict[str, Any]], count: int) -> list[int] | None:
     (0 for metadata). Entries with bytes are layers for sure; a 0-byte entry may be an empty
     layer or none. None when the layers cannot be told apart (the caller says so).
     """
+    entries = layer_entries(history, count)
+    return None if entries is None else [int(e.get("Size") or 0) for e in entries]
+
+
+def layer_entries(history: list[dict[str, Any]], count: int) -> list[dict[str, Any]] | None:
+    """The history entries that made the image's `count` layers, oldest first (see layer_sizes)."""
     entries = list(reversed(history))
     sure = [i for i, e in enumerate(entries) if int(e.get("Size") or 0) > 0]
     maybe = [
@@ -84,22 +92,62 @@ def layer_sizes(history: list[dict[str, Any]], count: int) -> list[int] | None:
     elif len(sure) + len(maybe) == count:
         picks = sorted(sure + maybe)
     elif not sure and count:
-        return [0] * count  # nothing has bytes: every layer is empty wherever it sits
+        return [{"Size": 0, "CreatedBy": ""}] * count  # nothing has bytes: every layer is empty
     else:
         return None
-    return [int(entries[i].get("Size") or 0) for i in picks]
+    return [entries[i] for i in picks]
 
 
 def image_layers(engine: Engine, ref: str) -> list[Layer]:
     attrs = engine.inspect(ref)
     diffs = list((attrs.get("RootFS") or {}).get("Layers") or [])
-    sizes = layer_sizes(engine.history(ref), len(diffs))
-    if sizes is None or sum(sizes) != int(attrs.get("Size") or 0):
+    entries = layer_entries(engine.history(ref), len(diffs))
+    sizes = None if entries is None else [int(e.get("Size") or 0) for e in entries]
+    if entries is None or sizes is None or sum(sizes) != int(attrs.get("Size") or 0):
         raise MlbuildError(
             f"cannot tell the layer sizes of {ref} from its history",
             details=[f"{len(diffs)} layers, history sizes do not add up to {attrs.get('Size')}"],
         )
-    return [Layer(c, d, s) for c, d, s in zip(chain_ids(diffs), diffs, sizes, strict=True)]
+    return [
+        Layer(c, d, s, str(e.get("CreatedBy") or ""))
+        for c, d, s, e in zip(chain_ids(diffs), diffs, sizes, entries, strict=True)
+    ]
+
+
+# A slot's COPY (builder/layersplit.py): the classic builder records `COPY dir:<hash> in / `,
+# BuildKit `COPY /opt/mlbuild-layers/<slot>/ / # buildkit`. Only slots are copied to "/".
+_SLOT_COPY = re.compile(r"COPY (?:dir:[0-9a-f]+ in / *$|(?:--from=\S+ )?/opt/mlbuild-layers/(?P<slot>[\w.-]+)/ / )")
+BELOW, ABOVE = "base and OS packages", "metadata, user and files"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Consecutive layers of an image that belong together: one venv slot, or what lies below
+    the slots (the base, OS packages) or above them (mlbuild's files, the user, the recipe's files)."""
+
+    name: str
+    size: int
+    diff_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "layers": len(self.diff_ids), "diff_ids": list(self.diff_ids)}
+
+
+def layer_groups(layers: list[Layer]) -> list[Group]:
+    """The image's layers grouped by venv slot; one group of all layers for images without slots."""
+    slots = [i for i, lay in enumerate(layers) if _SLOT_COPY.search(lay.created_by)]
+    if len(slots) != len(SLOTS) or slots != list(range(slots[0], slots[0] + len(SLOTS))):
+        return [_group("all layers (no venv slots)", layers)]
+    first, last = slots[0], slots[-1]
+    groups = [_group(BELOW, layers[:first])]
+    for i, name in zip(slots, SLOTS, strict=True):
+        m = _SLOT_COPY.search(layers[i].created_by)
+        groups.append(_group((m and m.group("slot")) or name, [layers[i]]))
+    return [*groups, _group(ABOVE, layers[last + 1 :])]
+
+
+def _group(name: str, layers: list[Layer]) -> Group:
+    return Group(name, sum(lay.size for lay in layers), tuple(lay.diff_id for lay in layers))
 
 
 def sharing(engine: Engine, images: Iterable[str]) -> Sharing:

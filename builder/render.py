@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jinja2
 
+from builder import layersplit
 from builder.labels import LOCK_LABEL, OCI_DESCRIPTION, OCI_TITLE, OCI_VERSION, SPEC_LABEL
 from builder.lock import Pins
 from builder.settings import BuildSettings
@@ -50,6 +51,11 @@ MLBUILD_FILES = "mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py"
 # The image's constraints (imagesetup.write_constraints): written in the builder stage from what
 # was installed, copied into the image, named by PIP_CONSTRAINT and UV_CONSTRAINT there.
 IMAGE_CONSTRAINTS = "/opt/mlbuild/constraints.txt"
+
+
+def exec_form(argv: list[str]) -> str:
+    """A JSON-array (exec form) instruction argument: no shell ever parses it."""
+    return json.dumps(argv)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,10 @@ class Plan:
     pip_cache: str = "PIP_NO_CACHE_DIR=1 "
     apt_mounts: str = ""
     python_mounts: str = ""
+    # the venv sorted into layer slots (builder/layersplit.py), then one COPY per slot
+    layer_files: str = "mlbuild/layersplit.py mlbuild/layers.json"
+    layer_split: str = exec_form([f"{VENV}/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.json"])
+    layer_copies: tuple[str, ...] = tuple(f"COPY --from=builder {layersplit.OUT}/{s}/ /" for s in layersplit.SLOTS)
 
 
 def templates_dir() -> Path:
@@ -342,11 +352,6 @@ def _base_pth(spec: ResolvedSpec) -> str:
     )
 
 
-def exec_form(argv: list[str]) -> str:
-    """A JSON-array (exec form) instruction argument: no shell ever parses it."""
-    return json.dumps(argv)
-
-
 def needs_pip(spec: ResolvedSpec) -> bool:
     return bool(spec.framework_requirement or spec.requirements or spec.hashed_requirements)
 
@@ -419,6 +424,8 @@ def write_context(
     (ml / "probe.py").write_text(probe_source())
     (ml / "spec.json").write_text(spec.to_json() + "\n")
     (ml / "imagesetup.py").write_text((Path(__file__).resolve().parent / "imagesetup.py").read_text())
+    (ml / "layersplit.py").write_text((Path(__file__).resolve().parent / "layersplit.py").read_text())
+    (ml / "layers.json").write_text(json.dumps(layer_plan(spec), indent=1, sort_keys=True) + "\n")
     if pins:
         (ml / "locked-framework.txt").write_text(pins.framework)
         (ml / "locked-packages.txt").write_text(pins.packages)
@@ -432,6 +439,19 @@ def write_context(
         target.parent.mkdir(parents=True)
         _copy(source, target)
     return dockerfile
+
+
+def layer_plan(spec: ResolvedSpec) -> dict[str, object]:
+    """What layersplit.py needs to know: the framework's names and the recipe's own."""
+    framework = [spec.framework_requirement, *spec.companions] if spec.framework_requirement else []
+    recipe = [*spec.requirements, *(pin for pin, _ in spec.hashed_requirements), *spec.build_packages]
+    names = layersplit.requirement_name
+    return {
+        "venv": VENV,
+        "out": layersplit.OUT,
+        "framework": sorted({n for n in map(names, framework) if n}),
+        "recipe": sorted({n for n in map(names, recipe) if n}),
+    }
 
 
 def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -> None:

@@ -173,7 +173,8 @@ def verify_cmd(
 @handle_errors
 def diff_cmd(image_a: str, image_b: str, no_files: bool, json_mode: bool) -> None:
     """What differs between two images: Python packages, OS packages, environment, labels,
-    then layers and files. Exit 0 when identical, 1 when not."""
+    then layers (named by their group: the venv slot, or mlbuild's metadata) and files.
+    Exit 0 when identical, 1 when not."""
     from builder.engine import Engine
     from builder.imagediff import diff_images
 

@@ -20,12 +20,27 @@ RUN ["/opt/venv/bin/pip", "install", "-c", "/tmp/mlbuild/constraints.txt", "-r",
 # What a derived image's pip may not replace: the framework, its companions, its CUDA build.
 COPY mlbuild/imagesetup.py /tmp/mlbuild/
 RUN ["/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "torch"]
+# The venv sorted into layer slots by distribution, stable ones first, times and owners
+# normalised: a one-package change re-ships that package's layer, not the environment.
+COPY mlbuild/layersplit.py mlbuild/layers.json /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.json"]
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM debian:bookworm-slim
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/mlbuild-layers/01-venv/ /
+COPY --from=builder /opt/mlbuild-layers/02-large-1/ /
+COPY --from=builder /opt/mlbuild-layers/03-large-2/ /
+COPY --from=builder /opt/mlbuild-layers/04-large-3/ /
+COPY --from=builder /opt/mlbuild-layers/05-large-4/ /
+COPY --from=builder /opt/mlbuild-layers/06-large-5/ /
+COPY --from=builder /opt/mlbuild-layers/07-framework/ /
+COPY --from=builder /opt/mlbuild-layers/08-deps/ /
+COPY --from=builder /opt/mlbuild-layers/09-more/ /
+COPY --from=builder /opt/mlbuild-layers/10-recipe-large-1/ /
+COPY --from=builder /opt/mlbuild-layers/11-recipe-large-2/ /
+COPY --from=builder /opt/mlbuild-layers/12-recipe/ /
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
 COPY --from=builder /opt/mlbuild/constraints.txt /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild"]

@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from required_tools import tool
@@ -248,3 +249,30 @@ def _free_subnet() -> str:
 
 def start_teammate(folder: Path) -> Teammate:
     return Teammate(folder, free_port()).start()
+
+
+def manifest_layers(host: str, repo: str, tag: str) -> list[tuple[str, int]]:
+    """(digest, compressed size) of each layer of repo:tag, asked of the registry's HTTP API."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"http://{host}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        doc = json.load(resp)
+    return [(layer["digest"], int(layer["size"])) for layer in doc["layers"]]
+
+
+def pull_seen(engine: Any, ref: str) -> tuple[set[str], float]:
+    """Pull ref on `engine`; returns the short IDs (12 hex digits) of the layers the engine
+    said it already had, and the pull's seconds."""
+    seen: dict[str, set[str]] = {}
+
+    def on_progress(ev: Any) -> None:
+        seen.setdefault(ev.layer, set()).add(ev.status)
+
+    start = time.perf_counter()
+    engine.pull_ref(ref, on_progress=on_progress)
+    return {k for k, v in seen.items() if "Already exists" in v}, time.perf_counter() - start

@@ -21,7 +21,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "model": (
         "builder.version", "builder.errors", "builder.labels", "builder.refs", "builder.fileio",
         "builder.changes", "builder.yamlsafe", "builder.pep508", "builder.spec", "builder.recipe", "builder.matrix",
-        "builder.settings", "builder.probe", "builder.imagesetup", "builder.tarstream",
+        "builder.settings", "builder.probe", "builder.imagesetup", "builder.layersplit", "builder.tarstream",
         "builder.wheelhouse", "builder.sbom", "builder.lock", "builder.records",
         "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms",
         "builder.versionsets", "builder.projectfiles", "builder.pyproject_deps", "builder.requirements_txt",

@@ -35,6 +35,17 @@ def test_layer_sizes_from_history() -> None:
     assert layers.layer_sizes(history, 3) == [117, 372, 887]
     assert layers.layer_sizes(history, 4) == [117, 372, 0, 887]  # WORKDIR made an empty layer
     assert layers.layer_sizes(history, 6) is None  # cannot be told apart: say so, never guess
+    buildkit = [
+        h(0, 'CMD ["python"]'),
+        h(0, "USER 10001"),
+        h(0, "WORKDIR /w"),
+        h(0, "ENV A=1"),
+        h(887, "RUN /opt/venv/bin/python imagesetup.py # buildkit"),
+        h(52, "COPY /opt/mlbuild-layers/04-large-3/ / # buildkit"),
+        h(0, "ENV DEBIAN_FRONTEND=noninteractive"),
+        h(117, ""),
+    ]  # BuildKit writes no "#(nop)": its metadata entries are told apart by their instruction
+    assert layers.layer_sizes(buildkit, 4) == [117, 52, 887, 0]
 
 
 def three_images() -> tuple[FakeEngine, list[str]]:
@@ -72,3 +83,52 @@ def test_check_with_df_compares_to_the_engine() -> None:
         (150, 150, True),
         (0, 999, False),
     ]
+
+
+def slot_image(created_by: list[str]) -> list[layers.Layer]:
+    return [layers.Layer(f"c{i}", f"sha256:{i:064x}", 10 * (i + 1), by) for i, by in enumerate(created_by)]
+
+
+def test_layer_groups_name_each_venv_slot_classic_and_buildkit() -> None:
+    from builder.layersplit import SLOTS
+
+    below = ["", "/bin/sh -c apt-get update && apt-get install -y python3.11"]
+    above = ["/bin/sh -c #(nop) COPY multi:0123abcd in /opt/mlbuild/ ", "|0 /opt/venv/bin/python imagesetup.py user"]
+    classic = slot_image([*below, *(f"/bin/sh -c #(nop) COPY dir:{i:08x} in / " for i in range(12)), *above])
+    groups = layers.layer_groups(classic)
+    assert [g.name for g in groups] == [layers.BELOW, *SLOTS, layers.ABOVE]
+    assert [len(g.diff_ids) for g in groups] == [2] + [1] * 12 + [2]
+    assert sum(g.size for g in groups) == sum(lay.size for lay in classic)
+    assert groups[1].size == 30 and groups[1].diff_ids == (classic[2].diff_id,)
+    buildkit = slot_image(
+        [
+            *below,
+            *(f"COPY /opt/mlbuild-layers/{s}/ / # buildkit" for s in SLOTS),
+            "COPY mlbuild/ /opt/mlbuild/ # buildkit",
+        ]
+    )
+    assert [g.name for g in layers.layer_groups(buildkit)] == [layers.BELOW, *SLOTS, layers.ABOVE]
+
+
+def test_images_without_slots_are_one_group() -> None:
+    old = slot_image(["", "/bin/sh -c #(nop) COPY dir:abc in /opt/venv ", "/bin/sh -c #(nop) COPY file:x in / "])
+    (only,) = layers.layer_groups(old)
+    assert only.size == 60 and len(only.diff_ids) == 3 and "no venv slots" in only.name
+
+
+def test_diff_names_the_groups_whose_layers_differ() -> None:
+    from builder.imagediff import ImageDiff, LayerDiff, layer_group
+    from builder.normalize import FileEntry
+
+    entry = FileEntry("file", 0o644, 0, 0, 1, "sha256:x", 0)
+    assert layer_group({"opt/": (entry, None), "opt/mlbuild/layers/12-recipe.txt": (entry, None)}) == "12-recipe"
+    assert layer_group({"opt/mlbuild/spec.json": (entry, None)}) == "metadata"
+    assert layer_group({"usr/bin/x": (entry, None)}) == "" and layer_group(None) == ""
+    d = ImageDiff(
+        "a", "b", "sha256:1", "sha256:2", ("+ tabulate 0.9.0",), (), (), (), (),
+        (LayerDiff(14, "sha256:a", "sha256:b", ("+ x",), group="12-recipe"),
+         LayerDiff(15, "x", "y", (), group="metadata")),
+    )  # fmt: skip
+    assert d.groups == ("12-recipe", "metadata")
+    assert "layer groups that differ: 12-recipe, metadata" in d.lines()
+    assert d.to_dict()["groups"] == ["12-recipe", "metadata"] and d.to_dict()["layers"][0]["group"] == "12-recipe"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.layersplit import SLOTS
 from builder.render import dockerfile_string, render, write_context
 from builder.resolve import load_and_resolve
 from builder.settings import BuildSettings
@@ -60,7 +61,11 @@ def test_final_stage_has_no_build_settings_and_runs_as_numeric_user() -> None:
     assert "build-settings" not in final and "mlbuild-build" not in final
     assert "PIP_CONFIG_FILE" not in final
     assert "USER 10001" in final
-    assert "COPY --from=builder /opt/venv /opt/venv" in final
+    # the venv arrives as one layer per slot (builder/layersplit.py), never as one
+    assert "COPY --from=builder /opt/venv /opt/venv" not in final
+    assert [line for line in final.splitlines() if line.startswith("COPY --from=builder /opt/mlbuild-layers/")] == [
+        f"COPY --from=builder /opt/mlbuild-layers/{slot}/ /" for slot in SLOTS
+    ]
     assert "rm -rf /var/lib/apt/lists/*" in final
 
 
@@ -95,6 +100,8 @@ def test_context_holds_only_what_the_build_needs(tmp_path: Path) -> None:
         "files/0/train.py",
         "mlbuild/constraints.txt",
         "mlbuild/imagesetup.py",
+        "mlbuild/layers.json",
+        "mlbuild/layersplit.py",
         "mlbuild/probe.py",
         "mlbuild/requirements-framework.txt",
         "mlbuild/requirements.txt",

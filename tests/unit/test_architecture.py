@@ -23,7 +23,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "builder.changes", "builder.yamlsafe", "builder.pep508", "builder.spec", "builder.recipe", "builder.matrix",
         "builder.settings", "builder.probe", "builder.imagesetup", "builder.tarstream",
         "builder.wheelhouse", "builder.sbom", "builder.lock", "builder.records",
-        "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms",
+        "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms", "builder.platformdata",
         "builder.versionsets", "builder.projectfiles", "builder.pyproject_deps", "builder.requirements_txt",
         "builder.uvlock", "builder.projectinput",
     ),

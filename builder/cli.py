@@ -7,6 +7,7 @@ failed; 1 anything else (engine unreachable, build failed), with a one-line caus
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -191,6 +192,14 @@ def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
     is_flag=True,
     help="Every Python package from the wheelhouse (pip --no-index); what it lacks is listed before building.",
 )
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    metavar="OS/ARCH",
+    help="Build only this of the recipe's platforms: (linux/amd64, linux/arm64; repeatable). "
+    "Default: all of them; another architecture than the engine's builds under QEMU.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
@@ -200,7 +209,7 @@ def build(
     extra_index_urls: tuple[str, ...], quiet: bool, json_mode: bool,
     push: bool = False, registry_ca: str | None = None, rebuild: bool = False, locked: bool = False,
     jobs: int = 2, strict: bool = False, variants: tuple[str, ...] = (), gpu_host: str | None = None,
-    wheelhouse: Path | None = None, offline: bool = False,
+    wheelhouse: Path | None = None, offline: bool = False, platforms: tuple[str, ...] = (),
 ) -> None:  # fmt: skip
     """Build RECIPE into an image, smoke-test it, and tag it.
 
@@ -216,6 +225,7 @@ def build(
       mlbuild build recipes/sklearn-cpu.yaml --base-image mlbuild/debian:bookworm --json
       mlbuild build train.yaml --ca-bundle corp-ca.pem --index-url https://pypi.corp/simple
       mlbuild build recipes/pytorch-cpu.yaml --wheelhouse /opt/wheels
+      mlbuild build recipes/sklearn-cpu.yaml --platform linux/arm64
     """
     from builder.cleanup import install_signal_handlers
     from builder.commands.many import build_many, wants_many
@@ -234,16 +244,26 @@ def build(
         network=network, reuse=not rebuild, locked=locked, push=push, registry_ca=registry_ca,
     )  # fmt: skip
     if wants_many(recipe, variants, gpu_host):  # a folder, matrix:, --variant or --gpu-host
+        if len(platforms) > 1:
+            raise UsageError("a folder or a matrix builds one --platform at a time (one CI job each)")
+        options = dataclasses.replace(options, platform=platforms[0] if platforms else None)
         if locked:
             raise UsageError("--locked builds one recipe from its lock; not a folder or a matrix")
         settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
                                  wheelhouse=wheelhouse, offline=offline)  # fmt: skip
         return build_many([recipe], out=out, settings=settings, options=options, jobs=jobs, strict=strict,
                           variants=variants, gpu_host=gpu_host)  # fmt: skip
-    load_recipe(recipe)  # report recipe problems before touching the engine
+    wanted = platforms or load_recipe(recipe).platforms  # recipe problems before touching the engine
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
                              wheelhouse=wheelhouse, offline=offline)  # fmt: skip
     engine = Engine.connect()
+    if len(wanted) > 1:
+        from builder.multiarch import build_platforms
+
+        both = build_platforms(recipe, wanted, engine=engine, settings=settings, options=options, say=out.say,
+                               on_line=out.build_line, on_progress=LayerPrinter(out))  # fmt: skip
+        return out.result(both.to_dict(), both.summary())
+    options = dataclasses.replace(options, platform=wanted[0])
     result = run_build(recipe, engine=engine, settings=settings, options=options, say=out.say,
                        on_line=out.build_line, on_progress=LayerPrinter(out))  # fmt: skip
     smoke_line = "not run (up to date)" if result.up_to_date else "skipped"
@@ -367,29 +387,41 @@ def base() -> None:
     type=click.Choice(["bullseye", "bookworm", "trixie"]),
     help="Debian release (Python 3.9, 3.11, 3.13).",
 )
-@click.option("--tag", "tag", metavar="REF", help="Image reference to create (default: mlbuild/debian:SUITE).")
+@click.option(
+    "--tag", "tag", metavar="REF", help="Image reference to create (default: mlbuild/debian:SUITE, -ARCH for arm64)."
+)
 @click.option("--mirror", metavar="URL", help="Debian archive (default: the one this host's apt sources use).")
+@click.option(
+    "--arch",
+    default="amd64",
+    show_default=True,
+    type=click.Choice(["amd64", "arm64"]),
+    help="Debian architecture; another than the host's runs under QEMU (scripts/setup-host.sh).",
+)
 @click.option("-q", "--quiet", is_flag=True)
 @json_option
 @handle_errors
-def base_bootstrap(suite: str, tag: str | None, mirror: str | None, quiet: bool, json_mode: bool) -> None:
+def base_bootstrap(suite: str, tag: str | None, mirror: str | None, arch: str, quiet: bool, json_mode: bool) -> None:
     """Make a Debian base image with debootstrap, for air-gapped sites.
 
-    Needs root and debootstrap (apt-get install debootstrap). About 30 s and 200 MB.
+    Needs root and debootstrap (apt-get install debootstrap). About 30 s and 200 MB; an
+    emulated architecture (--arch arm64 on an x86_64 host) takes minutes.
 
     \b
-    Example:
+    Examples:
       mlbuild base bootstrap --suite bookworm --tag mlbuild/debian:bookworm
+      mlbuild base bootstrap --suite bookworm --arch arm64   # mlbuild/debian:bookworm-arm64
     """
     from builder.base import bootstrap
     from builder.engine import Engine
 
     out = Output(json_mode, quiet, timed=True)
     engine = Engine.connect()
-    made = bootstrap(engine, suite, tag or f"mlbuild/debian:{suite}", mirror, say=out.say)
+    default_tag = f"mlbuild/debian:{suite}" + ("" if arch == "amd64" else f"-{arch}")
+    made = bootstrap(engine, suite, tag or default_tag, mirror, say=out.say, arch=arch)
     out.result(
         made,
-        f"image   {made['image_id']}\ntag     {made['tag']}\n"
+        f"image   {made['image_id']}\ntag     {made['tag']} ({made['platform']})\n"
         f"size    {made['size_bytes'] / 1e6:.1f} MB\nmirror  {made['mirror']}",
     )
 

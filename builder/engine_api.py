@@ -79,8 +79,10 @@ class Engine(Protocol):
         """Remove a name (or, by ID, the image); nothing when it is gone already."""
         ...
 
-    def import_rootfs(self, tar_stream: Any, repository: str, tag: str, changes: list[str]) -> str:
-        """`docker import` of a root file system tarball; returns the image ID."""
+    def import_rootfs(
+        self, tar_stream: Any, repository: str, tag: str, changes: list[str], platform: str | None = None
+    ) -> str:
+        """`docker import [--platform os/arch]` of a root file system tarball; returns the image ID."""
         ...
 
     def save(self, ref: str) -> Iterator[bytes]:
@@ -101,8 +103,10 @@ class Engine(Protocol):
         on_line: LineSink | None = None,
         nocache: bool = False,
         network: str | None = None,
+        platform: str | None = None,
     ) -> str:
-        """Build the context's Dockerfile (classic builder); returns the image ID."""
+        """Build the context's Dockerfile (classic builder; `platform`: for another os/arch,
+        its RUN steps emulated where the host cannot run it); returns the image ID."""
         ...
 
     def run(

@@ -193,11 +193,16 @@ class FakeEngine:
         else:
             self.refs.pop(ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest", None)
 
-    def import_rootfs(self, tar_stream: Any, repository: str, tag: str, changes: list[str]) -> str:
+    def import_rootfs(
+        self, tar_stream: Any, repository: str, tag: str, changes: list[str], platform: str | None = None
+    ) -> str:
         for _ in tar_stream:
             pass
         labels = dict(line[6:].split("=", 1) for line in changes if line.startswith("LABEL "))
-        return self.add_image(f"{repository}:{tag}", labels)
+        image_id = self.add_image(f"{repository}:{tag}", labels)
+        if platform:
+            self.images[image_id]["Architecture"] = platform.split("/")[1]
+        return image_id
 
     def save(self, ref: str) -> Iterator[bytes]:
         image_id = self._resolve(ref)
@@ -221,6 +226,7 @@ class FakeEngine:
         on_line: LineSink | None = None,
         nocache: bool = False,
         network: str | None = None,
+        platform: str | None = None,
     ) -> str:
         dockerfile = (context / "Dockerfile").read_text()
         self.builds.append(dockerfile)
@@ -235,7 +241,10 @@ class FakeEngine:
             m = _LABEL_LINE.match(line)
             if m:
                 found[_unquote(m.group(1))] = _unquote(m.group(2))
-        return self.add_image(None, {**found, **(labels or {})}, layers=3)
+        image_id = self.add_image(None, {**found, **(labels or {})}, layers=3)
+        if platform:
+            self.images[image_id]["Architecture"] = platform.split("/")[1]
+        return image_id
 
     def run(
         self,

@@ -36,7 +36,9 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "builder.lockmaker", "builder.refresh", "builder.doctor",
     ),
     # the library's jobs: build -> smoke -> tag -> push, many at once, pull, verify
-    "library": ("builder.publish", "builder.pull", "builder.pipeline", "builder.fanout", "builder.verify"),
+    "library": (
+        "builder.publish", "builder.pull", "builder.pipeline", "builder.fanout", "builder.verify", "builder.multiarch",
+    ),
     # commands: parse options, call the library, print, exit
     "commands": (
         "builder.commands", "builder.commands.output", "builder.commands.options", "builder.commands.choices",

@@ -4,15 +4,27 @@ and the nearest valid choices, and the spec of linux/amd64 stays as it was."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fakes import FakeEngine
 
-from builder.errors import RecipeError, ResolveError
+from builder import base, k8s
+from builder.commands.many import github_matrix
+from builder.errors import EngineError, RecipeError, RegistryError, ResolveError, UsageError
+from builder.labels import BASE_SUITE_LABEL
 from builder.matrix import MatrixDataError, data_dir, load_matrix
+from builder.pipeline import emulation, local_tags
 from builder.platformdata import read_platforms
 from builder.recipe import GpuFleet, Recipe, parse_recipe
+from builder.records import ImageRecord, PlatformImage, read_record, record_path, write_record
+from builder.registry import RegistryClient, RemoteManifest
 from builder.resolve import resolve, resolve_platforms
+from builder.variants import plan
 
 ARM = "linux/arm64"
 BOTH = ("linux/amd64", ARM)
@@ -146,3 +158,119 @@ def test_a_default_build_without_wheels_is_refused_as_bad_data(tmp_path: Path) -
     torch.write_text(torch.read_text().replace('      cpu: ["<=2.10.0"]\n', ""))
     with pytest.raises(MatrixDataError, match="default_variant cpu has no wheels there"):
         load_matrix(str(tmp_path))
+
+
+# ---- base, build, smoke, k8s, matrix-plan, records (fakes) ------------------------------------
+
+
+def _arm_spec() -> Any:
+    return resolve(_recipe("sklearn", framework_version="1.5", python="3.11", cuda="cpu", platforms=(ARM,)))
+
+
+def test_base_of_another_platform_is_not_used_and_a_bootstrapped_one_of_ours_is() -> None:
+    engine = FakeEngine()
+    engine.add_image("debian:bookworm-slim")  # amd64, under the name the spec asks for
+    engine.add_image("mlbuild/debian:bookworm", {BASE_SUITE_LABEL: "bookworm"})  # amd64
+    made = engine.add_image("mlbuild/debian:bookworm-arm64", {BASE_SUITE_LABEL: "bookworm"})
+    engine.images[made]["Architecture"] = "arm64"
+    said: list[str] = []
+    choice = base.choose_base(engine, _arm_spec(), said.append)
+    assert (choice.ref, choice.image_id) == ("mlbuild/debian:bookworm-arm64", made)
+    assert "bookworm arm64 base made by `mlbuild base bootstrap`" in choice.note
+    assert said[0] == "base debian:bookworm-slim on this engine is amd64, not arm64"
+
+
+def test_no_arm64_base_says_how_to_bootstrap_one() -> None:
+    engine = FakeEngine()
+    engine.add_image("mlbuild/debian:bookworm", {BASE_SUITE_LABEL: "bookworm"})  # amd64 only
+    with pytest.raises(EngineError) as info:
+        base.choose_base(engine, _arm_spec(), lambda _: None)
+    assert "mlbuild base bootstrap --suite bookworm --arch arm64" in (info.value.hint or "")
+
+
+def test_emulation_is_named_for_another_architecture_only() -> None:
+    engine = FakeEngine()
+    engine.version = lambda: {"Arch": "amd64"}  # type: ignore[method-assign]
+    assert emulation(engine, _arm_spec()) == "under emulation: linux/arm64 on a amd64 engine (QEMU), CPU checks only"
+    amd = resolve(_recipe("sklearn", framework_version="1.5", python="3.11", cuda="cpu"))
+    assert emulation(engine, amd) == ""
+
+
+def test_check_emulation_says_how_to_set_up_the_host(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot run linux aarch64 programs") as info:
+        base.check_emulation("aarch64", str(tmp_path))
+    assert "scripts/setup-host.sh" in (info.value.hint or "")
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    base.check_emulation("aarch64", str(tmp_path))
+    with pytest.raises(UsageError, match="not an architecture"):
+        base.platform_of_arch("s390x")
+
+
+def test_local_tags_of_arm64_images_carry_the_architecture() -> None:
+    spec = dataclasses.replace(_arm_spec(), tags=("v1",))
+    assert local_tags(spec) == (f"{spec.readable_tag}-arm64", "v1-arm64")
+
+
+def test_k8s_affinity_admits_the_architectures_of_the_image() -> None:
+    arm = _arm_spec()
+    expr = k8s.manifest(arm, "r@sha256:" + "0" * 64)["spec"]["template"]["spec"]["affinity"]
+    terms = expr["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]}]
+    amd = resolve(_recipe("sklearn", framework_version="1.5", python="3.11", cuda="cpu"))
+    both = k8s.node_affinity(amd, BOTH)
+    assert both is not None and "amd64" in str(both) and "arm64" in str(both)
+    assert k8s.node_affinity(amd) is None  # an amd64-only CPU image: as before
+    gpu = resolve(_recipe("pytorch", framework_version="2.11", platforms=(ARM,)))
+    gpu_terms = str(k8s.node_affinity(gpu))
+    assert "kubernetes.io/arch" in gpu_terms and "nvidia.com/cuda.driver.major" in gpu_terms
+
+
+def test_matrix_plan_has_one_job_per_platform(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\nframework: pytorch\ncuda: cpu\nplatforms: [linux/amd64, linux/arm64]\n")
+    planned = plan([path])
+    assert planned[0].spec is not None and planned[0].spec.framework_version == "2.10.0"  # agreed
+    jobs = github_matrix(planned, "cpu-runner", "gpu-runner")["include"]
+    assert [j["platform"] for j in jobs] == list(BOTH)
+    assert {j["framework"] for j in jobs} == {"pytorch 2.10.0"}
+
+
+def test_record_of_an_index_reads_back_per_platform(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    entries = (PlatformImage("linux/amd64", "sha256:a", "spec-a", "sha256:ia", "da"),
+               PlatformImage(ARM, "sha256:b", "spec-b", "sha256:ib", "db"))  # fmt: skip
+    rec = ImageRecord("reg/t", "sha256:index", ("x",), "spec-a", "sha256:ia", "linux/amd64", {}, "da",
+                      platforms=entries)  # fmt: skip
+    write_record(record_path(recipe), rec)
+    back = read_record(recipe)
+    assert back == rec
+    arm = back.for_platform(ARM)
+    assert (arm.content_tag, arm.image_id, arm.reference) == ("spec-b", "sha256:ib", "reg/t@sha256:index")
+    with pytest.raises(RegistryError, match="no image for linux/s390x"):
+        back.for_platform("linux/s390x")
+
+
+def test_index_document_names_each_platform_by_digest_and_size() -> None:
+    sent: list[tuple[str, str, dict[str, str], bytes | None]] = []
+
+    class Session:
+        trust_env = True
+
+        def request(self, method: str, url: str, *, headers: dict[str, str], data: bytes | None = None,
+                    **_: Any) -> Any:  # fmt: skip
+            sent.append((method, url, headers, data))
+            return type("R", (), {"status_code": 201, "text": "", "headers": {}})()
+
+    client = RegistryClient("127.0.0.1:5000", session=Session())
+    docker_v2 = "application/vnd.docker.distribution.manifest.v2+json"
+    children = [("linux/amd64", RemoteManifest("sha256:a", docker_v2, "sha256:ca", size=10)),
+                (ARM, RemoteManifest("sha256:b", docker_v2, "sha256:cb", size=11))]  # fmt: skip
+    digest = client.put_index("team/x", "v1", children, lambda _: None)
+    method, url, headers, body = sent[0]
+    assert (method, url) == ("PUT", "http://127.0.0.1:5000/v2/team/x/manifests/v1")
+    assert headers["Content-Type"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+    assert body is not None and digest == "sha256:" + hashlib.sha256(body).hexdigest()
+    doc = json.loads(body)
+    assert [(m["digest"], m["size"], m["platform"]["architecture"]) for m in doc["manifests"]] == [
+        ("sha256:a", 10, "amd64"), ("sha256:b", 11, "arm64"),
+    ]  # fmt: skip

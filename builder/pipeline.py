@@ -136,7 +136,8 @@ def build(
     opts = options or BuildOptions()
     started = time.monotonic()
     on_stage("resolving")
-    lock = read_lock(Path(recipe_path)) if opts.locked else None  # it decides base, packages, times
+    # it decides base, packages, times; one entry per platform of the recipe
+    lock = read_lock(Path(recipe_path)).for_platform(opts.platform) if opts.locked else None
     recipe, spec = _resolve(
         recipe_path, recipe, opts.base_image or (lock.base_override if lock else None), opts.platform
     )

@@ -58,35 +58,46 @@ def _recipe_arg() -> Callable[[F], F]:
 @_recipe_arg()
 @json_option
 @click.option("--base-image", metavar="REF", help="Use this base image instead of the resolved one.")
+@click.option("--platform", metavar="OS/ARCH", help="Only this of the recipe's platforms (default: all of them).")
 @handle_errors
-def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
+def resolve(recipe: Path, json_mode: bool, base_image: str | None, platform: str | None = None) -> None:
     """Resolve RECIPE against the compatibility matrix and show every decision.
 
     \b
     Example:
       mlbuild resolve recipes/pytorch-gpu.yaml --json | jq .framework_version
     """
-    from builder.resolve import load_and_resolve
+    from builder.errors import UsageError
+    from builder.recipe import check_image_ref, load_recipe
+    from builder.resolve import resolve_platforms
 
-    _, spec = load_and_resolve(recipe, base_image)
-    doc = spec.to_dict()
-    sources = dict(spec.requirement_sources)
-    packages = [f"{p}  ({sources[p]})" if p in sources else p for p in spec.packages]
-    text = "\n".join(
-        [
-            f"{spec.name}: {spec.framework} {spec.framework_version}, Python {spec.python}, "
-            + ("CPU" if spec.cuda == "cpu" else f"CUDA {spec.cuda} ({spec.variant})"),
-            f"  base image   {spec.base_image}",
-            f"  cuDNN        {spec.cudnn or '-'}",
-            f"  min driver   {spec.min_driver or '-'}",
-            f"  GPU archs    {' '.join(spec.archs) or '-'}",
-            f"  index        {spec.index_url or 'default'}",
-            "  packages     " + ("\n               ".join(packages) or "-"),
-            "  why:",
-            *[f"    - {r}" for r in spec.reasons],
-        ]
-    )
-    Output(json_mode).result(doc, text)
+    loaded = load_recipe(recipe)
+    if base_image:
+        loaded = dataclasses.replace(loaded, base_image=check_image_ref(base_image, "--base-image"))
+    if platform and platform not in loaded.platforms:
+        raise UsageError(f"--platform {platform}: the recipe builds for {', '.join(loaded.platforms)}")
+    specs = [s for s in resolve_platforms(loaded) if platform in (None, s.platform)]
+    blocks = []
+    for spec in specs:
+        sources = dict(spec.requirement_sources)
+        packages = [f"{p}  ({sources[p]})" if p in sources else p for p in spec.packages]
+        blocks.append("\n".join(
+            [
+                f"{spec.name}: {spec.framework} {spec.framework_version}, Python {spec.python}, "
+                + ("CPU" if spec.cuda == "cpu" else f"CUDA {spec.cuda} ({spec.variant})")
+                + (f" on {spec.platform}" if len(loaded.platforms) > 1 else ""),
+                f"  base image   {spec.base_image}",
+                f"  cuDNN        {spec.cudnn or '-'}",
+                f"  min driver   {spec.min_driver or '-'}",
+                f"  GPU archs    {' '.join(spec.archs) or '-'}",
+                f"  index        {spec.index_url or 'default'}",
+                "  packages     " + ("\n               ".join(packages) or "-"),
+                "  why:",
+                *[f"    - {r}" for r in spec.reasons],
+            ]
+        ))  # fmt: skip
+    doc = specs[0].to_dict() if len(specs) == 1 else {"platforms": {s.platform: s.to_dict() for s in specs}}
+    Output(json_mode).result(doc, "\n\n".join(blocks))
 
 
 @main.command()

@@ -268,12 +268,15 @@ def build(
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
                              wheelhouse=wheelhouse, offline=offline)  # fmt: skip
     engine = Engine.connect()
+    # a native engine per platform where the site config names one (else QEMU on this one)
+    engines = {p: Engine.connect(base_url=url) for p in wanted if (url := settings.engine_for(p))}
     if len(wanted) > 1:
         from builder.multiarch import build_platforms
 
         both = build_platforms(recipe, wanted, engine=engine, settings=settings, options=options, say=out.say,
-                               on_line=out.build_line, on_progress=LayerPrinter(out))  # fmt: skip
+                               on_line=out.build_line, on_progress=LayerPrinter(out), engines=engines)  # fmt: skip
         return out.result(both.to_dict(), both.summary())
+    engine = engines.get(wanted[0], engine)
     options = dataclasses.replace(options, platform=wanted[0])
     result = run_build(recipe, engine=engine, settings=settings, options=options, say=out.say,
                        on_line=out.build_line, on_progress=LayerPrinter(out))  # fmt: skip

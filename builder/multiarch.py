@@ -9,7 +9,7 @@ Nothing here prints: progress goes to `say`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,19 +66,23 @@ def build_platforms(
     say: Say = lambda _: None,
     on_line: LineSink | None = None,
     on_progress: ProgressSink | None = None,
+    engines: Mapping[str, Engine] | None = None,
 ) -> PlatformsResult:
-    """Each platform's image (built, smoke-tested, tagged on the engine); with push, then the
-    index. A platform that fails stops the rest: nothing is pushed unless all are tested."""
+    """Each platform's image (built, smoke-tested, tagged on its engine: `engines[platform]`,
+    a native one from the site config, else `engine`); with push, then the index. A platform
+    that fails stops the rest: nothing is pushed unless all are tested."""
     results = []
     for platform in platforms:
-        say(f"platform {platform}")
+        where = (engines or {}).get(platform, engine)
+        say(f"platform {platform}" + (f" on {where.base_url}" if where is not engine else ""))
         one = dataclasses.replace(options, platform=platform, push=False)
-        results.append(pipeline.build(recipe_path, engine=engine, settings=settings, options=one, say=say,
+        results.append(pipeline.build(recipe_path, engine=where, settings=settings, options=one, say=say,
                                       on_line=on_line))  # fmt: skip
     if not options.push:
         return PlatformsResult(tuple(results))
     index, record = publish_index(engine, tuple(results), Path(recipe_path) if options.record else None,
-                                  registry_ca=options.registry_ca, say=say, on_progress=on_progress)  # fmt: skip
+                                  registry_ca=options.registry_ca, say=say, on_progress=on_progress,
+                                  engines=engines)  # fmt: skip
     return PlatformsResult(tuple(results), index, record)
 
 
@@ -91,16 +95,22 @@ def publish_index(
     repository: str | None = None,
     say: Say = lambda _: None,
     on_progress: ProgressSink | None = None,
+    engines: Mapping[str, Engine] | None = None,
 ) -> tuple[PushResult, Path | None]:
     """Push each platform's image by its content tag (immutable, checked), then PUT one index
     under the shared tags (the readable tag and the recipe's tags) naming each by digest.
     `repository`: push there instead of the recipe's (like `mlbuild push --to`)."""
     repository = repository or results[0].spec.repository
+
+    def engine_of(r: pipeline.BuildResult) -> Engine:
+        return (engines or {}).get(r.spec.platform, engine)
+
     pushed = []
     for r in results:
         ref = f"{repository}:{r.content_tag}"
-        engine.tag(r.image_id, repository, r.content_tag)
-        pushed += push_image(engine, r.image_id, [ref], registry_ca=registry_ca, say=say, on_progress=on_progress)
+        engine_of(r).tag(r.image_id, repository, r.content_tag)
+        pushed += push_image(engine_of(r), r.image_id, [ref], registry_ca=registry_ca, say=say,
+                             on_progress=on_progress)  # fmt: skip
     name = parse_reference(repository)
     acc = access_for(name.registry, registry_ca)
     client = acc.client(name.registry)
@@ -122,12 +132,12 @@ def publish_index(
         return index, None
     entries = []
     for r, p in zip(results, pushed, strict=True):
-        attrs = engine.inspect(r.image_id)
+        attrs = engine_of(r).inspect(r.image_id)
         labels = dict((attrs.get("Config") or {}).get("Labels") or {})
         entries.append(
             PlatformImage(platform_of(attrs), p.digest, labels.get(CONTENT_LABEL, ""), r.image_id, r.spec.digest())
         )
-    first = engine.inspect(results[0].image_id)
+    first = engine_of(results[0]).inspect(results[0].image_id)
     labels = dict((first.get("Config") or {}).get("Labels") or {})
     record = make_record(PushResult(repository, digest, shared, results[0].image_id), labels, platform_of(first))
     path = record_path(recipe)

@@ -24,6 +24,7 @@ from builder.recipe import GpuFleet, Recipe, parse_recipe
 from builder.records import ImageRecord, PlatformImage, read_record, record_path, write_record
 from builder.registry import RegistryClient, RemoteManifest
 from builder.resolve import resolve, resolve_platforms
+from builder.settings import load_settings
 from builder.variants import plan
 
 ARM = "linux/arm64"
@@ -274,3 +275,15 @@ def test_index_document_names_each_platform_by_digest_and_size() -> None:
     assert [(m["digest"], m["size"], m["platform"]["architecture"]) for m in doc["manifests"]] == [
         ("sha256:a", 10, "amd64"), ("sha256:b", 11, "arm64"),
     ]  # fmt: skip
+
+
+def test_site_config_names_a_native_engine_per_platform(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("engines:\n  linux/arm64: ssh://ci@arm-builder\n")
+    settings = load_settings(env={}, config_path=str(config))
+    assert settings.engine_for(ARM) == "ssh://ci@arm-builder" and settings.engine_for("linux/amd64") is None
+    for bad, words in [("engines:\n  linux/s390x: tcp://h:2376\n", "'linux/s390x' is not one of"),
+                       ("engines:\n  linux/arm64: 'tcp://h; rm -rf /'\n", "is not an engine URL")]:  # fmt: skip
+        config.write_text(bad)
+        with pytest.raises(UsageError, match=words):
+            load_settings(env={}, config_path=str(config))

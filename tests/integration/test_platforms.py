@@ -113,7 +113,7 @@ def test_one_tag_holds_both_platforms_in_the_registry(pushed: Any, arm64_build: 
         ("linux", "amd64"), ("linux", "arm64"),
     }  # fmt: skip
     arm_cfg = subprocess.run(
-        [skopeo, "inspect", "--config", "--tls-verify=false", "--override-arch", "arm64", ref],
+        [skopeo, "--override-arch", "arm64", "inspect", "--config", "--tls-verify=false", ref],
         capture_output=True, text=True,
     )  # fmt: skip
     assert arm_cfg.returncode == 0, arm_cfg.stderr

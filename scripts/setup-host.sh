@@ -18,7 +18,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "$(uname -m)" != aarch64 ]; then  # linux/arm64 images: built and smoke-tested under QEMU
-  [ -e /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
+  command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
   command -v update-binfmts >/dev/null || need+=(binfmt-support)
 fi
 if [ ${#need[@]} -gt 0 ]; then

@@ -11,7 +11,6 @@ are pushed as one image index, read back with skopeo, pulled with plain `docker 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 import registry_server as rs  # this folder is on sys.path (pytest's default import mode)
+from required_tools import root, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ARM_BASE = "mlbuild-test/debian:bookworm-arm64"
@@ -37,8 +37,11 @@ def _multi_recipe(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def arm64_base(engine: Any) -> str:
     """A Debian bookworm arm64 base made by `mlbuild base bootstrap --arch arm64` (once per machine)."""
+    tool("qemu-aarch64-static")  # arm64 programs run under QEMU here (scripts/setup-host.sh)
     if engine.image_id(ARM_BASE):
         return ARM_BASE
+    root("debootstrap")
+    tool("debootstrap")
     from builder.base import bootstrap
 
     started = time.monotonic()
@@ -103,8 +106,7 @@ def test_arm64_image_is_arm64_and_passed_its_emulated_smoke(engine: Any, arm64_b
 def test_one_tag_holds_both_platforms_in_the_registry(pushed: Any, arm64_build: Any) -> None:
     repo, index, record = pushed
     _, amd, arm, _ = arm64_build
-    skopeo = shutil.which("skopeo")
-    assert skopeo, "skopeo is missing: bash scripts/setup-host.sh installs it"
+    skopeo = tool("skopeo")
     ref = f"docker://{repo}:{amd.spec.readable_tag}"
     raw = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", ref], capture_output=True, text=True)
     assert raw.returncode == 0, raw.stderr

@@ -4,6 +4,8 @@ debootstrap for sites that cannot pull; and, for framework_from_base, what the b
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ from typing import Any
 from builder.engine_api import Engine
 from builder.errors import EngineError, ResolveError, UsageError
 from builder.labels import BASE_MIRROR_LABEL, BASE_SUITE_LABEL, SPEC_LABEL
-from builder.platforms import PLATFORMS, Platform, platform_named
+from builder.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform, platform_named
 from builder.probe import base_version
 from builder.refs import split_tag
 from builder.render import probe_source
@@ -104,7 +106,7 @@ def bootstrap(
     if attrs.get("Architecture") != arch:
         raise EngineError(
             f"the engine imported {repo}:{version} as {attrs.get('Architecture')}, not {arch}",
-            hint="an engine older than API 1.32 ignores the platform of an import: upgrade it",
+            hint="the engine did not keep the image's architecture: build on a native engine of it",
         )
     size = int(attrs.get("Size") or 0)
     return {
@@ -156,7 +158,8 @@ def check_emulation(machine: str, root: str = "/proc/sys/fs/binfmt_misc") -> Non
 
 
 def _import(engine: Engine, rootfs: Path, repo: str, version: str, suite: str, mirror: str, platform: str) -> str:
-    """`docker import` of the root file system, entries in sorted order."""
+    """`docker import` of the root file system, entries in sorted order; for another platform
+    than the engine's own, `docker load` of an image made here (below)."""
 
     def fill(tar: tarfile.TarFile) -> None:
         for path in sorted(rootfs.rglob("*")):
@@ -168,7 +171,58 @@ def _import(engine: Engine, rootfs: Path, repo: str, version: str, suite: str, m
         f"LABEL {BASE_MIRROR_LABEL}={redact(mirror)}",
         'CMD ["/bin/bash"]',
     ]
-    return engine.import_rootfs(tar_stream(fill, "the root file system"), repo, version, changes, platform)
+    if platform == DEFAULT_PLATFORM.name:
+        return engine.import_rootfs(tar_stream(fill, "the root file system"), repo, version, changes)
+    return _load_rootfs(engine, rootfs.parent / "layer.tar", fill, f"{repo}:{version}", suite, mirror, platform)
+
+
+def _load_rootfs(
+    engine: Engine,
+    layer: Path,
+    fill: Callable[[tarfile.TarFile], None],
+    ref: str,
+    suite: str,
+    mirror: str,
+    platform: str,
+) -> str:
+    """The root file system as a one-layer image of `platform`, through `docker load`: an
+    imported image gets the engine's own architecture whatever the import asks (Docker 20.10
+    does so), and a base of the wrong architecture is never chosen for a build."""
+    digest = hashlib.sha256()
+    with layer.open("wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        fill(tar)
+    with layer.open("rb") as written:
+        while block := written.read(1 << 20):
+            digest.update(block)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    os_name, arch = platform.split("/")[:2]
+    config = json.dumps({
+        "architecture": arch,
+        "os": os_name,
+        "created": created,
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["/bin/bash"],
+            "Labels": {BASE_SUITE_LABEL: suite, BASE_MIRROR_LABEL: redact(mirror)},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest.hexdigest()}"]},
+        "history": [{"created": created, "created_by": f"mlbuild base bootstrap --arch {arch}"}],
+    }, sort_keys=True).encode()  # fmt: skip
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [ref], "Layers": ["layer.tar"]}]).encode()
+
+    def image(tar: tarfile.TarFile) -> None:
+        for name, data in (("manifest.json", manifest), (config_name, config)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.add(layer, arcname="layer.tar")
+
+    engine.load(tar_stream(image, "the base image"))
+    image_id = engine.image_id(ref)
+    if not image_id:
+        raise EngineError(f"docker load of {ref} gave no image")
+    return image_id
 
 
 @dataclass(frozen=True)

@@ -151,22 +151,9 @@ class Engine:
         with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.NotFound):
             self.api.remove_image(ref, force=force, noprune=False)
 
-    def import_rootfs(
-        self, tar_stream: Any, repository: str, tag: str, changes: list[str], platform: str | None = None
-    ) -> str:
-        """`docker import`: a root file system tarball becomes an image (of `platform`: the
-        SDK's import_image_from_data has no such parameter, the API's /images/create has)."""
-        params: dict[str, Any] = {"fromSrc": "-", "repo": repository, "tag": tag, "changes": changes}
-        if platform:
-            params["platform"] = platform
-        response = self.api._post(
-            self.api._url("/images/create"),
-            data=tar_stream,
-            params=params,
-            headers={"Content-Type": "application/tar"},
-            timeout=None,
-        )
-        result = self.api._result(response)
+    def import_rootfs(self, tar_stream: Any, repository: str, tag: str, changes: list[str]) -> str:
+        """`docker import`: a root file system tarball becomes an image."""
+        result = self.api.import_image_from_data(tar_stream, repository=repository, tag=tag, changes=changes)
         text = result if isinstance(result, str) else str(result)
         image_id = self.image_id(f"{repository}:{tag}")
         if not image_id:

@@ -79,10 +79,8 @@ class Engine(Protocol):
         """Remove a name (or, by ID, the image); nothing when it is gone already."""
         ...
 
-    def import_rootfs(
-        self, tar_stream: Any, repository: str, tag: str, changes: list[str], platform: str | None = None
-    ) -> str:
-        """`docker import [--platform os/arch]` of a root file system tarball; returns the image ID."""
+    def import_rootfs(self, tar_stream: Any, repository: str, tag: str, changes: list[str]) -> str:
+        """`docker import` of a root file system tarball; returns the image ID."""
         ...
 
     def save(self, ref: str) -> Iterator[bytes]:

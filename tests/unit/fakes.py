@@ -193,16 +193,11 @@ class FakeEngine:
         else:
             self.refs.pop(ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest", None)
 
-    def import_rootfs(
-        self, tar_stream: Any, repository: str, tag: str, changes: list[str], platform: str | None = None
-    ) -> str:
+    def import_rootfs(self, tar_stream: Any, repository: str, tag: str, changes: list[str]) -> str:
         for _ in tar_stream:
             pass
         labels = dict(line[6:].split("=", 1) for line in changes if line.startswith("LABEL "))
-        image_id = self.add_image(f"{repository}:{tag}", labels)
-        if platform:
-            self.images[image_id]["Architecture"] = platform.split("/")[1]
-        return image_id
+        return self.add_image(f"{repository}:{tag}", labels)
 
     def save(self, ref: str) -> Iterator[bytes]:
         image_id = self._resolve(ref)

@@ -104,6 +104,7 @@ def bootstrap(
         image_id = _import(engine, rootfs, repo, version, suite, mirror, platform.name)
     attrs = engine.inspect(image_id)
     if attrs.get("Architecture") != arch:
+        engine.remove_image(image_id, force=True)  # nothing half done: no base of the wrong architecture
         raise EngineError(
             f"the engine imported {repo}:{version} as {attrs.get('Architecture')}, not {arch}",
             hint="the engine did not keep the image's architecture: build on a native engine of it",

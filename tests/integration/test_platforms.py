@@ -38,8 +38,11 @@ def _multi_recipe(folder: Path) -> Path:
 def arm64_base(engine: Any) -> str:
     """A Debian bookworm arm64 base made by `mlbuild base bootstrap --arch arm64` (once per machine)."""
     tool("qemu-aarch64-static")  # arm64 programs run under QEMU here (scripts/setup-host.sh)
-    if engine.image_id(ARM_BASE):
+    found = engine.image_id(ARM_BASE)
+    if found and engine.inspect(found).get("Architecture") == "arm64":
         return ARM_BASE
+    if found:  # left by an older mlbuild that imported it as the engine's architecture
+        engine.remove_image(ARM_BASE, force=True)
     root("debootstrap")
     tool("debootstrap")
     from builder.base import bootstrap

@@ -4,6 +4,8 @@ debootstrap for sites that cannot pull; and, for framework_from_base, what the b
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ from typing import Any
 from builder.engine_api import Engine
 from builder.errors import EngineError, ResolveError, UsageError
 from builder.labels import BASE_MIRROR_LABEL, BASE_SUITE_LABEL, SPEC_LABEL
+from builder.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform, platform_named
 from builder.probe import base_version
 from builder.refs import split_tag
 from builder.render import needs_pip, probe_source
@@ -63,7 +66,13 @@ def host_mirror(files: tuple[str, ...] = SOURCES_FILES, extra_dir: str = "/etc/a
     return None
 
 
-def bootstrap(engine: Engine, suite: str, tag: str, mirror: str | None, say: Callable[[str], None]) -> dict[str, Any]:
+def bootstrap(
+    engine: Engine, suite: str, tag: str, mirror: str | None, say: Callable[[str], None], arch: str = "amd64"
+) -> dict[str, Any]:
+    """debootstrap `suite` for Debian architecture `arch` (amd64, arm64) and import it as an
+    image of that platform. Another architecture than the host's runs its package scripts
+    under QEMU user emulation (binfmt_misc with qemu-user-static: scripts/setup-host.sh)."""
+    platform = platform_of_arch(arch)
     if os.geteuid() != 0:
         raise UsageError("base bootstrap needs root (debootstrap makes device files and chroots)")
     if not shutil.which("debootstrap"):
@@ -74,9 +83,13 @@ def bootstrap(engine: Engine, suite: str, tag: str, mirror: str | None, say: Cal
     repo, version = split_tag(tag)
     with tempfile.TemporaryDirectory(prefix="mlbuild-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        say(f"debootstrap {suite} from {redact(mirror)} (about 30 s)")
+        foreign = platform.machine != os.uname().machine
+        if foreign:
+            check_emulation(platform.machine)
+        say(f"debootstrap {suite} {arch} from {redact(mirror)} ({'minutes, emulated' if foreign else 'about 30 s'})")
         started = time.monotonic()
-        _run_with_progress(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror], say, "debootstrap")
+        cmd = ["debootstrap", f"--arch={arch}", "--variant=minbase", suite, str(rootfs), mirror]
+        _run_with_progress(cmd, say, "debootstrap")
         for rel in PRUNE:
             target = rootfs / rel
             if target.is_dir():
@@ -88,12 +101,20 @@ def bootstrap(engine: Engine, suite: str, tag: str, mirror: str | None, say: Cal
                     elif child.is_dir():
                         shutil.rmtree(child)
         say(f"importing into the engine as {repo}:{version}")
-        image_id = _import(engine, rootfs, repo, version, suite, mirror)
-    size = int(engine.inspect(image_id).get("Size") or 0)
+        image_id = _import(engine, rootfs, repo, version, suite, mirror, platform.name)
+    attrs = engine.inspect(image_id)
+    if attrs.get("Architecture") != arch:
+        engine.remove_image(image_id, force=True)  # nothing half done: no base of the wrong architecture
+        raise EngineError(
+            f"the engine imported {repo}:{version} as {attrs.get('Architecture')}, not {arch}",
+            hint="the engine did not keep the image's architecture: build on a native engine of it",
+        )
+    size = int(attrs.get("Size") or 0)
     return {
         "image_id": image_id,
         "tag": f"{repo}:{version}",
         "suite": suite,
+        "platform": platform.name,
         "mirror": redact(mirror),
         "size_bytes": size,
         "seconds": round(time.monotonic() - started, 1),
@@ -113,8 +134,33 @@ def _run_with_progress(cmd: list[str], say: Callable[[str], None], what: str) ->
         raise EngineError(f"{what} failed (exit {proc.returncode})", details=last[-8:])
 
 
-def _import(engine: Engine, rootfs: Path, repo: str, version: str, suite: str, mirror: str) -> str:
-    """`docker import` of the root file system, entries in sorted order."""
+def platform_of_arch(arch: str) -> Platform:
+    """The platform of a Debian architecture name (they are the OCI ones: amd64, arm64)."""
+    found = [p for p in PLATFORMS.values() if p.architecture == arch]
+    if not found:
+        allowed = ", ".join(p.architecture for p in PLATFORMS.values())
+        raise UsageError(f"--arch {arch!r} is not an architecture mlbuild builds for", hint=f"use one of: {allowed}")
+    return found[0]
+
+
+def check_emulation(machine: str, root: str = "/proc/sys/fs/binfmt_misc") -> None:
+    """Foreign binaries run only where binfmt_misc hands them to QEMU; say how to set it up."""
+    entry = Path(root) / f"qemu-{machine}"
+    try:
+        enabled = entry.read_text().splitlines()[0].strip() == "enabled"
+    except (OSError, IndexError):
+        enabled = False
+    if not enabled:
+        raise UsageError(
+            f"this host cannot run linux {machine} programs: no enabled {entry}",
+            hint="bash scripts/setup-host.sh (installs qemu-user-static and binfmt-support, mounts "
+            "binfmt_misc), or run on a native host / engine of that architecture",
+        )
+
+
+def _import(engine: Engine, rootfs: Path, repo: str, version: str, suite: str, mirror: str, platform: str) -> str:
+    """`docker import` of the root file system, entries in sorted order; for another platform
+    than the engine's own, `docker load` of an image made here (below)."""
 
     def fill(tar: tarfile.TarFile) -> None:
         for path in sorted(rootfs.rglob("*")):
@@ -126,7 +172,58 @@ def _import(engine: Engine, rootfs: Path, repo: str, version: str, suite: str, m
         f"LABEL {BASE_MIRROR_LABEL}={redact(mirror)}",
         'CMD ["/bin/bash"]',
     ]
-    return engine.import_rootfs(tar_stream(fill, "the root file system"), repo, version, changes)
+    if platform == DEFAULT_PLATFORM.name:
+        return engine.import_rootfs(tar_stream(fill, "the root file system"), repo, version, changes)
+    return _load_rootfs(engine, rootfs.parent / "layer.tar", fill, f"{repo}:{version}", suite, mirror, platform)
+
+
+def _load_rootfs(
+    engine: Engine,
+    layer: Path,
+    fill: Callable[[tarfile.TarFile], None],
+    ref: str,
+    suite: str,
+    mirror: str,
+    platform: str,
+) -> str:
+    """The root file system as a one-layer image of `platform`, through `docker load`: an
+    imported image gets the engine's own architecture whatever the import asks (Docker 20.10
+    does so), and a base of the wrong architecture is never chosen for a build."""
+    digest = hashlib.sha256()
+    with layer.open("wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        fill(tar)
+    with layer.open("rb") as written:
+        while block := written.read(1 << 20):
+            digest.update(block)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    os_name, arch = platform.split("/")[:2]
+    config = json.dumps({
+        "architecture": arch,
+        "os": os_name,
+        "created": created,
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["/bin/bash"],
+            "Labels": {BASE_SUITE_LABEL: suite, BASE_MIRROR_LABEL: redact(mirror)},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest.hexdigest()}"]},
+        "history": [{"created": created, "created_by": f"mlbuild base bootstrap --arch {arch}"}],
+    }, sort_keys=True).encode()  # fmt: skip
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [ref], "Layers": ["layer.tar"]}]).encode()
+
+    def image(tar: tarfile.TarFile) -> None:
+        for name, data in (("manifest.json", manifest), (config_name, config)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.add(layer, arcname="layer.tar")
+
+    engine.load(tar_stream(image, "the base image"))
+    image_id = engine.image_id(ref)
+    if not image_id:
+        raise EngineError(f"docker load of {ref} gave no image")
+    return image_id
 
 
 @dataclass(frozen=True)
@@ -137,13 +234,21 @@ class BaseChoice:
 
 
 def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:
-    """The base image on this engine: as named, pulled, or one made by `mlbuild base bootstrap`."""
+    """The base image on this engine: as named, pulled, or one made by `mlbuild base bootstrap`;
+    always one of the spec's platform (an engine keeps one platform per tag)."""
+    arch = platform_named(spec.platform).architecture
     image_id = engine.image_id(spec.base_image)
-    if image_id:
+    if image_id and _arch(engine, image_id) == arch:
         return BaseChoice(spec.base_image, image_id)
-    say(f"base {spec.base_image} is not on this engine; pulling it")
+    if image_id:
+        say(f"base {spec.base_image} on this engine is {_arch(engine, image_id)}, not {arch}")
+    other = "" if arch == "amd64" else f" for {spec.platform}"
+    say(f"base {spec.base_image} is not on this engine{other}; pulling it")
     try:
-        return BaseChoice(spec.base_image, engine.pull(spec.base_image), "pulled")
+        pulled = engine.pull(spec.base_image)
+        if _arch(engine, pulled) != arch:
+            raise EngineError(f"the pull gave a {_arch(engine, pulled)} image, not {arch}")
+        return BaseChoice(spec.base_image, pulled, "pulled")
     except EngineError as exc:
         pull_error = "; ".join([exc.message, *exc.details])
     if spec.base_suite and spec.python_from == "distro":
@@ -154,14 +259,15 @@ def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:
             if [t for t in img.get("RepoTags") or [] if t != "<none>:<none>"]
             and SPEC_LABEL not in (img.get("Labels") or {})
             and len(engine.history(str(img["Id"]))) == 1
+            and _arch(engine, str(img["Id"])) == arch
         ]  # fmt: skip
         if made:
             newest = max(made, key=lambda img: (img.get("Created", 0), img["Id"]))
             ref = sorted(t for t in newest["RepoTags"] if t != "<none>:<none>")[0]
             return BaseChoice(
                 ref, str(newest["Id"]),
-                f"{spec.base_image} cannot be pulled; using {ref}, a Debian {spec.base_suite} base "
-                "made by `mlbuild base bootstrap`",
+                f"{spec.base_image} cannot be pulled; using {ref}, a Debian {spec.base_suite} {arch} "
+                "base made by `mlbuild base bootstrap`",
             )  # fmt: skip
     suite = spec.base_suite or "bookworm"
     raise EngineError(
@@ -169,7 +275,7 @@ def choose_base(engine: Engine, spec: ResolvedSpec, say: Say) -> BaseChoice:
         details=[redact(pull_error)],
         hint=(
             f"on a site without registry access, make one: mlbuild base bootstrap --suite {suite} "
-            f"--tag mlbuild/debian:{suite}"
+            + (f"--tag mlbuild/debian:{suite}" if arch == "amd64" else f"--arch {arch}")
             if spec.python_from == "distro"
             else "load it with `docker load`, or pass --base-image REF"
         ),
@@ -250,6 +356,8 @@ def _observe(engine: Engine, spec: ResolvedSpec) -> tuple[dict[str, Any] | None,
     except (ValueError, IndexError):
         seen = None
     return (seen, output) if isinstance(seen, dict) and "python_bin" in seen else (None, output)
+def _arch(engine: Engine, image_id: str) -> str:
+    return str(engine.inspect(image_id).get("Architecture") or "amd64")
 
 
 def observe_base(engine: Engine, spec: ResolvedSpec) -> ResolvedSpec:

@@ -191,6 +191,7 @@ def build_args(
     buildargs: dict[str, str],
     nocache: bool,
     network: str | None,
+    platform: str | None = None,
 ) -> list[str]:
     """The CLI's argument list (values are single arguments: nothing reaches a shell)."""
     argv = [*kit.argv, "--progress=plain", "--iidfile", str(iidfile)]
@@ -208,6 +209,8 @@ def build_args(
         argv.append("--no-cache")
     if network:
         argv += ["--network", network]
+    if platform:  # another os/arch than the engine's: its RUN steps emulated (QEMU)
+        argv += ["--platform", platform]
     return [*argv, str(context)]
 
 
@@ -220,13 +223,14 @@ def build_with_cli(
     on_line: LineSink | None = None,
     nocache: bool = False,
     network: str | None = None,
+    platform: str | None = None,
 ) -> str:
     """Run the BuildKit build, streaming its lines (URL credentials hidden, as everywhere);
     return the image ID (from --iidfile)."""
     with tempfile.TemporaryDirectory(prefix="mlbuild-buildkit-") as tmp:
         iidfile = Path(tmp) / "iid"
         argv = build_args(kit, context, iidfile, labels=labels or {}, buildargs=buildargs or {},
-                          nocache=nocache, network=network)  # fmt: skip
+                          nocache=nocache, network=network, platform=platform)  # fmt: skip
         log = PlainLog()
         try:
             proc = subprocess.Popen(

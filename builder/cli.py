@@ -7,6 +7,7 @@ failed; 1 anything else (engine unreachable, build failed), with a one-line caus
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,35 +63,46 @@ def _recipe_arg() -> Callable[[F], F]:
 @_recipe_arg()
 @json_option
 @click.option("--base-image", metavar="REF", help="Use this base image instead of the resolved one.")
+@click.option("--platform", metavar="OS/ARCH", help="Only this of the recipe's platforms (default: all of them).")
 @handle_errors
-def resolve(recipe: Path, json_mode: bool, base_image: str | None) -> None:
+def resolve(recipe: Path, json_mode: bool, base_image: str | None, platform: str | None = None) -> None:
     """Resolve RECIPE against the compatibility matrix and show every decision.
 
     \b
     Example:
       mlbuild resolve recipes/pytorch-gpu.yaml --json | jq .framework_version
     """
-    from builder.api import resolve as resolve_recipe
+    from builder.errors import UsageError
+    from builder.recipe import check_image_ref, load_recipe
+    from builder.resolve import resolve_platforms
 
-    spec = resolve_recipe(recipe, base_image=base_image)
-    doc = spec.to_dict()
-    sources = dict(spec.requirement_sources)
-    packages = [f"{p}  ({sources[p]})" if p in sources else p for p in spec.packages]
-    text = "\n".join(
-        [
-            f"{spec.name}: {spec.framework} {spec.framework_version}, Python {spec.python}, "
-            + ("CPU" if spec.cuda == "cpu" else f"CUDA {spec.cuda} ({spec.variant})"),
-            f"  base image   {spec.base_image}",
-            f"  cuDNN        {spec.cudnn or '-'}",
-            f"  min driver   {spec.min_driver or '-'}",
-            f"  GPU archs    {' '.join(spec.archs) or '-'}",
-            f"  index        {spec.index_url or 'default'}",
-            "  packages     " + ("\n               ".join(packages) or "-"),
-            "  why:",
-            *[f"    - {r}" for r in spec.reasons],
-        ]
-    )
-    Output(json_mode).result(doc, text)
+    loaded = load_recipe(recipe)
+    if base_image:
+        loaded = dataclasses.replace(loaded, base_image=check_image_ref(base_image, "--base-image"))
+    if platform and platform not in loaded.platforms:
+        raise UsageError(f"--platform {platform}: the recipe builds for {', '.join(loaded.platforms)}")
+    specs = [s for s in resolve_platforms(loaded) if platform in (None, s.platform)]
+    blocks = []
+    for spec in specs:
+        sources = dict(spec.requirement_sources)
+        packages = [f"{p}  ({sources[p]})" if p in sources else p for p in spec.packages]
+        blocks.append("\n".join(
+            [
+                f"{spec.name}: {spec.framework} {spec.framework_version}, Python {spec.python}, "
+                + ("CPU" if spec.cuda == "cpu" else f"CUDA {spec.cuda} ({spec.variant})")
+                + (f" on {spec.platform}" if len(loaded.platforms) > 1 else ""),
+                f"  base image   {spec.base_image}",
+                f"  cuDNN        {spec.cudnn or '-'}",
+                f"  min driver   {spec.min_driver or '-'}",
+                f"  GPU archs    {' '.join(spec.archs) or '-'}",
+                f"  index        {spec.index_url or 'default'}",
+                "  packages     " + ("\n               ".join(packages) or "-"),
+                "  why:",
+                *[f"    - {r}" for r in spec.reasons],
+            ]
+        ))  # fmt: skip
+    doc = specs[0].to_dict() if len(specs) == 1 else {"platforms": {s.platform: s.to_dict() for s in specs}}
+    Output(json_mode).result(doc, "\n\n".join(blocks))
 
 
 @main.command()
@@ -204,6 +216,14 @@ def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
     help="BuildKit: reuse the layers of this pushed mlbuild image (its inline cache), e.g. on a CI "
     "runner without a local cache (repeatable).",
 )
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    metavar="OS/ARCH",
+    help="Build only this of the recipe's platforms: (linux/amd64, linux/arm64; repeatable). "
+    "Default: all of them; another architecture than the engine's builds under QEMU.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
@@ -214,7 +234,7 @@ def build(
     push: bool = False, registry_ca: str | None = None, rebuild: bool = False, locked: bool = False,
     jobs: int = 2, strict: bool = False, variants: tuple[str, ...] = (), gpu_host: str | None = None,
     wheelhouse: Path | None = None, offline: bool = False, builder: str | None = None,
-    cache_from: tuple[str, ...] = (),
+    cache_from: tuple[str, ...] = (), platforms: tuple[str, ...] = (),
 ) -> None:  # fmt: skip
     """Build RECIPE into an image, smoke-test it, and tag it.
 
@@ -230,6 +250,7 @@ def build(
       mlbuild build recipes/sklearn-cpu.yaml --base-image mlbuild/debian:bookworm --json
       mlbuild build train.yaml --ca-bundle corp-ca.pem --index-url https://pypi.corp/simple
       mlbuild build recipes/pytorch-cpu.yaml --wheelhouse /opt/wheels
+      mlbuild build recipes/sklearn-cpu.yaml --platform linux/arm64
     """
     from builder.api import build as run_build
     from builder.api import load
@@ -249,16 +270,30 @@ def build(
         cache_from=cache_from,
     )  # fmt: skip
     if wants_many(recipe, variants, gpu_host):  # a folder, matrix:, --variant or --gpu-host
+        if len(platforms) > 1:
+            raise UsageError("a folder or a matrix builds one --platform at a time (one CI job each)")
+        options = dataclasses.replace(options, platform=platforms[0] if platforms else None)
         if locked:
             raise UsageError("--locked builds one recipe from its lock; not a folder or a matrix")
         settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
                                  wheelhouse=wheelhouse, offline=offline)  # fmt: skip
         return build_many([recipe], out=out, settings=settings, options=options, jobs=jobs, strict=strict,
                           variants=variants, gpu_host=gpu_host)  # fmt: skip
-    load(recipe)  # report recipe problems before touching the engine
+    wanted = platforms or load(recipe).platforms  # recipe problems before touching the engine
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls,
                              wheelhouse=wheelhouse, offline=offline)  # fmt: skip
-    result = run_build(recipe, options, engine=Engine.connect(), settings=settings, say=out.say,
+    engine = Engine.connect()
+    # a native engine per platform where the site config names one (else QEMU on this one)
+    engines = {p: Engine.connect(base_url=url) for p in wanted if (url := settings.engine_for(p))}
+    if len(wanted) > 1:
+        from builder.multiarch import build_platforms
+
+        both = build_platforms(recipe, wanted, engine=engine, settings=settings, options=options, say=out.say,
+                               on_line=out.build_line, on_progress=LayerPrinter(out), engines=engines)  # fmt: skip
+        return out.result(both.to_dict(), both.summary())
+    engine = engines.get(wanted[0], engine)
+    options = dataclasses.replace(options, platform=wanted[0])
+    result = run_build(recipe, options, engine=engine, settings=settings, say=out.say,
                        on_line=out.build_line, on_progress=LayerPrinter(out))  # fmt: skip
     smoke_line = "not run (up to date)" if result.up_to_date else "skipped"
     if result.smoke:
@@ -397,29 +432,41 @@ def base() -> None:
     type=click.Choice(["bullseye", "bookworm", "trixie"]),
     help="Debian release (Python 3.9, 3.11, 3.13).",
 )
-@click.option("--tag", "tag", metavar="REF", help="Image reference to create (default: mlbuild/debian:SUITE).")
+@click.option(
+    "--tag", "tag", metavar="REF", help="Image reference to create (default: mlbuild/debian:SUITE, -ARCH for arm64)."
+)
 @click.option("--mirror", metavar="URL", help="Debian archive (default: the one this host's apt sources use).")
+@click.option(
+    "--arch",
+    default="amd64",
+    show_default=True,
+    type=click.Choice(["amd64", "arm64"]),
+    help="Debian architecture; another than the host's runs under QEMU (scripts/setup-host.sh).",
+)
 @click.option("-q", "--quiet", is_flag=True)
 @json_option
 @handle_errors
-def base_bootstrap(suite: str, tag: str | None, mirror: str | None, quiet: bool, json_mode: bool) -> None:
+def base_bootstrap(suite: str, tag: str | None, mirror: str | None, arch: str, quiet: bool, json_mode: bool) -> None:
     """Make a Debian base image with debootstrap, for air-gapped sites.
 
-    Needs root and debootstrap (apt-get install debootstrap). About 30 s and 200 MB.
+    Needs root and debootstrap (apt-get install debootstrap). About 30 s and 200 MB; an
+    emulated architecture (--arch arm64 on an x86_64 host) takes minutes.
 
     \b
-    Example:
+    Examples:
       mlbuild base bootstrap --suite bookworm --tag mlbuild/debian:bookworm
+      mlbuild base bootstrap --suite bookworm --arch arm64   # mlbuild/debian:bookworm-arm64
     """
     from builder.base import bootstrap
     from builder.engine import Engine
 
     out = Output(json_mode, quiet, timed=True)
     engine = Engine.connect()
-    made = bootstrap(engine, suite, tag or f"mlbuild/debian:{suite}", mirror, say=out.say)
+    default_tag = f"mlbuild/debian:{suite}" + ("" if arch == "amd64" else f"-{arch}")
+    made = bootstrap(engine, suite, tag or default_tag, mirror, say=out.say, arch=arch)
     out.result(
         made,
-        f"image   {made['image_id']}\ntag     {made['tag']}\n"
+        f"image   {made['image_id']}\ntag     {made['tag']} ({made['platform']})\n"
         f"size    {made['size_bytes'] / 1e6:.1f} MB\nmirror  {made['mirror']}",
     )
 

@@ -176,6 +176,7 @@ class Engine:
         nocache: bool = False,
         network: str | None = None,
         kit: BuildKitRun | None = None,
+        platform: str | None = None,
     ) -> str:
         """Build with the classic builder (or, with `kit`, BuildKit through the docker CLI),
         streaming output; return the image ID."""
@@ -186,7 +187,7 @@ class Engine:
                 kit = dataclasses.replace(kit, env=(*kit.env, ("DOCKER_HOST", self._host)))
             try:
                 return buildkit.build_with_cli(kit, context, labels=labels, buildargs=buildargs, on_line=on_line,
-                                               nocache=nocache, network=network)  # fmt: skip
+                                               nocache=nocache, network=network, platform=platform)  # fmt: skip
             except BuildError as exc:
                 try:  # the CLI only says its connection broke: name the engine, as the classic path does
                     self.client.ping()
@@ -208,6 +209,7 @@ class Engine:
                 buildargs=buildargs or {},
                 network_mode=network,
                 decode=True,
+                **({"platform": platform} if platform else {}),
             )
             for chunk in stream:
                 if "stream" in chunk:

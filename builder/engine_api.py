@@ -126,9 +126,10 @@ class Engine(Protocol):
         nocache: bool = False,
         network: str | None = None,
         kit: BuildKitRun | None = None,
+        platform: str | None = None,
     ) -> str:
-        """Build the context's Dockerfile (classic builder, or BuildKit with `kit`); returns the
-        image ID."""
+        """Build the context's Dockerfile (classic builder, or BuildKit with `kit`; `platform`: for
+        another os/arch, its RUN steps emulated where the host cannot run it); returns the image ID."""
         ...
 
     def buildkit_probe(self) -> BuilderProbe:

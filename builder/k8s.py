@@ -23,6 +23,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 DRIVER_MAJOR = "nvidia.com/cuda.driver.major"
 COMPUTE_MAJOR = "nvidia.com/gpu.compute.major"
 COMPUTE_MINOR = "nvidia.com/gpu.compute.minor"
+NODE_ARCH = "kubernetes.io/arch"  # the kubelet's own node label: amd64, arm64
 KINDS = ("Job", "Deployment")
 _NAME_RE = re.compile(r"[^a-z0-9-]+")
 _ARCH_RE = re.compile(r"^(sm|compute)_(\d+)(\d)[a-z]?$")
@@ -34,13 +35,18 @@ def k8s_name(text: str) -> str:
     return name or "mlbuild"
 
 
-def node_affinity(spec: ResolvedSpec) -> dict[str, Any] | None:
+def node_affinity(spec: ResolvedSpec, platforms: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """Nodes whose driver major is at least the image's minimum and whose GPU the image's
     kernels cover: SASS sm_XY runs on exactly X.Y, PTX compute_XY on X.Y and newer (the rule
-    of builder.probe.arch_covers). None for CPU images."""
-    if not spec.is_gpu:
-        return None
+    of builder.probe.arch_covers); and, for an image of other platforms than linux/amd64 alone
+    (`platforms`: those its tag holds, default the spec's), nodes of those architectures
+    (kubernetes.io/arch). None for a linux/amd64 CPU image."""
+    archs = sorted({p.split("/")[1] for p in platforms or (spec.platform,)})
     base: list[dict[str, Any]] = []
+    if archs != ["amd64"]:
+        base.append({"key": NODE_ARCH, "operator": "In", "values": archs})
+    if not spec.is_gpu:
+        return _required([{"matchExpressions": base}]) if base else None
     if spec.min_driver:
         major = int(spec.min_driver.split(".")[0])
         base.append({"key": DRIVER_MAJOR, "operator": "Gt", "values": [str(major - 1)]})
@@ -79,7 +85,11 @@ def node_affinity(spec: ResolvedSpec) -> dict[str, Any] | None:
     if not terms and not base:
         return None
     selector = [{"matchExpressions": base + t} for t in terms] or [{"matchExpressions": base}]
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": selector}}}
+    return _required(selector)
+
+
+def _required(terms: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
 
 
 def manifest(
@@ -92,8 +102,10 @@ def manifest(
     gpus: int = 1,
     command: tuple[str, ...] = (),
     replicas: int = 1,
+    platforms: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The Job or Deployment (a plain dict, as `kubectl apply` reads it)."""
+    """The Job or Deployment (a plain dict, as `kubectl apply` reads it). `platforms`: those
+    the image's tag holds (an index), default the spec's own."""
     if kind not in KINDS:
         raise UsageError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
     if gpus < 1:
@@ -119,7 +131,7 @@ def manifest(
         # Extended resources are set in limits (requests default to them) as whole numbers.
         container["resources"] = {"limits": {GPU_RESOURCE: str(gpus)}}
     pod: dict[str, Any] = {"containers": [container]}
-    affinity = node_affinity(spec)
+    affinity = node_affinity(spec, platforms)
     if affinity:
         pod["affinity"] = affinity
     if spec.is_gpu:

@@ -28,6 +28,7 @@ from typing import Any
 from builder.changes import changed
 from builder.errors import BuildError, ResolveError
 from builder.labels import OCI_BASE_DIGEST, OCI_CREATED, OCI_REVISION
+from builder.platforms import DEFAULT_PLATFORM
 from builder.recipe import IMAGE_REF_RE
 from builder.spec import ResolvedSpec
 
@@ -112,6 +113,26 @@ class Lock:
     matrix_version: str
     apt_snapshot: str | None = None
     lock_version: int = LOCK_VERSION
+    # a recipe of several platforms: the lock of each other platform, under "platforms" (this
+    # one is its first platform's); each is a whole lock, used alone by that platform's build
+    others: tuple[tuple[str, Lock], ...] = ()
+
+    @property
+    def platform(self) -> str:
+        return str(self.spec.get("platform") or DEFAULT_PLATFORM.name)
+
+    def for_platform(self, platform: str | None) -> Lock:
+        """The lock of one platform of the recipe (None: the first)."""
+        if platform in (None, self.platform):
+            return self
+        found = dict(self.others).get(platform or "")
+        if found is None:
+            have = ", ".join([self.platform, *(p for p, _ in self.others)])
+            raise LockError(
+                f"the lock of {self.recipe} has no entry for {platform} (it has: {have})",
+                hint="run `mlbuild lock --upgrade RECIPE` to lock every platform of the recipe",
+            )
+        return found
 
     # -- text ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +167,7 @@ class Lock:
                     if step not in OPTIONAL_STEPS or any(p.step == step for p in self.python)
                 },
             },
+            **({"platforms": {p: lock.to_dict() for p, lock in self.others}} if self.others else {}),
         }
 
     def to_json(self) -> str:
@@ -160,6 +182,10 @@ class Lock:
             d = json.loads(text)
         except ValueError as exc:
             raise LockError(f"{where} is not valid JSON: {exc}") from None
+        return cls.from_dict(d, where)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "lock") -> Lock:
         if not isinstance(d, dict) or "lock_version" not in d:
             raise LockError(f"{where} is not an mlbuild lock (no lock_version)")
         if d["lock_version"] != LOCK_VERSION:
@@ -188,6 +214,10 @@ class Lock:
                 mlbuild_version=d["mlbuild_version"],
                 matrix_version=d["matrix_version"],
                 apt_snapshot=d.get("apt_snapshot"),
+                others=tuple(
+                    (str(p), cls.from_dict(sub, f"{where} (platforms.{p})"))
+                    for p, sub in sorted((d.get("platforms") or {}).items())
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LockError(f"{where} is damaged: {exc!r}", hint="run `mlbuild lock` again") from None

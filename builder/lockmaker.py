@@ -33,9 +33,12 @@ from builder.lock import (
     spec_digest,
     spec_for_lock,
 )
+from builder.platforms import DEFAULT_PLATFORM
+from builder.recipe import check_image_ref, load_recipe
 from builder.render import resolver_context
-from builder.resolve import load_and_resolve
+from builder.resolve import resolve_platforms
 from builder.settings import BuildSettings
+from builder.spec import ResolvedSpec
 
 Say = Callable[[str], None]
 
@@ -51,6 +54,7 @@ def resolve_lock(
     say: Say = lambda _: None,
     on_line: LineSink | None = None,
     builder: str | None = None,
+    platform: str | None = None,
 ) -> Lock:
     """Resolve every package inside the base image, the way the build installs them.
 
@@ -60,10 +64,11 @@ def resolve_lock(
     the framework step (so that the packages step sees it, as in the build) and dry-runs the
     packages step, each writing `--report` JSON with the archive's sha256.
     """
-    recipe, spec = load_and_resolve(recipe_path, base_image)
+    spec = platform_spec(recipe_path, base_image, platform)
     locked_spec = spec_for_lock(spec)
     base = choose_base(engine, spec, say)
-    spec = observe(engine, dataclasses.replace(spec, base_image=base.ref), base_named=bool(recipe.base_image))
+    named = bool(base_image or load_recipe(recipe_path).base_image)  # a base the user chose: its own Python
+    spec = observe(engine, dataclasses.replace(spec, base_image=base.ref), base_named=named)
     digest = _registry_digest(engine, base.ref)
     chosen = buildkit.choose_for(engine, builder, settings.builder)
     with tempfile.TemporaryDirectory(prefix="mlbuild-lock-") as tmp, \
@@ -78,6 +83,7 @@ def resolve_lock(
             network=network,
             labels={TEMPORARY_LABEL: "1"},
             kit=kit,
+            platform=None if spec.platform == DEFAULT_PLATFORM.name else spec.platform,
         )
     try:
         run = engine.run(image_id, ["/tmp/mlbuild-lock/collect.py"], entrypoint=["python3"])
@@ -113,6 +119,32 @@ def resolve_lock(
     )
 
 
+def platform_spec(recipe_path: Path, base_image: str | None, platform: str | None) -> ResolvedSpec:
+    """The spec of one platform of the recipe, agreed with its others (as the build resolves)."""
+    recipe = load_recipe(recipe_path)
+    if base_image:
+        recipe = dataclasses.replace(recipe, base_image=check_image_ref(base_image, "--base-image"))
+    specs = resolve_platforms(recipe)
+    return next((s for s in specs if s.platform == platform), specs[0])
+
+
+def lock_platforms(
+    recipe_path: Path,
+    platforms: tuple[str, ...],
+    *,
+    base_images: dict[str, str | None],
+    epoch: int | None = None,
+    **kwargs: Any,
+) -> Lock:
+    """One lock for every platform of the recipe: the first's, with each other's entry in it.
+    One epoch for all, so that every platform's image carries the same times."""
+    when = epoch if epoch is not None else _default_epoch()
+    locks = [
+        resolve_lock(recipe_path, base_image=base_images.get(p), epoch=when, platform=p, **kwargs) for p in platforms
+    ]
+    return dataclasses.replace(locks[0], others=tuple((lock.platform, lock) for lock in locks[1:]))
+
+
 def _registry_digest(engine: Engine, ref: str) -> str | None:
     digests = engine.inspect(ref).get("RepoDigests") or []
     return str(sorted(digests)[0]) if digests else None
@@ -124,7 +156,14 @@ def _default_epoch() -> int:
 
 
 def upgrade(old: Lock | None, new: Lock, package: str | None) -> Lock:
-    """--upgrade PACKAGE: take only that package's new pin; everything else stays as locked."""
+    """--upgrade PACKAGE: take only that package's new pin; everything else stays as locked.
+    A lock of several platforms is upgraded platform by platform."""
+    if old is not None and (old.others or new.others):
+        if package is None:
+            return new if _platform_diff(old, new) else old
+        first = upgrade(dataclasses.replace(old, others=()), dataclasses.replace(new, others=()), package)
+        others = tuple((p, upgrade(old.for_platform(p), lock, package)) for p, lock in new.others)
+        return dataclasses.replace(first, others=others)
     if old is None or package is None:
         return new if old is None or diff_locks(old, new) else old
     name = canonical(package)
@@ -140,6 +179,14 @@ def upgrade(old: Lock | None, new: Lock, package: str | None) -> Lock:
     python = tuple(sorted(kept + taken))
     changed = python != old.python
     return dataclasses.replace(old, python=python, epoch=new.epoch if changed else old.epoch)
+
+
+def _platform_diff(old: Lock, new: Lock) -> bool:
+    """Anything to write: another set of platforms, or a change in any platform's lock."""
+    if [p for p, _ in old.others] != [p for p, _ in new.others]:
+        return True
+    pairs = [(old, new), *((old.for_platform(p), lock) for p, lock in new.others)]
+    return any(diff_locks(dataclasses.replace(a, others=()), dataclasses.replace(b, others=())) for a, b in pairs)
 
 
 # -- what the resolver prints --------------------------------------------------------------------

@@ -6,6 +6,7 @@ module only reads it, checks that it is consistent, and offers lookups. resolve.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -19,6 +20,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from builder.errors import MlbuildError
+from builder.platformdata import PlatformBuilds, read_platforms, releases_for
+from builder.platforms import DEFAULT_PLATFORM
 
 # libyaml's loader is ~7x faster than the pure-Python one on these files (about 15 ms instead of
 # 110 ms), which matters because every `mlbuild resolve` loads them; fall back where PyYAML was
@@ -94,9 +97,22 @@ class FrameworkData:
     pythons_from: str = ""  # the project whose wheels' CPython tags give the Pythons (refresh)
     cuda_arch_env: CudaArchEnv | None = None  # devel: None when its extensions read no such variable
     library_dirs: tuple[str, ...] = ()  # site-packages folders (globs) where its wheel keeps CUDA libraries
+    platforms: tuple[PlatformBuilds, ...] = ()  # builds for platforms other than linux/amd64
+    platform: str = DEFAULT_PLATFORM.name  # the platform `releases` describe
 
     def index_for(self, variant: str) -> str | None:
         return dict(self.indexes).get(variant)
+
+    def builds_for(self, platform: str) -> PlatformBuilds | None:
+        return next((b for b in self.platforms if b.platform == platform), None)
+
+    def on(self, platform: str) -> FrameworkData:
+        """This framework as `platform` has it (builder.platformdata): its releases narrowed
+        to the builds with wheels there."""
+        if platform == self.platform:
+            return self
+        releases = releases_for(self.builds_for(platform), self.releases)
+        return dataclasses.replace(self, releases=releases, platform=platform)
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,12 @@ class Matrix:
 
     def framework(self, name: str) -> FrameworkData:
         return self.frameworks[name]
+
+    def on(self, platform: str) -> Matrix:
+        """The matrix as `platform` has it: every framework's builds with wheels there."""
+        if platform == DEFAULT_PLATFORM.name:
+            return self
+        return dataclasses.replace(self, frameworks={k: fw.on(platform) for k, fw in self.frameworks.items()})
 
     @property
     def library_dirs(self) -> tuple[str, ...]:
@@ -289,6 +311,7 @@ def _framework(doc: dict[str, Any], fname: str) -> FrameworkData:
         pythons_from=fields.text("pythons_from", PROJECT_RE, "a PyPI project name", default=distribution),
         cuda_arch_env=fields.cuda_arch_env(),
         library_dirs=fields.texts("library_dirs", LIBRARY_DIR_RE, "a folder glob below site-packages"),
+        platforms=read_platforms(doc, fields.problems),
     )
     if fw.framework != Path(fname).stem:
         fields.problems.append(f"framework: {fw.framework!r} must be the file's name ({Path(fname).stem})")
@@ -366,6 +389,22 @@ def check_matrix(m: Matrix) -> None:
     """Raise MatrixDataError on contradictions; tests run this on the shipped data too."""
     problems: list[str] = []
     for fw in m.frameworks.values():
+        for builds in fw.platforms:
+            named = {v.name for rel in fw.releases for v in rel.variants}
+            listed = {name for name, _ in builds.variants} | {v for _, v in builds.defaults}
+            problems += [
+                f"{fw.framework} platforms.{builds.platform}: variant {v!r} is not a build of any release"
+                for v in sorted(listed - named)
+            ]
+            for rel in releases_for(builds, fw.releases):
+                if rel.default_variant and rel.default_variant not in {v.name for v in rel.variants}:
+                    problems.append(
+                        f"{fw.framework} {rel.version} on {builds.platform}: default_variant "
+                        f"{rel.default_variant} has no wheels there (add it to variants:)"
+                    )
+                for v in rel.variants:
+                    if fw.indexes and v.name != rel.default_variant and not fw.index_for(v.name):
+                        problems.append(f"{fw.framework} {rel.version} {v.name} on {builds.platform}: no index")
         seen: set[Version] = set()
         for rel in fw.releases:
             if rel.version in seen:

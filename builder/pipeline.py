@@ -37,12 +37,13 @@ from builder.labels import (
 )
 from builder.lock import Lock, explain_build_failure, read_lock
 from builder.normalize import normalize_locked
+from builder.platforms import DEFAULT_PLATFORM, platform_named
 from builder.publish import Published, publish, require_smoke
 from builder.pull import pull_if_present
-from builder.recipe import Recipe, check_image_ref
+from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.refs import split_tag
 from builder.render import render, write_context
-from builder.resolve import load_and_resolve, resolve
+from builder.resolve import resolve, resolve_platforms
 from builder.settings import BUILDERS, BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
 from builder.spec import ResolvedSpec
@@ -75,6 +76,7 @@ class BuildOptions:
     record: bool = True  # with push: write the image record beside the recipe
     builder: str | None = None  # auto | buildkit | classic (default: the site config's, else auto)
     cache_from: tuple[str, ...] = ()  # BuildKit: reuse the layers of these pushed images (inline cache)
+    platform: str | None = None  # which of the recipe's platforms (default: its first)
 
     def __post_init__(self) -> None:
         if self.push and not self.run_smoke:
@@ -145,8 +147,11 @@ def build(
     opts = options or BuildOptions()
     started = time.monotonic()
     on_stage("resolving")
-    lock = read_lock(Path(recipe_path)) if opts.locked else None  # it decides base, packages, times
-    recipe, spec = _resolve(recipe_path, recipe, opts.base_image or (lock.base_override if lock else None))
+    # it decides base, packages, times; one entry per platform of the recipe
+    lock = read_lock(Path(recipe_path)).for_platform(opts.platform) if opts.locked else None
+    recipe, spec = _resolve(
+        recipe_path, recipe, opts.base_image or (lock.base_override if lock else None), opts.platform
+    )
     if lock:
         lock.check_spec(spec)  # the recipe must be the one that was locked
     settings = with_wheelhouse(settings, recipe, spec)
@@ -207,12 +212,24 @@ def build(
     return dataclasses.replace(result, published=published)
 
 
-def _resolve(recipe_path: str | Path, recipe: Recipe | None, base_image: str | None) -> tuple[Recipe, ResolvedSpec]:
+def _resolve(
+    recipe_path: str | Path, recipe: Recipe | None, base_image: str | None, platform: str | None = None
+) -> tuple[Recipe, ResolvedSpec]:
+    """The spec of one platform of the recipe; with several, of the release and Python that
+    all of them share (resolve_platforms), so their images can share a tag."""
     if recipe is None:
-        return load_and_resolve(recipe_path, base_image)
-    if base_image:  # a matrix variant: loaded already, one value per matrix axis
+        recipe = load_recipe(recipe_path)
+    if base_image:  # --base-image, or a matrix variant's (loaded already, one value per axis)
         recipe = dataclasses.replace(recipe, base_image=check_image_ref(base_image, "--base-image"))
-    return recipe, resolve(recipe)
+    if platform is not None and platform not in recipe.platforms:
+        raise UsageError(
+            f"--platform {platform}: the recipe builds for {', '.join(recipe.platforms)}",
+            hint="add it to the recipe's platforms:, or choose one of those",
+        )
+    if len(recipe.platforms) == 1:
+        return recipe, resolve(recipe)
+    specs = resolve_platforms(recipe)
+    return recipe, next(s for s in specs if s.platform == (platform or recipe.platforms[0]))
 
 
 def _build_image(
@@ -250,6 +267,7 @@ def _build_image(
                 network=opts.network,
                 nocache=opts.nocache,
                 kit=kit,
+                platform=None if spec.platform == DEFAULT_PLATFORM.name else spec.platform,
             )
         except BuildError as exc:
             if _NO_SPACE in " ".join([exc.message, *exc.details]).lower():
@@ -280,14 +298,29 @@ def _smoke(
     """The smoke test of a new image, before it has any tag; SmokeFailed leaves it untagged."""
     where = f" on {smoke_engine.base_url}" if smoke_engine else ""
     say(f"smoke test of {image_id[:19]}" + (f"{where} (the image is copied there)" if where else ""))
-    report = smoke_on(engine, image_id, spec, opts.gpu_mode or spec.smoke_gpu, opts.gpu_access,
-                      smoke_engine=smoke_engine)  # fmt: skip
+    emulated = emulation(smoke_engine or engine, spec)
+    if emulated:
+        say(f"smoke test {emulated}")
+    gpu_mode = "off" if emulated else opts.gpu_mode or spec.smoke_gpu
+    report = smoke_on(engine, image_id, spec, gpu_mode, opts.gpu_access, smoke_engine=smoke_engine)
+    if emulated and spec.is_gpu:
+        report = dataclasses.replace(report, gpu_status="not-run", gpu_reason=emulated)
     if not report.passed:
         raise report.error(
             f"smoke test{where} failed for image {image_id[:19]} (left untagged)",
             hint=f"inspect it with: docker run --rm -it {image_id[7:19]} sh",
         )
     return report
+
+
+def emulation(engine: Engine, spec: ResolvedSpec) -> str:
+    """'' when the engine runs the image's platform natively, else what that means for the
+    smoke test: it runs under QEMU user emulation, which has no GPUs, so CPU checks only."""
+    arch = platform_named(spec.platform).architecture
+    engine_arch = str(engine.version().get("Arch") or DEFAULT_PLATFORM.architecture)
+    if engine_arch == arch:
+        return ""
+    return f"under emulation: {spec.platform} on a {engine_arch} engine (QEMU), CPU checks only"
 
 
 def with_wheelhouse(settings: BuildSettings, recipe: Recipe, spec: ResolvedSpec) -> BuildSettings:
@@ -399,10 +432,21 @@ def find_existing(engine: Engine, spec: ResolvedSpec, tag: str, say: Say) -> str
     return pull_if_present(engine, spec.repository, tag, say)
 
 
+def local_tags(spec: ResolvedSpec) -> tuple[str, ...]:
+    """The readable tags on this engine. An engine keeps one image per tag, so the images of
+    other platforms than linux/amd64 carry their architecture (sklearn1.5.2-py3.11-cpu-arm64);
+    in a registry all platforms share the plain tags, through one image index."""
+    tags = (spec.readable_tag, *spec.tags)
+    if spec.platform == DEFAULT_PLATFORM.name:
+        return tags
+    arch = platform_named(spec.platform).architecture
+    return tuple(f"{t}-{arch}"[:128] for t in tags)
+
+
 def tag_image(
     engine: Engine, image_id: str, spec: ResolvedSpec, content: str, extra: tuple[str, ...]
 ) -> tuple[str, ...]:
-    refs = [f"{spec.repository}:{t}" for t in (spec.readable_tag, content, *spec.tags)]
+    refs = [f"{spec.repository}:{t}" for t in (*local_tags(spec), content)]
     refs += [check_image_ref(ref, "--tag") for ref in extra]
     done = []
     try:

@@ -1,8 +1,9 @@
 """The platform an image's Python packages are chosen for: CPython on glibc Linux, one machine.
 
 Wheels are picked by tag and environment markers are evaluated for the image, never for the
-machine mlbuild runs on. x86_64 is what images are built for today; aarch64 is here so that a
-recipe can select it later without another copy of these rules.
+machine mlbuild runs on. A recipe's `platforms:` (and `build --platform`) name them the way
+container engines and registries do (linux/amd64, linux/arm64); `machine` is the same thing as
+Python, wheel tags and `uname -m` spell it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ GLIBC_NEWEST = 40  # manylinux_2_N tags accepted up to this N (a newer base's wh
 
 @dataclass(frozen=True)
 class Platform:
-    machine: str  # platform_machine in markers; the arch in wheel tags
+    machine: str  # platform_machine in markers; the arch in wheel tags; `uname -m`
+    name: str = "linux/amd64"  # os/architecture, as engines, registries and OCI indexes say it
+
+    @property
+    def architecture(self) -> str:
+        """The OCI/Go architecture: amd64, arm64 (Docker's --platform, node labels)."""
+        return self.name.split("/")[1]
+
+    @property
+    def is_default(self) -> bool:
+        return self == DEFAULT_PLATFORM
 
     def wheel_tags(self, python: str) -> frozenset[Tag]:
         """Wheel tags a CPython `python` on glibc Linux of this machine accepts."""
@@ -51,5 +62,12 @@ class Platform:
         }
 
 
-LINUX_X86_64 = Platform("x86_64")
-LINUX_AARCH64 = Platform("aarch64")
+LINUX_X86_64 = Platform("x86_64", "linux/amd64")
+LINUX_AARCH64 = Platform("aarch64", "linux/arm64")
+DEFAULT_PLATFORM = LINUX_X86_64  # what a recipe without `platforms:` builds for
+PLATFORMS = {p.name: p for p in (LINUX_X86_64, LINUX_AARCH64)}
+
+
+def platform_named(name: str) -> Platform:
+    """linux/arm64 -> LINUX_AARCH64; KeyError for a name mlbuild does not build for."""
+    return PLATFORMS[name]

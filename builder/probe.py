@@ -622,6 +622,12 @@ def probe(spec: dict[str, Any], gpu: str) -> dict[str, Any]:
             r.check("python", "failed", f"Python {want_py} expected, found {py}")
     else:
         r.check("python", "passed", f"Python {py}")
+    want_platform = str(spec.get("platform") or "")  # only in specs of platforms other than linux/amd64
+    if want_platform:
+        machine = platform.machine()
+        ok = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}.get(want_platform) == machine
+        r.facts["machine"] = machine
+        r.check("platform", "passed" if ok else "failed", f"{want_platform} expected, machine {machine}")
     import_name = str(spec.get("import_name") or "")
     fw: dict[str, Any] = {"import": import_name}
     r.facts["framework"] = fw

@@ -11,10 +11,12 @@ from builder.credentials import auth_error
 from builder.engine_api import Engine, ProgressSink
 from builder.errors import RegistryError, UsageError
 from builder.labels import CONTENT_LABEL
+from builder.publish import platform_of
+from builder.recipe import load_recipe
 from builder.records import ImageRecord, check_labels, read_record
 from builder.refs import parse_reference
 from builder.registry import RegistryClient, RetryPolicy, access_for
-from builder.resolve import load_and_resolve
+from builder.resolve import load_and_resolve, resolve_platforms
 from builder.spec import ResolvedSpec
 
 Say = Callable[[str], None]
@@ -82,6 +84,10 @@ def pull_recorded(
         raise
     attrs = engine.inspect(image_id)
     labels = dict((attrs.get("Config") or {}).get("Labels") or {})
+    if record.platforms:  # an index: the engine pulled its own platform's image; check that one
+        platform = platform_of(attrs)
+        record = record.for_platform(platform)
+        expected = next(s for s in resolve_platforms(load_recipe(recipe)) if s.platform == platform)
     problems = check_labels(labels, record, expected.to_dict())
     if record.image_id and image_id != record.image_id:
         problems.append(f"image ID {image_id}, the record says {record.image_id}")

@@ -19,6 +19,7 @@ from builder import yamlsafe
 from builder.errors import Problem, RecipeError, UsageError
 from builder.matrix import DATA_DIR_ENV, MatrixDataError, data_dir, framework_names
 from builder.pep508 import MAX_TEXT, requirement_problem
+from builder.platforms import DEFAULT_PLATFORM, PLATFORMS
 
 if TYPE_CHECKING:
     from builder.projectfiles import ProjectRequirements
@@ -54,6 +55,7 @@ TOP_KEYS = (
     "schema", "name", "framework", "framework_version", "python", "cuda", "base_image",
     "framework_from_base", "packages", "system_packages", "env", "files", "workdir", "user",
     "smoke", "image", "gpu", "matrix", "variant", "build_packages", "wheelhouse", "requirements",
+    "platforms",
 )  # fmt: skip
 VARIANTS = ("runtime", "cuda-runtime", "devel")
 REQUIRED_KEYS = ("name", "framework")
@@ -120,6 +122,7 @@ class Recipe:
     build_packages: tuple[str, ...] = ()  # devel: compiled from source against CUDA, as wheels
     wheelhouse: str | None = None  # a folder of wheels, relative to the recipe's folder
     requirements: ProjectRequirements | None = None  # a project's requirements.txt, pyproject.toml or uv.lock
+    platforms: tuple[str, ...] = (DEFAULT_PLATFORM.name,)  # os/arch the image is built for, one tag for all
 
     @property
     def folder(self) -> Path:
@@ -321,6 +324,7 @@ class _Validator:
             build_packages=self.packages(doc.get("build_packages"), "build_packages"),
             wheelhouse=self.wheelhouse(doc.get("wheelhouse")),
             requirements=self.requirements(doc.get("requirements")),
+            platforms=self.platforms(doc.get("platforms")),
         )  # fmt: skip
         return recipe
 
@@ -554,6 +558,22 @@ class _Validator:
             if text:
                 tags.append(text)
         return ImageSpec(repository=repo, tags=tuple(tags))
+
+    def platforms(self, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return (DEFAULT_PLATFORM.name,)
+        names: list[str] = []
+        for i, item in enumerate(self.items(value, "platforms")):
+            name = self.choice(item, f"platforms[{i}]", ("platforms", i), tuple(PLATFORMS))
+            if name != item:  # refused above
+                continue
+            if name in names:
+                self.fail(f"platforms[{i}]", f"{name!r} is listed twice")
+            elif name:
+                names.append(name)
+        if isinstance(value, list) and not value:
+            self.fail("platforms", f"is empty; list one or more of: {' | '.join(PLATFORMS)}")
+        return tuple(names) or (DEFAULT_PLATFORM.name,)
 
     def gpu(self, value: Any) -> GpuFleet:
         doc = self.mapping(value, "gpu", ("min_driver", "archs"))

@@ -16,6 +16,7 @@ labels against it and against the recipe (`check_labels`). builder.publish write
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,21 @@ from builder.spec import ResolvedSpec
 
 RECORD_SUFFIX = ".image.json"
 RECORD_SCHEMA = 1
+PLATFORM_FIELDS = ("platform", "digest", "content_tag", "image_id", "spec_digest")
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image behind a multi-platform record's index."""
+
+    platform: str  # linux/arm64
+    digest: str  # its own manifest
+    content_tag: str
+    image_id: str
+    spec_digest: str
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -42,10 +58,29 @@ class ImageRecord:
     spec_digest: str
     mlbuild_version: str = ""
     schema: int = RECORD_SCHEMA
+    # several platforms under one tag: `digest` is the index's; the top-level content tag,
+    # image ID and spec are the first platform's, each platform's own are here
+    platforms: tuple[PlatformImage, ...] = ()
 
     @property
     def reference(self) -> str:
         return f"{self.repository}@{self.digest}"
+
+    def for_platform(self, platform: str) -> ImageRecord:
+        """The record as one platform's image must match it (itself, for one platform)."""
+        if not self.platforms:
+            return self
+        entry = next((p for p in self.platforms if p.platform == platform), None)
+        if entry is None:
+            have = ", ".join(p.platform for p in self.platforms)
+            raise RegistryError(f"the record names no image for {platform}", details=[f"it has: {have}"])
+        return dataclasses.replace(
+            self,
+            content_tag=entry.content_tag,
+            image_id=entry.image_id,
+            platform=entry.platform,
+            spec_digest=entry.spec_digest,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +95,7 @@ class ImageRecord:
             "spec": self.spec,
             "spec_digest": self.spec_digest,
             "mlbuild_version": self.mlbuild_version,
+            **({"platforms": [p.to_dict() for p in self.platforms]} if self.platforms else {}),
         }
 
 
@@ -113,6 +149,9 @@ def read_record(recipe: str | Path) -> ImageRecord:
             spec_digest=str(doc.get("spec_digest") or ""),
             mlbuild_version=str(doc.get("mlbuild_version") or ""),
             schema=int(doc.get("schema") or RECORD_SCHEMA),
+            platforms=tuple(
+                PlatformImage(**{k: str(e[k]) for k in PLATFORM_FIELDS}) for e in doc.get("platforms") or ()
+            ),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise RegistryError(

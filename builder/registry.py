@@ -13,11 +13,13 @@ config (`registry_ca: FILE` or `registry_ca: {HOST: FILE}`), or
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,6 +103,7 @@ class RemoteManifest:
     media_type: str
     config_digest: str | None  # the image ID of a single-platform image
     children: tuple[tuple[str, str], ...] = ()  # index: (platform, manifest digest)
+    size: int = field(default=0, compare=False)  # bytes of the document (an index names each child with it)
 
 
 def ca_for(registry: str, explicit: str | Path | None = None, site: Any = None, certs_d: Path = CERTS_D) -> Path | None:
@@ -189,10 +192,32 @@ class RegistryClient:
                     )
                     for m in doc.get("manifests") or []
                 )
-                return RemoteManifest(digest, media, None, children)
-            return RemoteManifest(digest, media, (doc.get("config") or {}).get("digest"))
+                return RemoteManifest(digest, media, None, children, len(r.content))
+            return RemoteManifest(digest, media, (doc.get("config") or {}).get("digest"), size=len(r.content))
 
         return with_retries(get, self.policy, f"registry {self.registry}", say)
+
+    def put_index(self, path: str, tag: str, children: list[tuple[str, RemoteManifest]], say: Say) -> str:
+        """PUT one image index naming each (os/arch, child manifest) under `tag`; returns its
+        digest. Children pushed by a Docker engine (schema 2) go into a Docker manifest list,
+        OCI ones into an OCI image index: one kind per document, as registries expect."""
+        oci = any(m.media_type.startswith("application/vnd.oci.") for _, m in children)
+        media = MANIFEST_TYPES[3] if oci else MANIFEST_TYPES[1]
+        entries = []
+        for platform, m in children:
+            os_name, arch = platform.split("/")[:2]
+            entries.append({"mediaType": m.media_type, "digest": m.digest, "size": m.size,
+                            "platform": {"os": os_name, "architecture": arch}})  # fmt: skip
+        body = json.dumps({"schemaVersion": 2, "mediaType": media, "manifests": entries}, indent=2).encode()
+        with_retries(
+            lambda: self._request(
+                "PUT", f"{path}/manifests/{tag}", scope=f"repository:{path}:pull,push", body=body, content_type=media
+            ),
+            self.policy,
+            f"registry {self.registry}",
+            say,
+        )
+        return "sha256:" + hashlib.sha256(body).hexdigest()
 
     def _request(
         self,
@@ -202,19 +227,24 @@ class RegistryClient:
         scope: str | None,
         accept: str = "",
         missing_ok: bool = False,
+        body: bytes | None = None,
+        content_type: str = "",
     ) -> Any:
         import requests
 
         headers = {"Accept": accept} if accept else {}
+        if content_type:
+            headers["Content-Type"] = content_type
         verify: str | bool = str(self.ca) if self.ca else True
         try:
-            r = self._send(method, self.base + url, headers, verify)
+            r = self._send(method, self.base + url, headers, verify, body)
             if r.status_code == 401:
                 r = self._send(
                     method,
                     self.base + url,
                     {**headers, **self._authorize(r, scope, verify)},
                     verify,
+                    body,
                 )
         except requests.exceptions.SSLError as exc:
             raise RegistryError(
@@ -248,9 +278,11 @@ class RegistryClient:
             )
         return r
 
-    def _send(self, method: str, url: str, headers: dict[str, str], verify: str | bool) -> Any:
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], verify: str | bool, body: bytes | None = None
+    ) -> Any:
         return self.session.request(
-            method, url, headers=headers, verify=verify, timeout=self.timeout, allow_redirects=True
+            method, url, headers=headers, verify=verify, timeout=self.timeout, allow_redirects=True, data=body
         )
 
     def _authorize(self, challenge: Any, scope: str | None, verify: str | bool) -> dict[str, str]:

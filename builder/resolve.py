@@ -21,6 +21,7 @@ from packaging.version import Version
 
 from builder.errors import ResolveError
 from builder.matrix import CudaArchEnv, FrameworkData, Matrix, Release, Variant, load_matrix, version_key
+from builder.platforms import DEFAULT_PLATFORM, Platform, platform_named
 from builder.projectmerge import Target, check_python, merge, narrow_releases, python_fits
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.spec import DEFAULT_UID, ResolvedSpec
@@ -45,13 +46,57 @@ def load_and_resolve(path: str | Path, base_image: str | None = None) -> tuple[R
     return recipe, resolve(recipe)
 
 
-def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
-    m = matrix or load_matrix()
+def resolve(recipe: Recipe, matrix: Matrix | None = None, platform: str | None = None) -> ResolvedSpec:
+    """The spec for one of the recipe's platforms (its first when `platform` is None)."""
+    name = platform or recipe.platforms[0]
+    m = (matrix or load_matrix()).on(name)
+    if name == DEFAULT_PLATFORM.name:
+        return _resolve(recipe, m, DEFAULT_PLATFORM)
+    try:
+        return _resolve(recipe, m, platform_named(name))
+    except ResolveError as exc:
+        builds = m.framework(recipe.framework).builds_for(name) if recipe.framework in m.frameworks else None
+        note = [builds.note] if builds and builds.note else []
+        hint = exc.hint or f"choose what {name} offers (above), or leave {name} out of platforms:"
+        raise ResolveError(f"on {name}: {exc.message}", details=exc.details + note, hint=hint) from None
+
+
+def resolve_platforms(
+    recipe: Recipe, matrix: Matrix | None = None, platforms: tuple[str, ...] = ()
+) -> tuple[ResolvedSpec, ...]:
+    """One spec per platform, of one framework release and one Python: the images share a tag.
+
+    Each platform is resolved alone first; when they disagree, the oldest framework release
+    (then the oldest Python) of the picks is asked of all of them, so the newest that every
+    platform has wins. A refusal names the platform that cannot have it.
+    """
+    names = platforms or recipe.platforms
+    specs = [resolve(recipe, matrix, n) for n in names]
+    releases = {s.framework_version for s in specs}
+    if len(releases) > 1 and FROM_BASE not in releases:
+        oldest = min(releases, key=Version)
+        recipe = dataclasses.replace(recipe, framework_version=f"=={oldest}")
+        specs = _agreed(recipe, matrix, names, f"framework_version {oldest}")
+    pythons = {s.python for s in specs}
+    if len(pythons) > 1 and FROM_BASE not in pythons:
+        oldest = min(pythons, key=version_key)
+        specs = _agreed(dataclasses.replace(recipe, python=oldest), matrix, names, f"python {oldest}")
+    return tuple(specs)
+
+
+def _agreed(recipe: Recipe, matrix: Matrix | None, names: tuple[str, ...], what: str) -> list[ResolvedSpec]:
+    why = f"{what}: the newest that all of {', '.join(names)} have"
+    return [dataclasses.replace(s, reasons=(*s.reasons, why)) for s in (resolve(recipe, matrix, n) for n in names)]
+
+
+def _resolve(recipe: Recipe, m: Matrix, platform: Platform) -> ResolvedSpec:
     if recipe.framework not in m.frameworks:
         raise ResolveError(f"no compatibility data for framework {recipe.framework!r}")
     fw = m.framework(recipe.framework)
     if recipe.framework_from_base:
-        return _from_base(recipe, fw, m)
+        return _from_base(recipe, fw, m, platform)
+    if not fw.releases:
+        raise ResolveError(f"{fw.framework} has no builds for {platform.name} on file")
     releases = [r for r in fw.releases if version_matches(r.version, recipe.framework_version)]
     if not releases:
         known = ", ".join(str(r.version) for r in fw.releases[:8])
@@ -92,11 +137,11 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
     elif variant.name == rel.default_variant:
         reasons.append(f"index: the default index's {fw.distribution} {rel.version} is the {variant.name} build")
     label = f"+{variant.name}" if index_url and fw.local_version_label else ""
-    merged = merge(recipe, Target(fw, rel, requirement, label, python))
+    merged = merge(recipe, Target(fw, rel, requirement, label, python, platform))
     reasons += merged.reasons
     _check_other_frameworks(merged.requirements + tuple(pin for pin, _ in merged.hashed), variant, fw, m)
     cuda = (recipe.cuda if variant.cuda_match == "major" and recipe.cuda else variant.cuda) or "cpu"
-    base = _base_for(recipe, python, cuda, m, reasons)
+    base = _base_for(recipe, python, cuda, m, reasons, platform)
     min_driver = m.min_driver_for(variant.cuda) if variant.cuda else None
     if variant.cuda and min_driver:
         full = m.full_driver_for(variant.cuda)
@@ -137,7 +182,7 @@ def resolve(recipe: Recipe, matrix: Matrix | None = None) -> ResolvedSpec:
         cuda_arch_env=arch_env.name if arch_env else "",
         cuda_arch_list=cuda_arch_list(variant.archs, arch_env) if arch_env else "",
         uv_image=m.uv_image if base.python_from == "standalone" else None,
-        **_common(recipe, m, tuple(reasons)),
+        **_common(recipe, m, tuple(reasons), platform),
     )
 
 
@@ -151,7 +196,7 @@ class _Base:
     devel_image: str | None = None
 
 
-def _base_for(recipe: Recipe, python: str, cuda: str, m: Matrix, reasons: list[str]) -> _Base:
+def _base_for(recipe: Recipe, python: str, cuda: str, m: Matrix, reasons: list[str], platform: Platform) -> _Base:
     """The base of the image's shape, and how Python gets there.
 
     runtime: a slim OS base with Python; CUDA comes from the framework's wheels.
@@ -166,6 +211,13 @@ def _base_for(recipe: Recipe, python: str, cuda: str, m: Matrix, reasons: list[s
         why = "recipe's base_image" if recipe.base_image else f"default slim base for Python {python}"
         reasons.append(f"base: {image} ({why})")
         return _Base(image, pb.os, pb.suite, pb.python_from, pb.python_bin)
+    if not platform.is_default:
+        raise ResolveError(
+            f"variant: {recipe.variant} needs an NVIDIA CUDA base image for {platform.name}; "
+            "bases.yaml records them for linux/amd64 only",
+            hint="use variant: runtime (CUDA then comes from the framework's wheels), "
+            f"or build {recipe.variant} for linux/amd64 alone",
+        )
     if cuda == "cpu":
         raise ResolveError(
             f"variant: {recipe.variant} is for CUDA builds; this recipe resolves to a CPU build",
@@ -200,8 +252,11 @@ def cuda_arch_list(archs: tuple[str, ...], env: CudaArchEnv) -> str:
     return env.separator.join(out)
 
 
-def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...]) -> dict[str, Any]:
+def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...], platform: Platform) -> dict[str, Any]:
+    if not platform.is_default:
+        reasons += (f"platform: {platform.name} (Python packages chosen for linux {platform.machine})",)
     return {
+        "platform": platform.name,
         "system_packages": recipe.system_packages,
         "env": recipe.env,
         "files": tuple((f.src, f.dest) for f in recipe.files),
@@ -219,7 +274,7 @@ def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...]) -> dict[str, An
     }
 
 
-def _from_base(recipe: Recipe, fw: FrameworkData, m: Matrix) -> ResolvedSpec:
+def _from_base(recipe: Recipe, fw: FrameworkData, m: Matrix, platform: Platform) -> ResolvedSpec:
     """The base image carries the framework: install none; observe it at build time."""
     assert recipe.base_image
     for req in recipe.packages:
@@ -233,7 +288,7 @@ def _from_base(recipe: Recipe, fw: FrameworkData, m: Matrix) -> ResolvedSpec:
             "a uv.lock is chosen for the image's Python: with framework_from_base, say which one",
             hint='add python: "X.Y" (the Python of the base image)',
         )
-    merged = merge(recipe, Target(fw, None, "", "", recipe.python))
+    merged = merge(recipe, Target(fw, None, "", "", recipe.python, platform))
     reasons = (
         f"{fw.framework}: taken from the base image {recipe.base_image} (framework_from_base); "
         "its version, CUDA and cuDNN are observed in the base at build time",
@@ -264,7 +319,7 @@ def _from_base(recipe: Recipe, fw: FrameworkData, m: Matrix) -> ResolvedSpec:
         min_driver=None,
         archs=(),
         framework_from_base=True,
-        **_common(recipe, m, reasons),
+        **_common(recipe, m, reasons, platform),
     )
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from builder.errors import UsageError
+from builder.platforms import PLATFORMS
 
 CA_ENV = ("MLBUILD_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
@@ -45,6 +46,12 @@ class BuildSettings:
     offline: bool = False  # every Python package from the wheelhouse (pip --no-index)
     builder: str | None = None  # the site's builder: auto | buildkit | classic (--builder wins)
     sources: tuple[str, ...] = field(default=(), compare=False)  # where each setting came from
+    # a native engine per platform (site config `engines:`), e.g. linux/arm64: ssh://ci@arm-builder;
+    # a platform without one builds on the default engine (under QEMU when it is foreign)
+    engines: tuple[tuple[str, str], ...] = ()
+
+    def engine_for(self, platform: str) -> str | None:
+        return dict(self.engines).get(platform)
 
     def secrets(self) -> list[str]:
         """Values that must never appear in output, images or records."""
@@ -168,6 +175,9 @@ def load_settings(
         )
     trusted = tuple(config.get("trusted_hosts") or ())
     variant_indexes = tuple(sorted((str(k), str(v)) for k, v in (config.get("indexes") or {}).items()))
+    engines = _engines(config.get("engines"))
+    if engines:
+        sources.append("engines per platform from the site config: " + ", ".join(p for p, _ in engines))
     return BuildSettings(
         ca_bundle=ca_path,
         index_url=index,
@@ -179,7 +189,30 @@ def load_settings(
         offline=offline,
         builder=builder,
         sources=tuple(sources),
+        engines=engines,
     )
+
+
+ENGINE_URL_RE = re.compile(r"^(?:unix:///[A-Za-z0-9_./-]+|(?:tcp|ssh)://[A-Za-z0-9_.@:\[\]-]+)$")
+
+
+def _engines(value: Any) -> tuple[tuple[str, str], ...]:
+    """`engines: {linux/arm64: ssh://user@host}` of the site config, checked."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise UsageError("site config engines: must be a mapping of platform to engine URL")
+    out = []
+    for platform, url in value.items():
+        if platform not in PLATFORMS:
+            raise UsageError(f"site config engines: {platform!r} is not one of: {', '.join(PLATFORMS)}")
+        if not isinstance(url, str) or not ENGINE_URL_RE.fullmatch(url):
+            raise UsageError(
+                f"site config engines.{platform}: {redact(str(url))!r} is not an engine URL",
+                hint="unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host",
+            )
+        out.append((str(platform), url))
+    return tuple(sorted(out))
 
 
 def _http(url: str | None) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from builder.errors import UsageError
 from builder.labels import SPEC_LABEL
+from builder.platforms import DEFAULT_PLATFORM
 
 SPEC_SCHEMA = 1
 DEFAULT_UID = 10001
@@ -68,6 +69,9 @@ class ResolvedSpec:
     hashed_requirements: tuple[tuple[str, str], ...] = ()  # (name==version, "sha256:... ..."): own step
     requirement_constraints: tuple[str, ...] = ()  # the file's -c constraints
     requirement_sources: tuple[tuple[str, str], ...] = ()  # (requirement, where it came from)
+    # os/arch (linux/arm64); left out of the JSON for linux/amd64, so that specs, content tags
+    # and locks of single-platform recipes stay as they were
+    platform: str = "linux/amd64"
     reasons: tuple[str, ...] = ()
     matrix_version: str = ""
     mlbuild_version: str = ""
@@ -98,6 +102,8 @@ class ResolvedSpec:
         for key in OMITTED_WHEN_EMPTY:
             if not d[key]:
                 del d[key]
+        if d["platform"] == DEFAULT_PLATFORM.name:
+            del d["platform"]
         return d
 
     def to_json(self) -> str:

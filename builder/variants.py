@@ -14,7 +14,7 @@ from pathlib import Path
 
 from builder.errors import MlbuildError, Problem, RecipeError, ResolveError, UsageError
 from builder.recipe import TAG_RE, ImageSpec, Recipe, load_recipe
-from builder.resolve import resolve
+from builder.resolve import resolve_platforms
 from builder.spec import ResolvedSpec
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -153,6 +153,11 @@ def has_matrix(path: Path) -> bool:
         return False  # the single-recipe path reports the problems as it always did
 
 
+def first_platform(recipe: Recipe) -> ResolvedSpec:
+    """The spec of the recipe's first platform, agreed with the others (one release, one Python)."""
+    return resolve_platforms(recipe)[0]
+
+
 def plan(
     paths: Iterable[str | Path],
     *,
@@ -160,7 +165,7 @@ def plan(
     resolver: Callable[[Recipe], ResolvedSpec] | None = None,
 ) -> list[Planned]:
     """Load every recipe (all problems of all files first), expand and resolve each variant."""
-    resolve_one = resolver or resolve
+    resolve_one = resolver or first_platform
     recipes: list[Recipe] = []
     problems: list[str] = []
     for path in recipe_files(paths):

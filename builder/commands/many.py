@@ -223,23 +223,28 @@ def build_many(
 def github_matrix(planned: list[Planned], cpu_runner: str, gpu_runner: str) -> dict[str, Any]:
     """`strategy.matrix` for GitHub Actions: one include entry per possible variant."""
     from builder.errors import UsageError
+    from builder.resolve import resolve_platforms
 
     include = []
     for p in planned:
         if not p.possible or p.spec is None:
             continue
-        include.append(
-            {
-                "recipe": p.variant.source.as_posix(),
-                "variant": p.variant.id,
-                "name": p.variant.label,
-                "python": p.spec.python,
-                "cuda": p.spec.cuda,
-                "framework": f"{p.spec.framework} {p.spec.framework_version}",
-                "gpu": p.needs_gpu_smoke,
-                "runner": gpu_runner if p.needs_gpu_smoke else cpu_runner,
-            }
-        )
+        several = len(p.variant.recipe.platforms) > 1  # one job per platform: build --platform
+        for spec in resolve_platforms(p.variant.recipe) if several else (p.spec,):
+            gpu = p.needs_gpu_smoke and spec.platform == "linux/amd64"  # emulated smoke: CPU checks
+            include.append(
+                {
+                    "recipe": p.variant.source.as_posix(),
+                    "variant": p.variant.id,
+                    "name": p.variant.label + (f" ({spec.platform})" if several else ""),
+                    "python": spec.python,
+                    "cuda": spec.cuda,
+                    "framework": f"{spec.framework} {spec.framework_version}",
+                    "gpu": gpu,
+                    "runner": gpu_runner if gpu else cpu_runner,
+                    **({"platform": spec.platform} if several else {}),
+                }
+            )
     if not include:
         raise UsageError("no variant can be built: an empty matrix fails the workflow")
     if len(include) > 256:  # GitHub Actions: "A matrix can generate a maximum of 256 jobs"
@@ -412,9 +417,11 @@ def k8s_cmd(
                 warn(f"skipping {p.variant.label}: {p.reason}")
                 continue
             ref = None
+            platforms: tuple[str, ...] = ()
             if len(planned) == 1:
                 try:
-                    ref = read_record(path).reference
+                    record = read_record(path)
+                    ref, platforms = record.reference, tuple(e.platform for e in record.platforms)
                 except RegistryError:
                     ref = None
             if ref is None:
@@ -436,6 +443,7 @@ def k8s_cmd(
                     gpus=gpus,
                     command=command,
                     replicas=replicas,
+                    platforms=platforms,
                 )
             )
     else:

@@ -61,7 +61,7 @@ def lock_cmd(
     from builder.errors import UsageError
     from builder.fileio import write_atomic
     from builder.lock import Lock, diff_locks, lock_path
-    from builder.lockmaker import resolve_lock, upgrade
+    from builder.lockmaker import lock_platforms, upgrade
     from builder.recipe import load_recipe
     from builder.settings import load_settings
 
@@ -75,11 +75,14 @@ def lock_cmd(
         raise UsageError(f"{path} exists", hint=f"refresh it deliberately: mlbuild lock {recipe} --upgrade")
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
     engine = Engine.connect()
-    fresh = resolve_lock(
+    platforms = load_recipe(recipe).platforms
+    base = base_image or (old.base_override if old else None)
+    fresh = lock_platforms(
         recipe,
+        platforms,
+        base_images={p: base for p in platforms},
         engine=engine,
         settings=settings,
-        base_image=base_image or (old.base_override if old else None),
         network=network,
         say=out.say,
         on_line=out.line,

@@ -225,6 +225,7 @@ class FakeEngine:
         nocache: bool = False,
         network: str | None = None,
         kit: BuildKitRun | None = None,
+        platform: str | None = None,
     ) -> str:
         dockerfile = (context / "Dockerfile").read_text()
         self.builds.append(dockerfile)
@@ -240,7 +241,10 @@ class FakeEngine:
             m = _LABEL_LINE.match(line)
             if m:
                 found[_unquote(m.group(1))] = _unquote(m.group(2))
-        return self.add_image(None, {**found, **(labels or {})}, layers=3)
+        image_id = self.add_image(None, {**found, **(labels or {})}, layers=3)
+        if platform:
+            self.images[image_id]["Architecture"] = platform.split("/")[1]
+        return image_id
 
     def buildkit_probe(self) -> BuilderProbe:
         return self.probe_result

@@ -23,7 +23,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "builder.changes", "builder.yamlsafe", "builder.pep508", "builder.spec", "builder.recipe", "builder.matrix",
         "builder.settings", "builder.probe", "builder.imagesetup", "builder.layersplit", "builder.tarstream",
         "builder.wheelhouse", "builder.sbom", "builder.lock", "builder.records",
-        "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms",
+        "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms", "builder.platformdata",
         "builder.versionsets", "builder.projectfiles", "builder.pyproject_deps", "builder.requirements_txt",
         "builder.uvlock", "builder.projectinput", "builder.recipe_mapping",
     ),
@@ -36,7 +36,9 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "builder.lockmaker", "builder.refresh", "builder.doctor", "builder.buildkit",
     ),
     # the library's jobs: build -> smoke -> tag -> push, many at once, pull, verify
-    "library": ("builder.publish", "builder.pull", "builder.pipeline", "builder.fanout", "builder.verify"),
+    "library": (
+        "builder.publish", "builder.pull", "builder.pipeline", "builder.fanout", "builder.verify", "builder.multiarch",
+    ),
     # the Python API: `import builder` (the package) and what it offers, on the library's jobs
     "api": ("builder", "builder.api"),
     # commands: parse options, call the library, print, exit

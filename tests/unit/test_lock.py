@@ -243,3 +243,37 @@ def test_a_tampered_lock_is_refused_before_any_use(path: tuple[str, ...], value:
         Lock.from_json(json.dumps(doc))
     assert info.value.exit_code == 2
     assert any(field in d for d in info.value.details), info.value.details
+
+
+def _two_platform_lock(arm_pandas: str = "2.2.3") -> Lock:
+    amd = make_lock()
+    arm_spec = {**amd.spec, "platform": "linux/arm64"}
+    arm = make_lock(
+        spec=arm_spec,
+        spec_digest=spec_digest(arm_spec),
+        python=(PythonPin("packages", "pandas", arm_pandas, (H1,)),),
+    )
+    return dataclasses.replace(amd, others=(("linux/arm64", arm),))
+
+
+def test_a_lock_carries_one_entry_per_platform_and_round_trips(tmp_path: Path) -> None:
+    lock = _two_platform_lock()
+    back = Lock.from_json(lock.to_json())
+    assert back.to_json() == lock.to_json()
+    assert json.loads(lock.to_json())["platforms"]["linux/arm64"]["spec"]["platform"] == "linux/arm64"
+    assert back.for_platform(None) is back and back.for_platform("linux/amd64") is back
+    arm = back.for_platform("linux/arm64")
+    assert arm.platform == "linux/arm64" and [p.name for p in arm.python] == ["pandas"]
+    assert arm.pins().lock_json == arm.to_json()  # a platform's locked build sees its own entry only
+    with pytest.raises(LockError, match="no entry for linux/s390x"):
+        back.for_platform("linux/s390x")
+    assert "platforms" not in make_lock().to_dict()  # single-platform locks stay as they were
+
+
+def test_upgrade_of_a_two_platform_lock_sees_a_change_on_either_platform() -> None:
+    old = _two_platform_lock()
+    assert upgrade(old, _two_platform_lock(), None) is old
+    changed = upgrade(old, _two_platform_lock("2.2.4"), None)
+    assert changed.for_platform("linux/arm64").python[0].version == "2.2.4"
+    one = upgrade(old, _two_platform_lock("9"), "pandas")
+    assert one.for_platform("linux/arm64").python[0].version == "9"

@@ -58,42 +58,62 @@ class Pulled:
     size_bytes: int
 
 
+def engine_platform(engine: Engine) -> str:
+    """os/arch of the engine: the platform its containers run natively."""
+    version = engine.version()
+    return f"{version.get('Os') or 'linux'}/{version.get('Arch') or 'amd64'}"
+
+
 def pull_recorded(
     engine: Engine,
     recipe: Path,
     *,
+    platform: str | None = None,
     registry_ca: str | Path | None = None,
     say: Say = lambda _: None,
     on_progress: ProgressSink | None = None,
 ) -> Pulled:
     """`mlbuild pull RECIPE`: pull exactly the image the recipe's record names, by digest;
     check its labels against the record and against the recipe as it resolves now; give it
-    the record's tags."""
+    the record's tags.
+
+    A multi-platform record names an index and each platform's own manifest: the image of
+    `platform` (default: the engine's own) is pulled by its own manifest digest, so that the
+    engine cannot pick another platform's image and the pull itself checks that digest."""
     record = read_record(recipe)
+    wanted = platform or (engine_platform(engine) if record.platforms else record.platform)
+    if record.platforms:
+        record = record.for_platform(wanted)  # clear error when the record has no such entry
+    elif platform and record.platform and platform != record.platform:
+        raise UsageError(
+            f"--platform {platform}: the record of {recipe} names one image, for {record.platform}",
+            hint="push the recipe with `platforms:` listing both, or leave out --platform",
+        )
     base = str(record.spec.get("base_image") or "") or None
     _, expected = load_and_resolve(recipe, base)  # the same base as the build: compare the rest
+    if record.platforms:
+        expected = next(s for s in resolve_platforms(load_recipe(recipe)) if s.platform == wanted)
     ref = parse_reference(record.repository)
     acc = access_for(ref.registry, registry_ca)
-    say(f"pulling {record.reference}")
+    pull_ref = record.platform_reference
+    say(f"pulling {record.reference}" + (f" for {wanted} ({pull_ref})" if record.platforms else ""))
     auth = acc.creds.auth_config() if acc.creds else None
     try:
-        image_id = engine.pull_ref(record.reference, auth_config=auth, on_progress=on_progress)
+        image_id = engine.pull_ref(pull_ref, auth_config=auth, on_progress=on_progress)
     except RegistryError as exc:
         if any(w in " ".join(exc.details).lower() for w in ("unauthorized", "authentication required")):
             raise auth_error(ref.registry, acc.creds) from None
         raise
     attrs = engine.inspect(image_id)
     labels = dict((attrs.get("Config") or {}).get("Labels") or {})
-    if record.platforms:  # an index: the engine pulled its own platform's image; check that one
-        platform = platform_of(attrs)
-        record = record.for_platform(platform)
-        expected = next(s for s in resolve_platforms(load_recipe(recipe)) if s.platform == platform)
     problems = check_labels(labels, record, expected.to_dict())
     if record.image_id and image_id != record.image_id:
         problems.append(f"image ID {image_id}, the record says {record.image_id}")
+    if record.platforms and platform_of(attrs) != wanted:
+        problems.append(f"the image is for {platform_of(attrs)}, the record's entry for {wanted}")
     if problems:
         raise RegistryError(
-            f"the image {record.reference} does not match {recipe}",
+            f"the image {pull_ref} does not match {recipe}",
             details=problems,
             hint="the recipe changed since the push: rebuild and push, or use the recipe's "
             "version from when the record was written",

@@ -66,6 +66,12 @@ class ImageRecord:
     def reference(self) -> str:
         return f"{self.repository}@{self.digest}"
 
+    @property
+    def platform_reference(self) -> str:
+        """The image of `platform` itself: behind an index, its own manifest's digest."""
+        entry = next((p for p in self.platforms if p.platform == self.platform), None)
+        return f"{self.repository}@{entry.digest}" if entry else self.reference
+
     def for_platform(self, platform: str) -> ImageRecord:
         """The record as one platform's image must match it (itself, for one platform)."""
         if not self.platforms:
@@ -73,7 +79,11 @@ class ImageRecord:
         entry = next((p for p in self.platforms if p.platform == platform), None)
         if entry is None:
             have = ", ".join(p.platform for p in self.platforms)
-            raise RegistryError(f"the record names no image for {platform}", details=[f"it has: {have}"])
+            raise RegistryError(
+                f"the record names no image for {platform}",
+                details=[f"it has: {have}"],
+                hint=f"pick one of them with --platform, or build and push the recipe for {platform} too",
+            )
         return dataclasses.replace(
             self,
             content_tag=entry.content_tag,

@@ -104,14 +104,20 @@ def push_cmd(
 @click.command("pull")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @registry_ca_option
+@click.option(
+    "--platform",
+    metavar="OS/ARCH",
+    help="Of a multi-platform record, this platform's image (default: the engine's own).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option
 @handle_errors
-def pull_cmd(recipe: Path, registry_ca: str | None, quiet: bool, json_mode: bool) -> None:
+def pull_cmd(recipe: Path, registry_ca: str | None, platform: str | None, quiet: bool, json_mode: bool) -> None:
     """Pull exactly the image that RECIPE's record names, by digest, and check it.
 
     The record (RECIPE's name with .image.json) is written by `mlbuild build --push` or
-    `mlbuild push --recipe`. The image's labels must match the record and the recipe.
+    `mlbuild push --recipe`. The image's labels must match the record and the recipe. A record
+    of several platforms gives the engine's own platform's image, or that of --platform.
     """
     from builder.engine import Engine
     from builder.pull import pull_recorded
@@ -119,7 +125,8 @@ def pull_cmd(recipe: Path, registry_ca: str | None, quiet: bool, json_mode: bool
 
     out = Output(json_mode, quiet)
     engine = Engine.connect()
-    pulled = pull_recorded(engine, recipe, registry_ca=registry_ca, say=out.say, on_progress=LayerPrinter(out))
+    pulled = pull_recorded(engine, recipe, platform=platform, registry_ca=registry_ca, say=out.say,
+                           on_progress=LayerPrinter(out))  # fmt: skip
     record, spec = pulled.record, pulled.spec
     doc = {**record.to_dict(), "pulled_image_id": pulled.image_id, "size_bytes": pulled.size_bytes}
     out.result(

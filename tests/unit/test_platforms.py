@@ -16,11 +16,12 @@ from fakes import FakeEngine
 from builder import base, k8s
 from builder.commands.many import github_matrix
 from builder.errors import EngineError, RecipeError, RegistryError, ResolveError, UsageError
-from builder.labels import BASE_SUITE_LABEL
+from builder.labels import BASE_SUITE_LABEL, CONTENT_LABEL, SPEC_LABEL
 from builder.matrix import MatrixDataError, data_dir, load_matrix
 from builder.pipeline import emulation, local_tags
 from builder.platformdata import read_platforms
-from builder.recipe import GpuFleet, Recipe, parse_recipe
+from builder.pull import pull_recorded
+from builder.recipe import GpuFleet, Recipe, load_recipe, parse_recipe
 from builder.records import ImageRecord, PlatformImage, read_record, record_path, write_record
 from builder.registry import RegistryClient, RemoteManifest
 from builder.resolve import resolve, resolve_platforms
@@ -287,3 +288,85 @@ def test_site_config_names_a_native_engine_per_platform(tmp_path: Path) -> None:
         config.write_text(bad)
         with pytest.raises(UsageError, match=words):
             load_settings(env={}, config_path=str(config))
+
+
+# ---- mlbuild pull of a multi-platform record (fakes) ------------------------------------------
+
+
+def _pushed_both(tmp_path: Path) -> tuple[Path, FakeEngine, dict[str, str]]:
+    """A two-platform recipe, its record (index + one entry per platform), and a fake engine
+    that can pull each platform's image by its own manifest digest only."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: t\nframework: sklearn\nframework_version: '1.5'\npython: '3.11'\ncuda: cpu\n"
+                      f"platforms: [linux/amd64, {ARM}]\n")  # fmt: skip
+    engine = FakeEngine()
+    engine.version = lambda: {"Os": "linux", "Arch": "amd64"}  # type: ignore[method-assign]
+    entries, ids, served = [], {}, {}
+    for n, spec in enumerate(resolve_platforms(load_recipe(recipe))):
+        labels = {SPEC_LABEL: spec.to_json(), CONTENT_LABEL: f"spec-{n}"}
+        image_id = engine.add_image(None, labels)
+        engine.images[image_id]["Architecture"] = spec.platform.split("/")[1]
+        digest = "sha256:" + f"{n}" * 64
+        served[f"reg.example/t@{digest}"] = image_id
+        ids[spec.platform] = image_id
+        entries.append(PlatformImage(spec.platform, digest, f"spec-{n}", image_id, spec.digest()))
+    rec = ImageRecord("reg.example/t", "sha256:" + "f" * 64, ("v1",), "spec-0", ids["linux/amd64"], "linux/amd64",
+                      {}, entries[0].spec_digest, platforms=tuple(entries))  # fmt: skip
+    write_record(record_path(recipe), rec)
+    engine.pulled = []  # type: ignore[attr-defined]
+
+    def pull_ref(ref: str, **_: Any) -> str:  # by a platform's own manifest digest only, as recorded
+        engine.pulled.append(ref)  # type: ignore[attr-defined]
+        if ref not in served:
+            raise RegistryError(f"cannot pull {ref}", details=["manifest unknown"])
+        return served[ref]
+
+    engine.pull_ref = pull_ref  # type: ignore[method-assign]
+    return recipe, engine, ids
+
+
+def test_pull_of_a_multi_platform_record_takes_the_engines_platform_by_its_own_digest(tmp_path: Path) -> None:
+    recipe, engine, ids = _pushed_both(tmp_path)
+    said: list[str] = []
+    pulled = pull_recorded(engine, recipe, say=said.append)
+    assert pulled.image_id == ids["linux/amd64"] and pulled.record.platform == "linux/amd64"
+    assert pulled.record.platform_reference == "reg.example/t@sha256:" + "0" * 64
+    assert pulled.record.reference == "reg.example/t@sha256:" + "f" * 64  # the record still names the index
+    assert engine.pulled == ["reg.example/t@sha256:" + "0" * 64]  # type: ignore[attr-defined]
+    assert "for linux/amd64 (reg.example/t@sha256:000" in said[0]
+    assert engine.tags_of(ids["linux/amd64"]) == ["reg.example/t:v1"]
+
+
+def test_pull_platform_picks_another_platforms_image_and_checks_it(tmp_path: Path) -> None:
+    recipe, engine, ids = _pushed_both(tmp_path)
+    pulled = pull_recorded(engine, recipe, platform=ARM)
+    assert engine.pulled == ["reg.example/t@sha256:" + "1" * 64]  # type: ignore[attr-defined]
+    assert (pulled.image_id, pulled.record.content_tag, pulled.spec.platform) == (ids[ARM], "spec-1", ARM)
+    # the registry gave another image for that digest: refused, nothing tagged
+    engine.pull_ref = lambda ref, **_: ids["linux/amd64"]  # type: ignore[method-assign]
+    for image_id in ids.values():
+        for tag in engine.tags_of(image_id):
+            engine.refs.pop(tag)
+    with pytest.raises(RegistryError, match="does not match") as info:
+        pull_recorded(engine, recipe, platform=ARM)
+    assert any("the record says" in p for p in info.value.details)
+    assert any(f"the image is for linux/amd64, the record's entry for {ARM}" in p for p in info.value.details)
+    assert engine.tags_of(ids["linux/amd64"]) == []
+
+
+def test_pull_platform_the_record_lacks_is_a_clear_error(tmp_path: Path) -> None:
+    recipe, engine, _ = _pushed_both(tmp_path)
+    with pytest.raises(RegistryError, match="the record names no image for linux/s390x") as info:
+        pull_recorded(engine, recipe, platform="linux/s390x")
+    assert info.value.details == [f"it has: linux/amd64, {ARM}"] and "--platform" in (info.value.hint or "")
+    engine.version = lambda: {"Os": "linux", "Arch": "ppc64le"}  # type: ignore[method-assign]
+    with pytest.raises(RegistryError, match="no image for linux/ppc64le"):
+        pull_recorded(engine, recipe)  # an engine of a platform the record lacks
+
+
+def test_pull_platform_of_a_single_platform_record_must_be_its_own(tmp_path: Path) -> None:
+    recipe, engine, _ = _pushed_both(tmp_path)
+    rec = read_record(recipe)
+    write_record(record_path(recipe), dataclasses.replace(rec, platforms=()))
+    with pytest.raises(UsageError, match=f"--platform {ARM}: the record of .* names one image, for linux/amd64"):
+        pull_recorded(engine, recipe, platform=ARM)

@@ -5,9 +5,7 @@ session's (sklearn_build: same spec, same content tag, nothing rebuilt); the arm
 built ONCE per session (arm64_build), on a Debian bookworm arm64 base from `mlbuild base
 bootstrap --arch arm64`, under QEMU user emulation, and smoke-tested there (CPU checks). Both
 are pushed as one image index, read back with skopeo, pulled with plain `docker pull
---platform linux/arm64` and run under emulation. (`mlbuild pull` of a multi-platform record
-failed against the real registry in its first run: "cannot pull REPO@<index digest>"; its test
-is left out until that is understood.)
+--platform linux/arm64` and run under emulation; `mlbuild pull` checks the host's platform.
 """
 
 from __future__ import annotations
@@ -147,3 +145,62 @@ def test_plain_docker_pulls_the_arm64_image_and_runs_it_emulated(pushed: Any, ar
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["aarch64", amd.spec.framework_version]
     subprocess.run([DOCKER, "rmi", "-f", ref], capture_output=True)
+
+
+def test_mlbuild_pull_checks_the_host_platforms_image(engine: Any, pushed: Any, arm64_build: Any) -> None:
+    from builder.pull import pull_recorded
+
+    _, index, _ = pushed
+    recipe, amd, _, _ = arm64_build
+    pulled = pull_recorded(engine, recipe)  # the index by digest: the engine takes its own platform
+    assert pulled.record.reference == index.reference
+    assert pulled.image_id == amd.image_id and pulled.record.content_tag == amd.content_tag
+
+
+@pytest.fixture(scope="module")
+def tiny_index(engine: Any, bookworm_base: str, arm64_base: str, registry: rs.Registry, tmp_path_factory: Any) -> Any:
+    """The two-platform recipe's record over two tiny images: each platform's bookworm base
+    with only the labels its spec gives (LABEL steps: nothing runs, nothing emulated),
+    pushed with publish_index as `mlbuild build --push` pushes the real ones."""
+    import io
+    import types
+
+    from builder.labels import CONTENT_LABEL, SPEC_LABEL
+    from builder.multiarch import publish_index
+    from builder.recipe import load_recipe
+    from builder.resolve import resolve_platforms
+
+    recipe = _multi_recipe(tmp_path_factory.mktemp("tiny-index"))
+    results = []
+    for n, spec in enumerate(resolve_platforms(load_recipe(recipe))):
+        content = f"spec-{n:016x}"
+        base = arm64_base if spec.platform == "linux/arm64" else bookworm_base
+        image, _ = engine.client.images.build(
+            fileobj=io.BytesIO(f"FROM {base}\n".encode()), labels={SPEC_LABEL: spec.to_json(), CONTENT_LABEL: content},
+            platform=spec.platform, rm=True,
+        )  # fmt: skip
+        results.append(types.SimpleNamespace(image_id=image.id, content_tag=content, spec=spec))
+    repo = f"{registry.host}/team/tiny-multi"
+    index, _ = publish_index(engine, tuple(results), recipe, repository=repo)  # type: ignore[arg-type]
+    return recipe, index, {r.spec.platform: r.image_id for r in results}
+
+
+def test_mlbuild_pull_of_a_two_platform_record_takes_each_platform_by_its_digest(engine: Any, tiny_index: Any) -> None:
+    from builder.pull import pull_recorded
+    from builder.records import read_record
+
+    recipe, index, ids = tiny_index
+    entries = {p.platform: p for p in read_record(recipe).platforms}
+    for image_id in ids.values():  # as on a teammate's engine: only the layers, no tags
+        for tag in engine.inspect(image_id).get("RepoTags") or []:
+            engine.remove_image(tag)
+    said: list[str] = []
+    pulled = pull_recorded(engine, recipe, say=said.append)  # the engine's own platform
+    assert (pulled.image_id, pulled.record.platform) == (ids["linux/amd64"], "linux/amd64")
+    assert pulled.record.reference == index.reference  # the record names the index...
+    assert f"{index.repository}@{entries['linux/amd64'].digest}" in said[0]  # ...the pull its amd64 manifest
+    arm = pull_recorded(engine, recipe, platform="linux/arm64")
+    assert (arm.image_id, arm.record.content_tag) == (ids["linux/arm64"], entries["linux/arm64"].content_tag)
+    assert engine.inspect(arm.image_id)["Architecture"] == "arm64"
+    for tag in index.tags:  # the index's tags now name the last platform pulled on this engine
+        assert engine.image_id(f"{index.repository}:{tag}") == arm.image_id

@@ -5,7 +5,10 @@ session's (sklearn_build: same spec, same content tag, nothing rebuilt); the arm
 built ONCE per session (arm64_build), on a Debian bookworm arm64 base from `mlbuild base
 bootstrap --arch arm64`, under QEMU user emulation, and smoke-tested there (CPU checks). Both
 are pushed as one image index, read back with skopeo, pulled with plain `docker pull
---platform linux/arm64` and run under emulation; `mlbuild pull` checks the host's platform.
+--platform linux/arm64` and run under emulation; `mlbuild pull` of the record takes the host's
+platform, or the one it is asked for, each by its own manifest digest (the engine 20.10 did not
+pull the index by its digest here: "cannot pull REPO@<index digest>"). A fast test does the same
+`mlbuild pull`s over two label-only images of the two bases (tiny_index: no emulated build).
 """
 
 from __future__ import annotations
@@ -151,10 +154,12 @@ def test_mlbuild_pull_checks_the_host_platforms_image(engine: Any, pushed: Any, 
     from builder.pull import pull_recorded
 
     _, index, _ = pushed
-    recipe, amd, _, _ = arm64_build
-    pulled = pull_recorded(engine, recipe)  # the index by digest: the engine takes its own platform
+    recipe, amd, arm, _ = arm64_build
+    pulled = pull_recorded(engine, recipe)  # the host's platform, by its own manifest digest
     assert pulled.record.reference == index.reference
     assert pulled.image_id == amd.image_id and pulled.record.content_tag == amd.content_tag
+    other = pull_recorded(engine, recipe, platform="linux/arm64")
+    assert other.image_id == arm.image_id and other.record.content_tag == arm.content_tag
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ built ONCE per session (arm64_build), on a Debian bookworm arm64 base from `mlbu
 bootstrap --arch arm64`, under QEMU user emulation, and smoke-tested there (CPU checks). Both
 are pushed as one image index, read back with skopeo, pulled with plain `docker pull
 --platform linux/arm64` and run under emulation; `mlbuild pull` of the record takes the host's
-platform, or the one it is asked for, each by its own manifest digest (the engine 20.10 did not
-pull the index by its digest here: "cannot pull REPO@<index digest>"). A fast test does the same
-`mlbuild pull`s over two label-only images of the two bases (tiny_index: no emulated build).
+platform, or the one it is asked for, each by its own manifest digest: an engine keeps one image
+per REPO@DIGEST reference, so once one platform came through the index's digest (as `docker pull
+--platform` of the tag records it), pulling another by that digest fails ("Cannot overwrite
+digest"). A fast test does the same over two label-only images of the two bases (tiny_index).
 """
 
 from __future__ import annotations
@@ -196,9 +197,10 @@ def test_mlbuild_pull_of_a_two_platform_record_takes_each_platform_by_its_digest
 
     recipe, index, ids = tiny_index
     entries = {p.platform: p for p in read_record(recipe).platforms}
-    for image_id in ids.values():  # as on a teammate's engine: only the layers, no tags
-        for tag in engine.inspect(image_id).get("RepoTags") or []:
-            engine.remove_image(tag)
+    # the state that broke the pull by the index's digest: REPO@<index digest> names the arm64 image
+    arm_first = subprocess.run([DOCKER, "pull", "--platform", "linux/arm64", f"{index.repository}:{index.tags[0]}"],
+                               capture_output=True, text=True)  # fmt: skip
+    assert arm_first.returncode == 0, arm_first.stderr
     said: list[str] = []
     pulled = pull_recorded(engine, recipe, say=said.append)  # the engine's own platform
     assert (pulled.image_id, pulled.record.platform) == (ids["linux/amd64"], "linux/amd64")

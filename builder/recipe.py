@@ -53,8 +53,10 @@ TOP_KEYS = (
     "schema", "name", "framework", "framework_version", "python", "cuda", "base_image",
     "framework_from_base", "packages", "system_packages", "env", "files", "workdir", "user",
     "smoke", "image", "gpu", "matrix", "variant", "build_packages", "wheelhouse", "requirements",
+    "installer",
 )  # fmt: skip
 VARIANTS = ("runtime", "cuda-runtime", "devel")
+INSTALLERS = ("uv", "pip")  # what installs the environment in the builder stage
 REQUIRED_KEYS = ("name", "framework")
 MATRIX_AXES = ("python", "cuda", "framework_version")  # the recipe keys a matrix: may vary
 REQUIREMENTS_KEYS = ("path", "extras", "groups")
@@ -119,6 +121,7 @@ class Recipe:
     build_packages: tuple[str, ...] = ()  # devel: compiled from source against CUDA, as wheels
     wheelhouse: str | None = None  # a folder of wheels, relative to the recipe's folder
     requirements: ProjectRequirements | None = None  # a project's requirements.txt, pyproject.toml or uv.lock
+    installer: str = ""  # uv | pip; "": the site config's, else uv
 
     @property
     def folder(self) -> Path:
@@ -320,6 +323,8 @@ class _Validator:
             build_packages=self.packages(doc.get("build_packages"), "build_packages"),
             wheelhouse=self.wheelhouse(doc.get("wheelhouse")),
             requirements=self.requirements(doc.get("requirements")),
+            installer=self.choice(doc.get("installer"), "installer", ("installer",), INSTALLERS)
+            if doc.get("installer") is not None else "",
         )  # fmt: skip
         return recipe
 

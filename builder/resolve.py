@@ -213,6 +213,7 @@ def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...]) -> dict[str, An
         "repository": recipe.image.repository or f"mlbuild/{recipe.name}",
         "tags": recipe.image.tags,
         "reasons": reasons,
+        "installer": recipe.installer,
         "library_dirs": m.library_dirs,
         "matrix_version": m.version,
         "mlbuild_version": __version__,

@@ -9,6 +9,7 @@ stays in the final image. URLs may carry credentials: `redact()` hides them in e
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from builder.errors import UsageError
+from builder.recipe import INSTALLERS
 
 CA_ENV = ("MLBUILD_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
@@ -42,6 +44,7 @@ class BuildSettings:
     variant_indexes: tuple[tuple[str, str], ...] = ()  # mirrors of framework variant indexes
     wheelhouse: Path | None = None  # a folder of wheels for the builder stage (never the image)
     offline: bool = False  # every Python package from the wheelhouse (pip --no-index)
+    installer: str | None = None  # the site config's `installer:` (uv | pip); None: the default
     sources: tuple[str, ...] = field(default=(), compare=False)  # where each setting came from
 
     def secrets(self) -> list[str]:
@@ -77,6 +80,25 @@ class BuildSettings:
             (folder / "ca.crt").write_bytes(self.ca_bundle.read_bytes())
             lines.append("cert = /tmp/mlbuild-build/ca.crt")
         (folder / "pip.conf").write_text("\n".join(lines) + "\n")
+        (folder / "uv.toml").write_text(self.uv_toml())
+
+    def uv_toml(self) -> str:
+        """The same settings in uv's own terms (uv reads no pip.conf). The CA bundle reaches
+        uv as SSL_CERT_FILE and proxies as the proxy build arguments, in the builder stage."""
+        lines = [
+            # pip's behaviour: the best version across every index, so that a framework's
+            # variant index wins for the builds only it carries (uv's default is first-index)
+            'index-strategy = "unsafe-best-match"',
+        ]
+        if self.index_url:
+            lines.append(f"index-url = {_toml(self.index_url)}")
+        if self.extra_index_urls:
+            lines.append("extra-index-url = [" + ", ".join(map(_toml, self.extra_index_urls)) + "]")
+        if self.trusted_hosts:
+            lines.append("allow-insecure-host = [" + ", ".join(map(_toml, self.trusted_hosts)) + "]")
+        if self.offline:
+            lines.append("offline = true")
+        return "\n".join(lines) + "\n"
 
     def describe(self) -> list[str]:
         out = []
@@ -161,8 +183,26 @@ def load_settings(
         variant_indexes=variant_indexes,
         wheelhouse=Path(wheelhouse) if wheelhouse else None,
         offline=offline,
+        installer=_installer(config),
         sources=tuple(sources),
     )
+
+
+def _toml(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text)
+
+
+def _installer(config: Mapping[str, Any]) -> str | None:
+    value = config.get("installer")
+    if value is None:
+        return None
+    if value not in INSTALLERS:
+        raise UsageError(
+            f"site config installer: {value!r} is not one of: {' | '.join(INSTALLERS)}",
+            hint="uv (the default) or pip for sites that need pip",
+        )
+    return str(value)
 
 
 def _http(url: str | None) -> str | None:

@@ -16,7 +16,7 @@ DEFAULT_UID = 10001
 VENV = "/opt/venv"
 PROBE_PATH = "/opt/mlbuild/probe.py"
 SPEC_PATH = "/opt/mlbuild/spec.json"
-OMITTED_WHEN_EMPTY = ("hashed_requirements", "requirement_constraints", "requirement_sources")
+OMITTED_WHEN_EMPTY = ("hashed_requirements", "requirement_constraints", "requirement_sources", "installer")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class ResolvedSpec:
     hashed_requirements: tuple[tuple[str, str], ...] = ()  # (name==version, "sha256:... ..."): own step
     requirement_constraints: tuple[str, ...] = ()  # the file's -c constraints
     requirement_sources: tuple[tuple[str, str], ...] = ()  # (requirement, where it came from)
+    installer: str = ""  # the recipe's installer: (uv | pip); "" lets the site config decide
     reasons: tuple[str, ...] = ()
     matrix_version: str = ""
     mlbuild_version: str = ""

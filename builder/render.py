@@ -197,10 +197,10 @@ def installer(spec: ResolvedSpec, settings: BuildSettings) -> str:
     chosen = spec.installer or settings.installer or "uv"
     if chosen == "uv" and spec.python_from != "standalone" and settings.offline:
         pin = load_matrix().uv
-        if not (pin and settings.wheelhouse and _wheelhouse_has(settings.wheelhouse, [f"uv=={pin.version}"],
-                                                                 spec.python)):
+        house = settings.wheelhouse
+        if not (pin and house and _wheelhouse_has(house, [f"uv=={pin.version}"], spec.python)):
             return "pip"
-    return chosen  # fmt: skip
+    return chosen
 
 
 def install_argv(spec: ResolvedSpec, settings: BuildSettings, *, locked: bool = False) -> list[str]:
@@ -462,7 +462,8 @@ def _write_uv_requirements(spec: ResolvedSpec, settings: BuildSettings, target: 
     pin = load_matrix().uv
     if pin is None:
         raise ValueError("builder/data/bases.yaml has no tools.uv pin: uv cannot be installed")
-    links = (["--no-index"] if settings.offline else []) + ([f"--find-links {WHEELHOUSE}"] if settings.wheelhouse else [])
+    links = ["--no-index"] if settings.offline else []
+    links += [f"--find-links {WHEELHOUSE}"] if settings.wheelhouse else []
     target.write_text("\n".join([*links, pin.requirement]) + "\n")
 
 

@@ -1,0 +1,43 @@
+"""The README's benchmark table is generated from the newest results files
+(benchmarks/build_bench.py), never typed by hand: every figure in it matches a results file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # build_bench imports its neighbour baselines
+    try:
+        import build_bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return build_bench
+
+
+def test_readme_table_is_the_one_the_newest_results_give(bench: ModuleType) -> None:
+    text = (ROOT / "README.md").read_text()
+    shown = text.split(bench.TABLE_BEGIN + "\n", 1)[1].split(bench.TABLE_END, 1)[0]
+    latest = bench.latest_results()
+    assert latest is not None
+    cuda_file = bench.latest_results("cuda-wheel-")
+    cuda = json.loads(cuda_file.read_text()) if cuda_file else None
+    expected = "\n".join(bench.readme_table(json.loads(latest.read_text()), cuda)) + "\n"
+    assert shown == expected, "run: python benchmarks/build_bench.py --docs " + str(latest.relative_to(ROOT))
+
+
+def test_the_table_keeps_unfavourable_rows_and_the_naive_one_second(bench: ModuleType) -> None:
+    doc = json.loads((ROOT / "benchmarks" / "results" / "2026-11-27.json").read_text())
+    rows = bench.readme_table(doc, None)
+    noop = next(r for r in rows if r.startswith("| no-op rebuild"))
+    assert "| 3.846 | ≤ 1.0 |" in noop  # a ratio worse than its goal is shown as it is
+    naive = [i for i, r in enumerate(rows) if "naive" in r]
+    assert naive and min(naive) > max(i for i, r in enumerate(rows) if r.startswith("| no-op"))

@@ -259,9 +259,9 @@ def _uv_pin(doc: Any) -> UvPin | None:
         return None
     hashes = tuple(sorted((str(arch), str(digest)) for arch, digest in (doc.get("sha256") or {}).items()))
     if not hashes or any(not re.fullmatch(r"[0-9a-f]{64}", digest) for _, digest in hashes):
-        raise ValueError("bases.yaml tools.uv: sha256 needs a 64-hex digest per architecture")
+        raise MatrixDataError("bases.yaml tools.uv: sha256 needs a 64-hex digest per architecture")
     if not re.fullmatch(r"\d+(\.\d+)*", str(doc.get("version") or "")):
-        raise ValueError("bases.yaml tools.uv: version must be a release such as 0.13.9")
+        raise MatrixDataError("bases.yaml tools.uv: version must be a release such as 0.13.9")
     return UvPin(version=str(doc["version"]), sha256=hashes)
 
 

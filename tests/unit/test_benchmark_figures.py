@@ -41,3 +41,17 @@ def test_the_table_keeps_unfavourable_rows_and_the_naive_one_second(bench: Modul
     assert "| 3.846 | ≤ 1.0 |" in noop  # a ratio worse than its goal is shown as it is
     naive = [i for i, r in enumerate(rows) if "naive" in r]
     assert naive and min(naive) > max(i for i, r in enumerate(rows) if r.startswith("| no-op"))
+
+
+def test_step_lines_of_mlbuild_and_docker_are_read_and_sorted_into_kinds(bench: ModuleType) -> None:
+    import baselines  # on sys.path through build_bench's import: a module of its own
+
+    mlbuild = '  | Step 10/32 [6.6s] RUN ["/tmp/mlbuild-uv/bin/uv", "pip", "install", "-r", "x"]'
+    docker = "Step 3/9 : COPY --from=builder /opt/venv /opt/venv"
+    texts = [m.group(3) for m in map(baselines.STEP_RE.search, (mlbuild, docker)) if m]
+    assert texts == [mlbuild.split("] ", 1)[1], docker.split(" : ", 1)[1]]
+    steps = [{"step": texts[0], "seconds": 10.0}, {"step": texts[1], "seconds": 4.0},
+             {"step": "RUN apt-get update && apt-get install -y python3.11", "seconds": 6.0}]  # fmt: skip
+    assert baselines.breakdown(steps, 25.0) == {
+        "apt": 6.0, "install": 10.0, "compile": 0.0, "copy_venv": 4.0, "other_steps": 0.0, "before_first_step": 5.0,
+    }  # fmt: skip

@@ -69,7 +69,7 @@ def test_no_ca_bundle_or_build_tools_in_the_final_image(sklearn_build: Any, engi
 def test_nothing_of_uv_in_the_final_image(sklearn_build: Any, engine: Any) -> None:
     """uv installed the environment (issue 14): neither uv, its cache, its settings nor its
     environment variables stay in the image, its history or its layers."""
-    assert '"uv", "pip", "install"' in sklearn_build.dockerfile  # uv did install the environment
+    assert '/bin/uv", "pip", "install"' in sklearn_build.dockerfile  # uv did install the environment
     image = engine.inspect(sklearn_build.image_id)
     env = image["Config"]["Env"] or []
     assert not [e for e in env if e.startswith(("UV_", "SSL_CERT_FILE"))], env

@@ -86,10 +86,20 @@ def image_spec(session: Session, image: str) -> Any:
 
 def check_init(argv: list[str], out: str, session: Session) -> None:
     doc = yaml.safe_load(out)
-    assert (doc["framework"], doc["cuda"]) == (option(argv, "--framework"), option(argv, "--cuda"))
-    (session.folder / "init.yaml").write_text(out)  # resolves as written
-    spec = spec_of(session, "init.yaml")
+    if "--from" in argv:  # a recipe for an existing project: beside its file, guessed from its pins
+        source = Path(option(argv, "--from"))
+        assert doc["requirements"] == source.name
+        pins = dict(line.split("==") for line in (session.folder / source).read_text().splitlines() if "==" in line)
+        assert (doc["framework"], doc["framework_version"]) == ("sklearn", pins["scikit-learn"])
+        recipe = source.parent / "init.yaml"
+    else:
+        assert (doc["framework"], doc["cuda"]) == (option(argv, "--framework"), option(argv, "--cuda"))
+        recipe = Path("init.yaml")
+    (session.folder / recipe).write_text(out)  # resolves as written
+    spec = spec_of(session, str(recipe))
     assert (spec.framework, spec.cuda) == (doc["framework"], doc["cuda"])
+    # a pinned version resolves to itself (init writes "2.6" for a family, a project's exact pin as is)
+    assert spec.framework_version.startswith(str(doc["framework_version"]))
 
 
 def check_resolve(argv: list[str], out: str, session: Session) -> None:
@@ -135,7 +145,7 @@ def check_build(argv: list[str], out: str, session: Session) -> None:
     assert f"{spec.repository}:{spec.readable_tag}" in tags
     assert session.engine.image_id(tags[0]) == image
     if "--locked" in argv:  # a new build, from the lock, smoke-tested
-        from builder.lock import LOCK_LABEL
+        from builder.labels import LOCK_LABEL
 
         assert lines["smoke"].startswith("passed") and LOCK_LABEL in session.engine.labels(image)
     elif "--wheelhouse" in argv:

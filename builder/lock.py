@@ -351,11 +351,19 @@ def _diff_map(kind: str, a: dict[tuple[str, str], str], b: dict[tuple[str, str],
     return changed(a, b, lambda key: f"{kind} {key[0]}: {key[1]}")
 
 
-def explain_build_failure(exc: BuildError) -> BuildError:
-    """Turn pip's, uv's and apt's own words about a locked artefact into a clear error."""
-    text = "\n".join([exc.message, *exc.details])
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the classic builder marks a step's stderr in colour
+
+
+def explain_build_failure(exc: BuildError, lock: Lock | None = None) -> BuildError:
+    """Turn pip's, uv's and apt's own words about a locked artefact into a clear error. uv's
+    report is long (the log's tail may hold only its Expected/Computed block): the lock's pin
+    whose hash it expected is named then."""
+    text = _ANSI.sub("", "\n".join([exc.message, *exc.details]))
     uv_mismatch = re.findall(r"Hash mismatch for `([^`]+)`", text)
-    if "DO NOT MATCH THE HASHES" in text or re.search(r"Expected sha256 \w+", text) or uv_mismatch:
+    uv_block = re.search(r"(Expected|Computed):\s+sha256:[0-9a-f]{64}", text)
+    if not uv_mismatch and uv_block and lock:
+        uv_mismatch = [f"{p.name}=={p.version}" for p in lock.python if any(h in text for h in p.hashes)]
+    if "DO NOT MATCH THE HASHES" in text or re.search(r"Expected sha256 \w+", text) or uv_mismatch or uv_block:
         got = [
             line.strip()
             for line in exc.details

@@ -196,6 +196,16 @@ def test_uv_hash_mismatch_and_missing_pins_become_clear_errors() -> None:
     assert isinstance(gone, LockedArtefactError) and gone.details == ["pip: six==99.0"]
 
 
+def test_uv_mismatch_seen_only_in_the_logs_tail_names_the_locked_pin() -> None:
+    """The classic builder colours stderr and keeps the tail: uv's Expected block, no name."""
+    lock = make_lock(python=(PythonPin("framework", "joblib", "1.4.2", ("sha256:" + "0" * 64,)),))
+    red = [" ", "  Expected:", "  sha256:" + "0" * 64, "", "", "  Computed:", "  sha256:" + "3d" * 32]
+    tail = [f"\x1b[91m{line}\x1b[0m" for line in red]
+    clear = explain_build_failure(BuildError("build failed at Step 11/30", details=tail), lock)
+    assert isinstance(clear, LockedArtefactError) and "does not match its hash" in clear.message
+    assert clear.details[0] == "joblib==1.4.2: downloaded bytes differ from the lock"
+
+
 def test_upgrade_one_package_keeps_the_rest(tmp_path: Path) -> None:
     old = make_lock()
     fresh_pins = tuple(dataclasses.replace(p, version="9") for p in old.python)

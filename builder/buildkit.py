@@ -25,7 +25,7 @@ from pathlib import Path
 from builder.engine_api import BuilderProbe, BuildKitRun, Engine, LineSink
 from builder.errors import BuildError, EngineError, UsageError
 from builder.progress import KIT_STEP_RE
-from builder.render import PIP_CONF_SECRET
+from builder.render import PIP_CONF_SECRET, UV_TOML_SECRET
 from builder.settings import BUILDERS, redact
 
 Runner = Callable[[list[str], dict[str, str]], tuple[int, str]]  # argv, extra env -> (rc, output)
@@ -129,12 +129,13 @@ def choose_for(engine: Engine, requested: str | None, site: str | None) -> Build
 def run_for(
     chosen: BuilderChoice, secrets: Path, *, cache_from: tuple[str, ...] = (), inline_cache: bool = True
 ) -> BuildKitRun | None:
-    """The BuildKit run of `chosen` (None: classic): the site's pip.conf, written by
+    """The BuildKit run of `chosen` (None: classic): the site's pip.conf and uv.toml, written by
     BuildSettings.write_build_settings into `secrets`, goes in as a BuildKit secret."""
     if not chosen.buildkit or chosen.probe is None:
         return None
-    return BuildKitRun(chosen.probe.argv, chosen.probe.env, secrets=((PIP_CONF_SECRET, str(secrets / "pip.conf")),),
-                       cache_from=cache_from, inline_cache=inline_cache)  # fmt: skip
+    files = ((PIP_CONF_SECRET, str(secrets / "pip.conf")), (UV_TOML_SECRET, str(secrets / "uv.toml")))
+    return BuildKitRun(chosen.probe.argv, chosen.probe.env, secrets=files, cache_from=cache_from,
+                       inline_cache=inline_cache)  # fmt: skip
 
 
 @dataclass

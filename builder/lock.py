@@ -381,15 +381,27 @@ def _diff_map(kind: str, a: dict[tuple[str, str], str], b: dict[tuple[str, str],
     return changed(a, b, lambda key: f"{kind} {key[0]}: {key[1]}")
 
 
-def explain_build_failure(exc: BuildError) -> BuildError:
-    """Turn pip's and apt's own words about a locked artefact into a clear error."""
-    text = "\n".join([exc.message, *exc.details])
-    if "DO NOT MATCH THE HASHES" in text or re.search(r"Expected sha256 \w+", text):
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the classic builder marks a step's stderr in colour
+
+
+def explain_build_failure(exc: BuildError, lock: Lock | None = None) -> BuildError:
+    """Turn pip's, uv's and apt's own words about a locked artefact into a clear error. uv's
+    report is long (the log's tail may hold only its Expected/Computed block): the lock's pin
+    whose hash it expected is named then."""
+    text = _ANSI.sub("", "\n".join([exc.message, *exc.details]))
+    uv_mismatch = re.findall(r"Hash mismatch for `([^`]+)`", text)
+    uv_block = re.search(r"(Expected|Computed):\s+sha256:[0-9a-f]{64}", text)
+    if not uv_mismatch and uv_block and lock:
+        uv_mismatch = [f"{p.name}=={p.version}" for p in lock.python if any(h in text for h in p.hashes)]
+    if "DO NOT MATCH THE HASHES" in text or re.search(r"Expected sha256 \w+", text) or uv_mismatch or uv_block:
         got = [
             line.strip()
             for line in exc.details
             if "Expected sha256" in line or "Got " in line or re.match(r"\s*\S+==\S+ from ", line)
         ]
+        # uv: "Hash mismatch for `name==version`", then the expected and computed sha256 lines
+        got += [f"{pin}: downloaded bytes differ from the lock" for pin in uv_mismatch]
+        got += [f"computed {h}" for h in re.findall(r"Computed:\s+(sha256:[0-9a-f]{64})", text)]
         return LockedArtefactError(
             "a locked Python package does not match its hash in the lock",
             details=got or exc.details[-6:],
@@ -398,6 +410,10 @@ def explain_build_failure(exc: BuildError) -> BuildError:
         )
     missing = re.findall(r"Version '([^']+)' for '([^']+)' was not found", text)
     pip_missing = re.findall(r"No matching distribution found for (\S+)", text)
+    # uv: "there is no version of name==version", "name was not found in the package registry
+    # and you require name==version"
+    pip_missing += re.findall(r"there is no version of ([^\s,]+==[^\s,]+)", text)
+    pip_missing += re.findall(r"was not found in the package registry and you require ([^\s,]+==[^\s,]+)", text)
     if missing or pip_missing:
         return LockedArtefactError(
             "a locked package is no longer available",

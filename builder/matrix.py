@@ -149,6 +149,20 @@ class CudaBase:
 
 
 @dataclass(frozen=True)
+class UvPin:
+    """uv from PyPI, one version, the sha256 of its wheel for each machine architecture."""
+
+    version: str
+    sha256: tuple[tuple[str, str], ...]  # (x86_64 | aarch64, hex digest)
+
+    @property
+    def requirement(self) -> str:
+        """One hash-checked requirement line: pip picks the wheel of the stage's machine."""
+        hashes = " ".join(f"--hash=sha256:{digest}" for _, digest in self.sha256)
+        return f"uv=={self.version} {hashes}"
+
+
+@dataclass(frozen=True)
 class Matrix:
     frameworks: dict[str, FrameworkData]
     toolkits: dict[str, Toolkit]
@@ -157,6 +171,7 @@ class Matrix:
     cuda_bases: dict[str, CudaBase] = field(default_factory=dict)
     os_python: dict[str, str] = field(default_factory=dict)  # OS -> the python3 it ships
     uv_image: str = ""  # where standalone Pythons come from on CUDA bases
+    uv: UvPin | None = None  # the uv wheel the builder stage installs with (bases.yaml tools.uv)
     version: str = "unknown"  # a digest of the data files: recorded in every image
 
     def framework(self, name: str) -> FrameworkData:
@@ -254,10 +269,22 @@ def load_matrix(folder: str | None = None) -> Matrix:
         },
         os_python={str(k): str(v) for k, v in (bases_doc.get("os_python") or {}).items()},
         uv_image=str((bases_doc.get("tools") or {}).get("uv_image") or ""),
+        uv=_uv_pin((bases_doc.get("tools") or {}).get("uv")),
         version=digest.hexdigest()[:12],
     )
     check_matrix(matrix)
     return matrix
+
+
+def _uv_pin(doc: Any) -> UvPin | None:
+    if not doc:
+        return None
+    hashes = tuple(sorted((str(arch), str(digest)) for arch, digest in (doc.get("sha256") or {}).items()))
+    if not hashes or any(not re.fullmatch(r"[0-9a-f]{64}", digest) for _, digest in hashes):
+        raise MatrixDataError("bases.yaml tools.uv: sha256 needs a 64-hex digest per architecture")
+    if not re.fullmatch(r"\d+(\.\d+)*", str(doc.get("version") or "")):
+        raise MatrixDataError("bases.yaml tools.uv: version must be a release such as 0.13.9")
+    return UvPin(version=str(doc["version"]), sha256=hashes)
 
 
 def _opt_str(value: Any) -> str | None:

@@ -273,7 +273,7 @@ def _build_image(
             if _NO_SPACE in " ".join([exc.message, *exc.details]).lower():
                 raise _disk_full(exc) from None
             if lock:
-                raise explain_build_failure(exc) from None
+                raise explain_build_failure(exc, lock) from None
             raise
     if lock:  # identical bytes from the same lock (builder.normalize)
         image_id = normalize_locked(engine, image_id, lock, base.image_id, recipe_path, say)

@@ -56,8 +56,10 @@ TOP_KEYS = (
     "framework_from_base", "packages", "system_packages", "env", "files", "workdir", "user",
     "smoke", "image", "gpu", "matrix", "variant", "build_packages", "wheelhouse", "requirements",
     "platforms",
+    "installer",
 )  # fmt: skip
 VARIANTS = ("runtime", "cuda-runtime", "devel")
+INSTALLERS = ("uv", "pip")  # what installs the environment in the builder stage
 REQUIRED_KEYS = ("name", "framework")
 MATRIX_AXES = ("python", "cuda", "framework_version")  # the recipe keys a matrix: may vary
 REQUIREMENTS_KEYS = ("path", "extras", "groups")
@@ -123,6 +125,7 @@ class Recipe:
     wheelhouse: str | None = None  # a folder of wheels, relative to the recipe's folder
     requirements: ProjectRequirements | None = None  # a project's requirements.txt, pyproject.toml or uv.lock
     platforms: tuple[str, ...] = (DEFAULT_PLATFORM.name,)  # os/arch the image is built for, one tag for all
+    installer: str = ""  # uv | pip; "": the site config's, else uv
 
     @property
     def folder(self) -> Path:
@@ -325,6 +328,8 @@ class _Validator:
             wheelhouse=self.wheelhouse(doc.get("wheelhouse")),
             requirements=self.requirements(doc.get("requirements")),
             platforms=self.platforms(doc.get("platforms")),
+            installer=self.choice(doc.get("installer"), "installer", ("installer",), INSTALLERS)
+            if doc.get("installer") is not None else "",
         )  # fmt: skip
         return recipe
 

@@ -23,6 +23,7 @@ import jinja2
 from builder import layersplit
 from builder.labels import LOCK_LABEL, OCI_DESCRIPTION, OCI_TITLE, OCI_VERSION, SPEC_LABEL
 from builder.lock import Pins
+from builder.matrix import load_matrix
 from builder.settings import BuildSettings
 from builder.spec import PROBE_PATH, SPEC_PATH, VENV, ResolvedSpec
 
@@ -36,7 +37,11 @@ APT_CLEAN = "rm -rf " + APT_CACHES + "/var/log/apt /var/log/dpkg.log /var/log/al
 # cache is content-addressed, so one cache serves every recipe; apt's is per Debian/Ubuntu suite.
 # The site's pip.conf (index credentials) arrives as a secret, mounted only while a step runs.
 PIP_CONF_SECRET = "mlbuild-pip-conf"
-SECRET_MOUNT = f"--mount=type=secret,id={PIP_CONF_SECRET},target=/tmp/mlbuild-build/pip.conf "
+UV_TOML_SECRET = "mlbuild-uv-toml"  # uv's own settings file: the same indexes, the same credentials
+SECRET_MOUNT = (
+    f"--mount=type=secret,id={PIP_CONF_SECRET},target=/tmp/mlbuild-build/pip.conf "
+    f"--mount=type=secret,id={UV_TOML_SECRET},target=/tmp/mlbuild-build/uv.toml "
+)
 PYTHON_CACHE_MOUNTS = "--mount=type=cache,id=mlbuild-python-cache,target=/root/.cache,sharing=locked " + SECRET_MOUNT
 # Locked builds also drop ldconfig's aux-cache: it records inode numbers and ctimes.
 LOCKED_CLEAN = APT_CLEAN + " /var/cache/ldconfig/aux-cache"
@@ -117,6 +122,7 @@ class Plan:
     layer_files: str = "mlbuild/layersplit.py mlbuild/layers.json"
     layer_split: str = exec_form([f"{VENV}/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.json"])
     layer_copies: tuple[str, ...] = tuple(f"COPY --from=builder {layersplit.OUT}/{s}/ /" for s in layersplit.SLOTS)
+    installer_setup: tuple[str, ...] = ()  # builder: uv's ENV and the hash-checked install of uv
 
 
 def templates_dir() -> Path:
@@ -141,6 +147,8 @@ def context_name(index: int, src: str) -> str:
 def plan(
     spec: ResolvedSpec, pins: Pins | None = None, settings: BuildSettings | None = None, buildkit: bool = False
 ) -> Plan:
+    settings = settings or BuildSettings()
+    install = install_argv(spec, settings)
     distro = spec.python_from == "distro"
     apt_runtime = ([f"python{spec.python}"] if distro else []) + list(spec.system_packages)
     builder_apt = ""
@@ -160,7 +168,6 @@ def plan(
                 *dirs,
             ]
         )
-    pip = f"{VENV}/bin/pip"
     c = "/tmp/mlbuild/constraints.txt"
     project_c = ["-c", PROJECT_CONSTRAINTS] if has_project_constraints(spec) else []
     owner = f"--chown={spec.uid}:0 " if spec.uid else ""
@@ -188,16 +195,16 @@ def plan(
         builder_apt=builder_apt,
         runtime_apt=runtime_apt,
         create_user=create_user,
-        install_framework=exec_form([pip, "install", "-r", "/tmp/mlbuild/requirements-framework.txt"])
+        install_framework=exec_form([*install, "-r", "/tmp/mlbuild/requirements-framework.txt"])
         if spec.framework_requirement
         else "",
-        install_packages=exec_form([pip, "install", "-c", c, *project_c, "-r", "/tmp/mlbuild/requirements.txt"])
+        install_packages=exec_form([*install, "-c", c, *project_c, "-r", "/tmp/mlbuild/requirements.txt"])
         if spec.requirements
         else "",
         packages_files="mlbuild/requirements.txt mlbuild/constraints.txt"
         + (" mlbuild/constraints-project.txt" if project_c else ""),
         install_project=exec_form(
-            [pip, "install", "--require-hashes", "-c", c, *project_c, "-r", "/tmp/mlbuild/requirements-project.txt"]
+            [*install, "--require-hashes", "-c", c, *project_c, "-r", "/tmp/mlbuild/requirements-project.txt"]
         )
         if spec.hashed_requirements
         else "",
@@ -212,8 +219,8 @@ def plan(
                                *pinned_names(spec)]),
         constraints_env=f"PIP_CONSTRAINT={IMAGE_CONSTRAINTS} UV_CONSTRAINT={IMAGE_CONSTRAINTS}",
     )  # fmt: skip
-    p = _shapes(p, spec, settings or BuildSettings())
-    p = _locked(p, spec, pins) if pins else p
+    p = _shapes(p, spec, settings)
+    p = _locked(p, spec, pins, settings) if pins else p
     return _buildkit(p, spec) if buildkit else p
 
 
@@ -229,7 +236,56 @@ def _buildkit(p: Plan, spec: ResolvedSpec) -> Plan:
     devel = dataclasses.replace(p.devel, apt=_cached_apt(p.devel.apt)) if p.devel else None
     return dataclasses.replace(p, builder_apt=_cached_apt(p.builder_apt), runtime_apt=_cached_apt(p.runtime_apt),
                                devel=devel, buildkit=True, pip_cache="", apt_mounts=apt_mounts,
-                               python_mounts=PYTHON_CACHE_MOUNTS)  # fmt: skip
+                               python_mounts=PYTHON_CACHE_MOUNTS,
+                               installer_setup=tuple(_cached_uv(line) for line in p.installer_setup))  # fmt: skip
+
+
+def _cached_uv(line: str) -> str:
+    """uv's setup on BuildKit: uv keeps its cache (a cache mount, in no layer), and pip fetches
+    uv with the site's pip.conf, a secret there."""
+    if line.startswith("ENV "):
+        return line.replace("UV_NO_CACHE=1", "UV_CACHE_DIR=/root/.cache/uv")
+    return line.replace("RUN ", "RUN " + PYTHON_CACHE_MOUNTS, 1)
+
+
+UV_TARGET = "/tmp/mlbuild-uv"  # where pip puts uv in the builder stage (never copied on)
+UV_REQUIREMENTS = "/tmp/mlbuild-build/uv-pin.txt"
+
+
+def installer(spec: ResolvedSpec, settings: BuildSettings) -> str:
+    """uv unless the recipe or the site config says pip. An --offline build whose wheelhouse
+    lacks the pinned uv wheel keeps pip: nothing could fetch uv there."""
+    chosen = spec.installer or settings.installer or "uv"
+    if chosen == "uv" and spec.python_from != "standalone" and settings.offline:
+        pin = load_matrix().uv
+        house = settings.wheelhouse
+        if not (pin and house and _wheelhouse_has(house, [f"uv=={pin.version}"], spec.python)):
+            return "pip"
+    return chosen
+
+
+def install_argv(spec: ResolvedSpec, settings: BuildSettings, *, locked: bool = False) -> list[str]:
+    """The builder stage's install command, before its requirement options. uv compiles
+    bytecode as pip does by default; locked builds compile once, later, in a fixed order."""
+    if installer(spec, settings) == "pip":
+        return [f"{VENV}/bin/pip", "install", *(["--no-compile"] if locked else [])]
+    uv = UV if spec.python_from == "standalone" else f"{UV_TARGET}/bin/uv"
+    return [uv, "pip", "install", "--python", f"{VENV}/bin/python", *([] if locked else ["--compile-bytecode"])]
+
+
+def _installer_setup(spec: ResolvedSpec, settings: BuildSettings) -> tuple[str, ...]:
+    """uv's settings (this stage's ENV only) and, where no uv image provides it, uv itself:
+    pip installs the pinned wheel, checked against its hashes, outside the venv."""
+    if installer(spec, settings) != "uv" or not needs_pip(spec):
+        return ()
+    env = "UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml UV_NO_CACHE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never"
+    if settings.ca_bundle and spec.python_from != "standalone":  # _python_setup set it there
+        env += " SSL_CERT_FILE=/tmp/mlbuild-build/ca.crt"
+    lines = [f"ENV {env}"]
+    if spec.python_from != "standalone":
+        lines.append("RUN " + exec_form([f"{VENV}/bin/pip", "install", "--no-deps", "--require-hashes", "--no-compile",
+                                         "--target", UV_TARGET, "-r", UV_REQUIREMENTS]))  # fmt: skip
+    return tuple(lines)
 
 
 def _venv_command(spec: ResolvedSpec) -> str:
@@ -269,8 +325,9 @@ def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings) -> Plan:
         python_setup=setup,
         wheelhouse_copy=f"COPY wheelhouse/ {WHEELHOUSE}/" if settings.wheelhouse else "",
         devel=devel,
+        installer_setup=_installer_setup(spec, settings),
         install_built=exec_form(
-            [f"{VENV}/bin/pip", "install", "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt",
+            [*install_argv(spec, settings), "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt",
              "-r", BUILD_PACKAGES]
         ) if devel else "",
         runtime_python=f"COPY --from=builder {STANDALONE} {STANDALONE}" if setup else "",
@@ -285,7 +342,9 @@ def _devel(p: Plan, spec: ResolvedSpec) -> DevelStage:
         apt=_apt([f"python{spec.python}", f"python{spec.python}-venv", f"python{spec.python}-dev",
                   "ca-certificates"]) if distro else "",
         framework_files=p.framework_files,
-        install_framework=p.install_framework,
+        # pip here: this stage makes wheels with pip (the builder stage's uv is not in it)
+        install_framework=exec_form([pip, "install", "-r", "/tmp/mlbuild/requirements-framework.txt"])
+        if spec.framework_requirement else "",
         # extensions build against the installed framework (no isolation), with these tools
         tools=exec_form([pip, "install", "setuptools", "wheel", "ninja", "packaging"]),
         env=_devel_env(spec),
@@ -302,10 +361,10 @@ def _devel_env(spec: ResolvedSpec) -> str:
     return f"{spec.cuda_arch_env}={dockerfile_string(spec.cuda_arch_list)} MAX_JOBS=4"
 
 
-def _locked(p: Plan, spec: ResolvedSpec, pins: Pins) -> Plan:
-    """The same stages, installing only what the lock names: pinned apt versions, pip with
-    --require-hashes --no-deps (the lock already holds every dependency), hash-based .pyc."""
-    pip = [f"{VENV}/bin/pip", "install", "--no-deps", "--require-hashes", "--no-compile", "-r"]
+def _locked(p: Plan, spec: ResolvedSpec, pins: Pins, settings: BuildSettings) -> Plan:
+    """The same stages, installing only what the lock names: pinned apt versions, uv (or pip)
+    with --require-hashes --no-deps (the lock already holds every dependency), hash-based .pyc."""
+    pip = [*install_argv(spec, settings, locked=True), "--no-deps", "--require-hashes", "-r"]
     framework = _has_pins(pins.framework)
     has_packages = _has_pins(pins.packages)
     has_project = _has_pins(pins.project)
@@ -433,6 +492,8 @@ def write_context(
             (ml / "locked-project.txt").write_text(pins.project)
         (ml / "lock.json").write_text(pins.lock_json)
     settings.write_build_settings(folder / "build-settings", secrets)
+    if any(UV_REQUIREMENTS in line for line in plan(spec, pins, settings).installer_setup):
+        _write_uv_requirements(spec, settings, folder / "build-settings" / "uv-pin.txt")
     for i, (src, _dest) in enumerate(spec.files):
         source = (recipe_folder / src).resolve()
         target = folder / context_name(i, src)
@@ -477,6 +538,15 @@ def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -
         (ml / "requirements-project.txt").write_text("\n".join(others + hashed) + "\n")
     if has_project_constraints(spec):
         (ml / "constraints-project.txt").write_text("\n".join(_project_constraints(spec)) + "\n")
+
+
+def _write_uv_requirements(spec: ResolvedSpec, settings: BuildSettings, target: Path) -> None:
+    pin = load_matrix().uv
+    if pin is None:
+        raise ValueError("builder/data/bases.yaml has no tools.uv pin: uv cannot be installed")
+    links = ["--no-index"] if settings.offline else []
+    links += [f"--find-links {WHEELHOUSE}"] if settings.wheelhouse else []
+    target.write_text("\n".join([*links, pin.requirement]) + "\n")
 
 
 def _wheelhouse_has(folder: Path, requirements: list[str], python: str) -> bool:

@@ -268,6 +268,7 @@ def _common(recipe: Recipe, m: Matrix, reasons: tuple[str, ...], platform: Platf
         "repository": recipe.image.repository or f"mlbuild/{recipe.name}",
         "tags": recipe.image.tags,
         "reasons": reasons,
+        "installer": recipe.installer,
         "library_dirs": m.library_dirs,
         "matrix_version": m.version,
         "mlbuild_version": __version__,

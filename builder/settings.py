@@ -9,6 +9,7 @@ stays in the final image. URLs may carry credentials: `redact()` hides them in e
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ import yaml
 
 from builder.errors import UsageError
 from builder.platforms import PLATFORMS
+from builder.recipe import INSTALLERS
 
 CA_ENV = ("MLBUILD_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
@@ -45,6 +47,7 @@ class BuildSettings:
     wheelhouse: Path | None = None  # a folder of wheels for the builder stage (never the image)
     offline: bool = False  # every Python package from the wheelhouse (pip --no-index)
     builder: str | None = None  # the site's builder: auto | buildkit | classic (--builder wins)
+    installer: str | None = None  # the site config's `installer:` (uv | pip); None: the default
     sources: tuple[str, ...] = field(default=(), compare=False)  # where each setting came from
     # a native engine per platform (site config `engines:`), e.g. linux/arm64: ssh://ci@arm-builder;
     # a platform without one builds on the default engine (under QEMU when it is foreign)
@@ -88,12 +91,31 @@ class BuildSettings:
         if self.ca_bundle:
             (folder / "ca.crt").write_bytes(self.ca_bundle.read_bytes())
             lines.append("cert = /tmp/mlbuild-build/ca.crt")
-        target = folder / "pip.conf"
-        if secrets is not None:
-            secrets.mkdir(parents=True, exist_ok=True)
-            target = secrets / "pip.conf"
-            target.touch(mode=0o600)
-        target.write_text("\n".join(lines) + "\n")
+        for name, text in (("pip.conf", "\n".join(lines) + "\n"), ("uv.toml", self.uv_toml())):
+            target = folder / name
+            if secrets is not None:  # both may carry index credentials
+                secrets.mkdir(parents=True, exist_ok=True)
+                target = secrets / name
+                target.touch(mode=0o600)
+            target.write_text(text)
+
+    def uv_toml(self) -> str:
+        """The same settings in uv's own terms (uv reads no pip.conf). The CA bundle reaches
+        uv as SSL_CERT_FILE and proxies as the proxy build arguments, in the builder stage."""
+        lines = [
+            # pip's behaviour: the best version across every index, so that a framework's
+            # variant index wins for the builds only it carries (uv's default is first-index)
+            'index-strategy = "unsafe-best-match"',
+        ]
+        if self.index_url:
+            lines.append(f"index-url = {_toml(self.index_url)}")
+        if self.extra_index_urls:
+            lines.append("extra-index-url = [" + ", ".join(map(_toml, self.extra_index_urls)) + "]")
+        if self.trusted_hosts:
+            lines.append("allow-insecure-host = [" + ", ".join(map(_toml, self.trusted_hosts)) + "]")
+        if self.offline:
+            lines.append("offline = true")
+        return "\n".join(lines) + "\n"
 
     def describe(self) -> list[str]:
         out = []
@@ -188,6 +210,7 @@ def load_settings(
         wheelhouse=Path(wheelhouse) if wheelhouse else None,
         offline=offline,
         builder=builder,
+        installer=_installer(config),
         sources=tuple(sources),
         engines=engines,
     )
@@ -213,6 +236,21 @@ def _engines(value: Any) -> tuple[tuple[str, str], ...]:
             )
         out.append((str(platform), url))
     return tuple(sorted(out))
+def _toml(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text)
+
+
+def _installer(config: Mapping[str, Any]) -> str | None:
+    value = config.get("installer")
+    if value is None:
+        return None
+    if value not in INSTALLERS:
+        raise UsageError(
+            f"site config installer: {value!r} is not one of: {' | '.join(INSTALLERS)}",
+            hint="uv (the default) or pip for sites that need pip",
+        )
+    return str(value)
 
 
 def _http(url: str | None) -> str | None:

@@ -17,7 +17,7 @@ DEFAULT_UID = 10001
 VENV = "/opt/venv"
 PROBE_PATH = "/opt/mlbuild/probe.py"
 SPEC_PATH = "/opt/mlbuild/spec.json"
-OMITTED_WHEN_EMPTY = ("hashed_requirements", "requirement_constraints", "requirement_sources")
+OMITTED_WHEN_EMPTY = ("hashed_requirements", "requirement_constraints", "requirement_sources", "installer")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class ResolvedSpec:
     # os/arch (linux/arm64); left out of the JSON for linux/amd64, so that specs, content tags
     # and locks of single-platform recipes stay as they were
     platform: str = "linux/amd64"
+    installer: str = ""  # the recipe's installer: (uv | pip); "" lets the site config decide
     reasons: tuple[str, ...] = ()
     matrix_version: str = ""
     mlbuild_version: str = ""

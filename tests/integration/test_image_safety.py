@@ -1,6 +1,6 @@
 """Image safety of the shared example image (`sklearn_build`): a numeric non-root user, no
 setuid file beyond the base's own, no CA bundle, pip configuration or build tools in the final
-stage."""
+stage, nothing of uv (the builder stage's installer)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,30 @@ def test_no_ca_bundle_or_build_tools_in_the_final_image(sklearn_build: Any, engi
     # test_secrets.py checks the same with a canary inside the CA bundle.
     paths = [p for _, p, _ in imagescan.layer_members(engine, sklearn_build.image_id)]
     assert paths and not [p for p in paths if "mlbuild-build" in p or p.endswith("pip.conf")]
+
+
+def test_nothing_of_uv_in_the_final_image(sklearn_build: Any, engine: Any) -> None:
+    """uv installed the environment (issue 14): neither uv, its cache, its settings nor its
+    environment variables stay in the image, its history or its layers."""
+    assert '/bin/uv", "pip", "install"' in sklearn_build.dockerfile  # uv did install the environment
+    image = engine.inspect(sklearn_build.image_id)
+    env = image["Config"]["Env"] or []
+    assert not [e for e in env if e.startswith(("UV_", "SSL_CERT_FILE"))], env
+    script = (
+        "import os, shutil, json, glob, sys\n"
+        "print(json.dumps({'uv': shutil.which('uv'), 'target': os.path.exists('/tmp/mlbuild-uv'),"
+        " 'caches': glob.glob('/root/.cache/uv') + glob.glob('/home/*/.cache/uv'),"
+        " 'in_venv': glob.glob(sys.prefix + '/bin/uv*') + glob.glob(sys.prefix + '/lib/python*/site-packages/uv'),"
+        " 'installer': sorted({open(p).read().strip() for p in glob.glob(sys.prefix + '/lib/python*/site-packages/"
+        "*.dist-info/INSTALLER')})}))\n"
+    )
+    run = engine.run(sklearn_build.image_id, ["python", "-c", script], user="0")
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    # uv installed the packages (their INSTALLER says so) and left nothing of itself
+    assert "uv" in seen.pop("installer"), seen
+    assert seen == {"uv": None, "target": False, "caches": [], "in_venv": []}, seen
+    history = engine.history(sklearn_build.image_id)
+    created = " ".join(h.get("CreatedBy") or "" for h in history)
+    assert "UV_" not in created and "mlbuild-uv" not in created and "uv.toml" not in created
+    paths = [p for _, p, _ in imagescan.layer_members(engine, sklearn_build.image_id)]
+    assert not [p for p in paths if "mlbuild-uv" in p or p.endswith(("uv.toml", "/bin/uv")) or "/.cache/uv" in p]

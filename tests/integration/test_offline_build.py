@@ -1,6 +1,6 @@
 """Offline builds from a wheelhouse: what the wheelhouse lacks (dependencies included, for the
-image's Python) is listed before any build; a complete one builds with pip --no-index, and the
-wheels stay out of the image.
+image's Python) is listed before any build; a complete one builds with uv (its pinned wheel in
+the wheelhouse; pip without it) and --no-index, and the wheels stay out of the image.
 
 scikit-learn always: its wheels are downloaded for the image's CPython 3.11 on Linux (whatever
 Python runs the tests) from the index pip is configured with. PyTorch CPU from the torch wheel
@@ -72,11 +72,19 @@ def test_sklearn_builds_offline_from_the_wheelhouse(engine: Any, bookworm_base: 
     recipe.write_text(
         (ROOT / "recipes" / "sklearn-cpu.yaml").read_text().replace("name: sklearn-cpu", "name: offline-sklearn")
     )
-    wheelhouse = download(tmp_path / "wheelhouse", "scikit-learn==1.5.2", "pandas==2.2.3")
+    from builder.matrix import load_matrix
+
+    uv = load_matrix().uv
+    assert uv
+    # with the pinned uv wheel in the wheelhouse, uv installs offline too (uv.toml: offline)
+    wheelhouse = download(tmp_path / "wheelhouse", "scikit-learn==1.5.2", "pandas==2.2.3", f"uv=={uv.version}")
     done = mlbuild("build", str(recipe), "--wheelhouse", str(wheelhouse), "--offline",
                    "--base-image", bookworm_base, "--json")  # fmt: skip
     try:
         assert_built_offline(engine, done, "1.5.2", "sklearn")
+        record = "/opt/venv/lib/python3.11/site-packages/scikit_learn-*.dist-info/INSTALLER"
+        installer = engine.run(json.loads(done.stdout)["image_id"], ["/bin/sh", "-c", f"cat {record}"])
+        assert installer.stdout.strip() == "uv", installer.stdout + installer.stderr
     finally:
         for tag in json.loads(done.stdout or "{}").get("tags", []):
             engine.remove_image(tag)

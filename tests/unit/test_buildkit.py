@@ -19,7 +19,7 @@ from builder.engine_api import BuilderProbe, BuildKitRun
 from builder.errors import BuildError, UsageError
 from builder.labels import BUILDER_LABEL
 from builder.pipeline import BuildOptions, build
-from builder.render import PIP_CONF_SECRET, render, write_context
+from builder.render import PIP_CONF_SECRET, UV_TOML_SECRET, render, write_context
 from builder.resolve import load_and_resolve
 from builder.settings import BuildSettings, load_settings
 
@@ -206,11 +206,15 @@ def test_the_buildkit_variant_mounts_caches_and_the_secret_and_the_classic_one_h
     assert "--mount" not in classic and "PIP_NO_CACHE_DIR=1" in classic
     assert "# syntax" not in kit.lower() and "PIP_NO_CACHE_DIR" not in kit
     runs = [line for line in kit.splitlines() if line.startswith("RUN ")]
-    pip_runs = [line for line in runs if "/opt/venv/bin/pip" in line]
+    # pip installing uv, then uv's framework and packages steps
+    python_runs = [line for line in runs if "/opt/venv/bin/pip" in line or '/bin/uv", "pip"' in line]
     apt_runs = [line for line in runs if "apt-get" in line]
-    assert len(pip_runs) == 2 and len(apt_runs) == 2
-    secret = f"--mount=type=secret,id={PIP_CONF_SECRET},target=/tmp/mlbuild-build/pip.conf"
-    assert all(secret in line and "target=/root/.cache,sharing=locked" in line for line in pip_runs)
+    assert len(python_runs) == 3 and len(apt_runs) == 2
+    secrets = (f"--mount=type=secret,id={PIP_CONF_SECRET},target=/tmp/mlbuild-build/pip.conf",
+               f"--mount=type=secret,id={UV_TOML_SECRET},target=/tmp/mlbuild-build/uv.toml")  # fmt: skip
+    assert all(all(s in line for s in secrets) and "target=/root/.cache,sharing=locked" in line
+               for line in python_runs)  # fmt: skip
+    assert "UV_CACHE_DIR=/root/.cache/uv" in kit and "UV_NO_CACHE" not in kit  # uv keeps its cache in the mount
     assert all("target=/var/lib/apt/lists,sharing=locked" in line and "/var/lib/apt/lists/*" not in line
                for line in apt_runs)  # fmt: skip
     assert "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_DISABLE_PIP_VERSION_CHECK=1" in kit

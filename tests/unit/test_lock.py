@@ -172,6 +172,40 @@ def test_pip_hash_mismatch_becomes_a_clear_error() -> None:
     assert isinstance(gone, LockedArtefactError) and gone.details == ["apt: curl=1.0"]
 
 
+def test_uv_hash_mismatch_and_missing_pins_become_clear_errors() -> None:
+    """uv's own words (uv 0.13: the builder stage installs with it)."""
+    exc = BuildError(
+        "build failed at Step 10/20",
+        details=[
+            "error: Failed to download `joblib==1.4.2`",
+            "  cause: Hash mismatch for `joblib==1.4.2`",
+            "",
+            "         Expected:",
+            "           sha256:" + "0" * 64,
+            "",
+            "         Computed:",
+            "           sha256:" + "3d" * 32,
+        ],
+    )
+    clear = explain_build_failure(exc)
+    assert isinstance(clear, LockedArtefactError) and "hash" in clear.message
+    assert clear.details == ["joblib==1.4.2: downloaded bytes differ from the lock", "computed sha256:" + "3d" * 32]
+    gone = explain_build_failure(
+        BuildError("x", details=["  cause: Because there is no version of six==99.0 and you require six==99.0, we"])
+    )
+    assert isinstance(gone, LockedArtefactError) and gone.details == ["pip: six==99.0"]
+
+
+def test_uv_mismatch_seen_only_in_the_logs_tail_names_the_locked_pin() -> None:
+    """The classic builder colours stderr and keeps the tail: uv's Expected block, no name."""
+    lock = make_lock(python=(PythonPin("framework", "joblib", "1.4.2", ("sha256:" + "0" * 64,)),))
+    red = [" ", "  Expected:", "  sha256:" + "0" * 64, "", "", "  Computed:", "  sha256:" + "3d" * 32]
+    tail = [f"\x1b[91m{line}\x1b[0m" for line in red]
+    clear = explain_build_failure(BuildError("build failed at Step 11/30", details=tail), lock)
+    assert isinstance(clear, LockedArtefactError) and "does not match its hash" in clear.message
+    assert clear.details[0] == "joblib==1.4.2: downloaded bytes differ from the lock"
+
+
 def test_upgrade_one_package_keeps_the_rest(tmp_path: Path) -> None:
     old = make_lock()
     fresh_pins = tuple(dataclasses.replace(p, version="9") for p in old.python)

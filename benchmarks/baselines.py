@@ -1,0 +1,139 @@
+"""Baselines for build_bench.py that an expert would compare with (issue 14).
+
+- expert_context: the two-stage Dockerfile a person who knows uv writes by hand: the OS Python
+  and uv in a builder stage, one RUN that makes the venv and installs the pins with uv
+  (bytecode compiled, no cache), then the slim base with the Python runtime and the venv.
+- host_uv_floor: `uv venv` and `uv pip install` of the same pins on this host, no cache.
+- step_times: the seconds each `Step N/M` of a classic build took, read as the lines come.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STEP_RE = re.compile(r"Step (\d+)/(\d+)\s*(?:\S+\s)?:?\s*(.*)$")
+
+
+def uv_binary() -> str:
+    """uv on this host: next to this Python (the venv's) or on PATH; the floor needs it."""
+    here = Path(sys.executable).with_name("uv")
+    found = str(here) if here.exists() else shutil.which("uv")
+    if not found:
+        sys.exit("uv is not installed on this host: pip install uv (the uv floor measures it)")
+    return found
+
+
+def uv_pin() -> str:
+    from builder.matrix import load_matrix
+
+    pin = load_matrix().uv
+    if pin is None:
+        sys.exit("builder/data/bases.yaml has no tools.uv pin")
+    return pin.version
+
+
+def expert_context(spec: Any, folder: Path) -> None:
+    """Two stages, uv, the same base, pins, index and CA settings (uv.toml, SSL_CERT_FILE) as
+    mlbuild's; no labels, no user, no smoke files: what an expert writes for the same image."""
+    from builder.settings import load_settings
+
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = load_settings()
+    settings.write_build_settings(folder / "build-settings")
+    python = f"python{spec.python}"
+    cert = " SSL_CERT_FILE=/tmp/mlbuild-build/ca.crt" if settings.ca_bundle else ""
+    pins = " ".join(spec.packages)
+    clean = "rm -rf /var/lib/apt/lists/*"
+    (folder / "Dockerfile").write_text(
+        f"FROM {spec.base_image} AS builder\n"
+        f"RUN apt-get update && apt-get install -y --no-install-recommends {python} {python}-venv "
+        f"ca-certificates && {clean}\n"
+        "COPY build-settings/ /tmp/mlbuild-build/\n"
+        "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 "
+        f"UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml UV_NO_CACHE=1 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy{cert}\n"
+        f"RUN {python} -m venv /tmp/uv && /tmp/uv/bin/pip install -q uv=={uv_pin()} "
+        f"&& /tmp/uv/bin/uv venv --python /usr/bin/{python} /opt/venv "
+        f"&& /tmp/uv/bin/uv pip install --python /opt/venv/bin/python {pins}\n"
+        f"FROM {spec.base_image}\n"
+        f"RUN apt-get update && apt-get install -y --no-install-recommends {python} ca-certificates && {clean}\n"
+        "COPY --from=builder /opt/venv /opt/venv\n"
+        'ENV PATH=/opt/venv/bin:$PATH\nCMD ["python"]\n'
+    )
+
+
+def host_uv_floor(spec: Any, ctx: Path, work: Path) -> dict[str, Any]:
+    """uv into a fresh venv on the host: the build's two install steps, its settings, no cache."""
+    from builder.settings import load_settings
+
+    settings = load_settings()
+    folder = work / "uv-floor-settings"
+    settings.write_build_settings(folder)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(UV_CONFIG_FILE=str(folder / "uv.toml"), UV_NO_CACHE="1", UV_LINK_MODE="copy")
+    if settings.ca_bundle:
+        env["SSL_CERT_FILE"] = str(folder / "ca.crt")
+    uv, venv, python = uv_binary(), work / "uv-floor-venv", f"python{spec.python}"
+    install = [uv, "pip", "install", "--python", str(venv / "bin" / "python"), "--compile-bytecode"]
+    steps = [[uv, "venv", "--python", python, str(venv)]]
+    if spec.framework_requirement:
+        steps.append([*install, "-r", str(ctx / "requirements-framework.txt")])
+    if spec.requirements:
+        steps.append([*install, "-c", str(ctx / "constraints.txt"), "-r", str(ctx / "requirements.txt")])
+    start = time.perf_counter()
+    for cmd in steps:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    seconds = time.perf_counter() - start
+    shutil.rmtree(venv, ignore_errors=True)
+    return {"uv": uv_pin(), "python": python, "uv_floor_seconds": round(seconds, 1)}
+
+
+def step_times(cmd: list[str], env: dict[str, str]) -> tuple[float, list[dict[str, Any]], str]:
+    """Run a build, stamping each `Step N/M` line as it arrives; the last step runs to the end
+    of the process (for mlbuild that includes its own work after the build: tags, checks)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout
+    marks: list[tuple[float, str]] = []
+    tail: list[str] = []
+    for line in proc.stdout:
+        m = STEP_RE.search(line)
+        if m:
+            marks.append((time.perf_counter() - start, m.group(3).strip()))
+        tail = [*tail, line][-40:]
+    rc = proc.wait()
+    total = time.perf_counter() - start
+    if rc:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{''.join(tail)}")
+    ends = [t for t, _ in marks[1:]] + [total]
+    steps = [{"step": text[:120], "seconds": round(end - t, 2)} for (t, text), end in zip(marks, ends, strict=True)]
+    return total, steps, "".join(tail)
+
+
+def breakdown(steps: list[dict[str, Any]], total: float) -> dict[str, float]:
+    """Where a cold build's time goes: apt, installing Python packages, bytecode compiling,
+    copying the venv into the image and the rest (small steps, layer commits, mlbuild's own)."""
+    kinds = {"apt": 0.0, "install": 0.0, "compile": 0.0, "copy_venv": 0.0, "other_steps": 0.0}
+    for s in steps:
+        text = s["step"]
+        if "apt-get" in text:
+            kind = "apt"
+        elif "pip" in text and "install" in text:
+            kind = "install"
+        elif "compileall" in text:
+            kind = "compile"
+        elif text.startswith("COPY --from=builder /opt/venv"):
+            kind = "copy_venv"
+        else:
+            kind = "other_steps"
+        kinds[kind] += s["seconds"]
+    kinds["before_first_step"] = max(0.0, total - sum(kinds.values()))
+    return {k: round(v, 1) for k, v in kinds.items()}

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,18 @@ class Engine:
         return image_id
 
     # -- build -----------------------------------------------------------------------------------
+    def _stopping(self) -> bool:
+        """Whether the engine stopped answering: a stopping engine fails its running step
+        (overlay mounts refused, containers killed) before its API closes, so ask twice."""
+        for attempt in range(2):
+            try:
+                self.client.ping()
+            except Exception:
+                return True
+            if attempt == 0:
+                time.sleep(1)
+        return False
+
     def build(
         self,
         context: Path,
@@ -222,6 +235,9 @@ class Engine:
                     image_id = str(chunk["aux"]["ID"])
                 if "error" in chunk:
                     message = str(chunk.get("error") or "").strip()
+                    if self._stopping():  # a step cut short by the engine's own shutdown
+                        raise EngineError("lost the Docker engine during the build" + _where(),
+                                          details=[*log.lines[-3:], message])  # fmt: skip
                     raise BuildError(
                         f"build failed at {log.step or 'the first step'}",
                         details=[*log.lines[-15:], message],

@@ -41,7 +41,11 @@ packages: [{package}]
 smoke:
   run: ["sleep {sleep}"]
 """
-PIP_STEP = re.compile(r'Step \d+/\d+\b.*RUN (--mount=\S+ )*\["/opt/venv/bin/pip", "install"')
+# uv's install steps (the default installer), not pip's install of uv itself
+# (the classic builder's "Step 7/13 : RUN ...", BuildKit's "#12 [builder  7/13] RUN --mount=... [...]")
+INSTALL_STEP = re.compile(
+    r'(Step \d+/\d+\b|\[builder +\d+/\d+\]).*RUN (--mount=\S+ )*\["/tmp/mlbuild-uv/bin/uv", "pip", "install"'
+)
 integration = pytest.mark.integration
 
 
@@ -167,6 +171,13 @@ def clean_failure(run: Run) -> None:
     assert re.search(r"^error: ", run.stderr, re.M), run.stderr[-3000:]
 
 
+def error_line(run: Run) -> str:
+    """mlbuild's own error line (the build's streamed output may hold the installer's)."""
+    found = re.search(r"^error: (.*)$", run.stderr, re.M)
+    assert found, run.stderr[-3000:]
+    return found.group(1)
+
+
 def eventually(check: Callable[[], Any], seconds: float, what: str) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -288,7 +299,7 @@ def test_unreachable_engine_is_a_clean_exit_1(tmp_path: Path) -> None:
 def test_sigint_mid_build_leaves_nothing_behind(spare: Spare, tmp_path: Path) -> None:
     recipe = write(tmp_path, "r.yaml", "pandas==2.2.3", 15)
     run = spare.build(recipe)
-    run.wait_line(PIP_STEP, 240)
+    run.wait_line(INSTALL_STEP, 240)
     eventually(spare.containers, 60, "the pip step's container")  # it is mid-step
     assert spare.contexts(), "the build context exists while building"
     run.proc.send_signal(signal.SIGINT)
@@ -306,7 +317,7 @@ def test_sigint_mid_buildkit_build_leaves_nothing_behind(spare: Spare, tmp_path:
     the build; mlbuild exits 130 with no context, tag or CLI process left."""
     recipe = write(tmp_path, "r.yaml", "pandas==2.2.3", 15)
     run = spare.build(recipe, "--builder", "buildkit")
-    run.wait_line(PIP_STEP, 240)  # this engine's BuildKit cache is empty: the step runs
+    run.wait_line(INSTALL_STEP, 240)  # this engine's BuildKit cache is empty: the step runs
     time.sleep(3)
     cli = subprocess.run(["pgrep", "-P", str(run.proc.pid)], capture_output=True, text=True).stdout.split()
     assert cli, "the docker CLI runs the build"
@@ -372,13 +383,13 @@ def test_engine_stopped_mid_build(spare: Spare, tmp_path: Path) -> None:
     """Last on the spare engine: it is stopped (SIGTERM, as `systemctl stop docker` does)."""
     recipe = write(tmp_path, "r.yaml", "pandas==2.2.2", 1)  # another pin: the pip step runs
     run = spare.build(recipe)
-    eventually(lambda: any(PIP_STEP.search(x) and '"-c"' in x for x in run.lines), 240, "the packages step")
+    eventually(lambda: any(INSTALL_STEP.search(x) and '"-c"' in x for x in run.lines), 240, "the packages step")
     eventually(spare.containers, 60, "the pip step's container")
     assert spare.teammate.proc is not None
     os.killpg(spare.teammate.proc.pid, signal.SIGTERM)
     assert run.finish(120) == 1
     clean_failure(run)
-    assert re.search(r"engine", run.stderr.split("error: ", 1)[1].splitlines()[0]), run.stderr[-2000:]
+    assert re.search(r"engine", error_line(run)), run.stderr[-2000:]
     assert spare.contexts() == []
     spare.teammate.proc.wait(60)
     # Started again on the same data root: no tag of this build, no temporary container. The
@@ -427,7 +438,7 @@ def test_full_disk_on_the_engine_is_a_clear_message(small_disk: Spare, tmp_path:
     run = small_disk.build(recipe)
     assert run.finish(420) == 1
     clean_failure(run)
-    first = run.stderr.split("error: ", 1)[1].splitlines()[0]
+    first = error_line(run)
     assert "disk" in first or "no space left" in first, run.stderr[-3000:]
     assert "no space left on device" in run.stderr
     assert small_disk.contexts() == []

@@ -436,7 +436,8 @@ def section_floor(spec_recipe: Path, run: Run, work: Path, cold: dict[str, Any] 
     }
     if cold:
         out["cold_vs_floor"] = ratio(cold["mlbuild_seconds"], venv_s + pip_s)
-        out["naive_vs_floor"] = ratio(cold["naive_seconds"], venv_s + pip_s)
+        if "naive_seconds" in cold:  # --skip naive leaves it out
+            out["naive_vs_floor"] = ratio(cold["naive_seconds"], venv_s + pip_s)
     log(f"  {venv_s + pip_s:.1f} s")
     log("floor: uv venv and uv pip install of the same pins (no cache)")
     out.update(host_uv_floor(spec, ctx, work))

@@ -4,7 +4,9 @@
   and uv in a builder stage, one RUN that makes the venv and installs the pins with uv
   (bytecode compiled, no cache), then the slim base with the Python runtime and the venv.
 - host_uv_floor: `uv venv` and `uv pip install` of the same pins on this host, no cache.
-- step_times: the seconds each `Step N/M` of a classic build took, read as the lines come.
+- step_times: the seconds each `Step N/M` of a classic build took, read as the lines come; of a
+  BuildKit build (plain progress: `#7 [builder 3/6] RUN ...` ... `#7 DONE 12.3s`), each step's
+  own DONE seconds (its stages run at once, so these may add up to more than the whole).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 STEP_RE = re.compile(r"Step (\d+)/(\d+)\s*(?:\S+\s)?:?\s*(.*)$")
+# getting the venv into the image: one COPY, or mlbuild's layer split and its slot COPYs
+VENV_COPIES = ("COPY --from=builder /opt/venv", "COPY --from=builder /opt/mlbuild-layers/")
+KIT_STEP_RE = re.compile(r"^#(\d+) \[(?:[^\]\s]+ )?\d+/\d+\] (.*)$")
+KIT_DONE_RE = re.compile(r"^#(\d+) DONE (\d+(?:\.\d+)?)s$")
 
 
 def uv_binary() -> str:
@@ -98,29 +104,52 @@ def host_uv_floor(spec: Any, ctx: Path, work: Path) -> dict[str, Any]:
 
 def step_times(cmd: list[str], env: dict[str, str]) -> tuple[float, list[dict[str, Any]], str]:
     """Run a build, stamping each `Step N/M` line as it arrives; the last step runs to the end
-    of the process (for mlbuild that includes its own work after the build: tags, checks)."""
+    of the process (for mlbuild that includes its own work after the build: tags, checks).
+    BuildKit's plain progress gives each step's seconds itself: those are taken where present."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout
     marks: list[tuple[float, str]] = []
+    kit = KitSteps()
     tail: list[str] = []
     for line in proc.stdout:
         m = STEP_RE.search(line)
         if m:
             marks.append((time.perf_counter() - start, m.group(3).strip()))
+        kit.read(line.rstrip("\n"))
         tail = [*tail, line][-40:]
     rc = proc.wait()
     total = time.perf_counter() - start
     if rc:
         raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{''.join(tail)}")
+    if kit.steps() and not marks:
+        return total, kit.steps(), "".join(tail)
     ends = [t for t, _ in marks[1:]] + [total]
     steps = [{"step": text[:120], "seconds": round(end - t, 2)} for (t, text), end in zip(marks, ends, strict=True)]
     return total, steps, "".join(tail)
 
 
+class KitSteps:
+    """The steps of BuildKit's plain progress with their DONE seconds, in the order they began."""
+
+    def __init__(self) -> None:
+        self.text: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+
+    def read(self, line: str) -> None:
+        if m := KIT_STEP_RE.match(line):
+            self.text.setdefault(m.group(1), m.group(2).strip())
+        elif (m := KIT_DONE_RE.match(line)) and m.group(1) in self.text:
+            self.seconds[m.group(1)] = float(m.group(2))
+
+    def steps(self) -> list[dict[str, Any]]:
+        return [{"step": text[:120], "seconds": self.seconds.get(v, 0.0)} for v, text in self.text.items()]
+
+
 def breakdown(steps: list[dict[str, Any]], total: float) -> dict[str, float]:
     """Where a cold build's time goes: apt, installing Python packages, bytecode compiling,
-    copying the venv into the image and the rest (small steps, layer commits, mlbuild's own)."""
+    copying the venv into the image (mlbuild: splitting it into layer slots, then their COPYs)
+    and the rest (small steps, layer commits, mlbuild's own)."""
     kinds = {"apt": 0.0, "install": 0.0, "compile": 0.0, "copy_venv": 0.0, "other_steps": 0.0}
     for s in steps:
         text = s["step"]
@@ -130,7 +159,7 @@ def breakdown(steps: list[dict[str, Any]], total: float) -> dict[str, float]:
             kind = "install"
         elif "compileall" in text:
             kind = "compile"
-        elif text.startswith("COPY --from=builder /opt/venv"):
+        elif text.startswith(VENV_COPIES) or "layersplit.py" in text:
             kind = "copy_venv"
         else:
             kind = "other_steps"

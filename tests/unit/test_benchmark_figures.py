@@ -28,10 +28,24 @@ def test_readme_table_is_the_one_the_newest_results_give(bench: ModuleType) -> N
     shown = text.split(bench.TABLE_BEGIN + "\n", 1)[1].split(bench.TABLE_END, 1)[0]
     latest = bench.latest_results()
     assert latest is not None
+    expected = "\n".join(bench.readme_block()) + "\n"
+    assert shown == expected, "run: python benchmarks/build_bench.py --docs " + str(latest.relative_to(ROOT))
     cuda_file = bench.latest_results("cuda-wheel-")
     cuda = json.loads(cuda_file.read_text()) if cuda_file else None
-    expected = "\n".join(bench.readme_table(json.loads(latest.read_text()), cuda)) + "\n"
-    assert shown == expected, "run: python benchmarks/build_bench.py --docs " + str(latest.relative_to(ROOT))
+    assert "\n".join(bench.readme_table(json.loads(latest.read_text()), cuda)) in shown  # the classic run first
+
+
+def test_the_buildkit_run_is_found_by_its_suffix_and_its_added_goal_is_015(bench: ModuleType) -> None:
+    kit = bench.latest_results(suffix="-buildkit")
+    if kit is not None:
+        assert kit.name.endswith("-buildkit.json") and kit.name[:10] == json.loads(kit.read_text())["date"][:10]
+    classic = bench.latest_results()
+    assert classic is not None and classic.stem.count("-") == 2  # a date, no builder suffix
+    doc = json.loads((ROOT / "benchmarks" / "results" / "2026-12-02.json").read_text())
+    assert doc["builder"] == "classic"
+    for builder, goal in (("classic", "| ≤ 0.3 |"), ("buildkit", "| ≤ 0.15 |")):
+        rows = bench.readme_table({**doc, "builder": builder}, None)
+        assert next(r for r in rows if r.startswith("| one package added")).endswith(goal)
 
 
 def test_the_table_keeps_unfavourable_rows_and_the_naive_one_second(bench: ModuleType) -> None:

@@ -75,13 +75,15 @@ def render(
     *,
     base_dir: str | os.PathLike[str] | None = None,
     settings: BuildSettings | None = None,
+    buildkit: bool = False,
 ) -> str:
     """The Dockerfile text for a resolved spec (or a recipe, resolved first); the same spec
-    always gives the same bytes. `settings` (a wheelhouse, offline) change the pip steps."""
+    always gives the same bytes. `settings` (a wheelhouse, offline) change the pip steps;
+    `buildkit`: BuildKit's variant (cache and secret mounts), as a BuildKit build uses."""
     from builder.render import render as render_spec
 
     resolved = spec if isinstance(spec, ResolvedSpec) else resolve(spec, base_dir=base_dir)
-    return render_spec(resolved, None, settings)
+    return render_spec(resolved, None, settings, buildkit=buildkit)
 
 
 def build(

@@ -90,6 +90,10 @@ def write_constraints(target: str, roots: list[str]) -> None:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(target, "w", encoding="utf-8") as fh:
         fh.write(CONSTRAINTS_HEADER + "".join(line + "\n" for line in lines))
+    # a fixed time, as layersplit gives the venv: the same pins make the same layer, so a
+    # teammate does not download it again after an unrelated change
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or 315532800)  # layersplit.DEFAULT_EPOCH
+    os.utime(target, (epoch, epoch))
 
 
 def main(argv: list[str]) -> int:

@@ -82,7 +82,7 @@ def plan_slots(
     slots[FRAMEWORK_SLOT] = sorted(fw)
     rest = sorted(set(by_name) - fw - named)
     big = sorted((n for n in rest if by_name[n].size >= large), key=lambda n: (n not in closure, n))
-    for slot, n in zip(LARGE_SLOTS, big, strict=False):  # more than slots: the rest stay below
+    for slot, n in zip(LARGE_SLOTS, big):  # noqa: B905 (images run Python 3.9: no strict=); more than slots: the rest stay below
         slots[slot] = [n]
     placed = set(big[: len(LARGE_SLOTS)])
     for n in rest:
@@ -95,7 +95,7 @@ def plan_slots(
         else:
             slots[MORE_SLOT].append(n)
     big_named = sorted(n for n in named if by_name[n].size >= large)
-    for slot, n in zip(RECIPE_LARGE_SLOTS, big_named, strict=False):
+    for slot, n in zip(RECIPE_LARGE_SLOTS, big_named):  # noqa: B905 (Python 3.9 in images)
         slots[slot] = [n]
     slots[RECIPE_SLOT] = sorted(named - set(big_named[: len(RECIPE_LARGE_SLOTS)]))
     return slots

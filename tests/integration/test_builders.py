@@ -10,6 +10,7 @@ through their own fixtures; --cache-from has its own module (test_warm_cache_fro
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -98,7 +99,10 @@ def test_a_failing_step_is_reported_the_same_by_both_builders(
                            bookworm_base, "--builder", builder],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]
-    error = done.stderr[done.stderr.index("error: ") :]
+    # mlbuild's own error line starts a line; the step's streamed output may hold uv's "error:"
+    found = re.search(r"^error: ", done.stderr, re.M)
+    assert found, done.stderr[-2000:]
+    error = done.stderr[found.start() :]
     assert "Traceback" not in done.stderr
     first = error.splitlines()[0]
     assert first.startswith("error: build failed at ") and "requirements.txt" in first, first  # the step, named

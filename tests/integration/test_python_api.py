@@ -42,7 +42,9 @@ def api_build(engine, settings, bookworm_base, sklearn_build) -> Iterator[Any]: 
         engine.remove_image(ref, force=True)
 
 
-def test_build_from_a_mapping_returns_image_tags_size_and_smoke_report(engine, api_build, sklearn_build) -> None:  # type: ignore[no-untyped-def]
+def test_build_from_a_mapping_returns_image_tags_size_and_smoke_report(  # type: ignore[no-untyped-def]
+    engine, settings, api_build, sklearn_build
+) -> None:
     result, said = api_build
     assert result.tags[0] == "mlbuild/sklearn-cpu-api:sklearn1.5.2-py3.11-cpu" and not result.up_to_date
     assert all(engine.image_id(tag) == result.image_id for tag in result.tags)
@@ -53,7 +55,7 @@ def test_build_from_a_mapping_returns_image_tags_size_and_smoke_report(engine, a
     assert any(line.startswith("smoke test of sha256:") for line in said)
     # the builder auto chose (BuildKit where a CLI drives it) is named on the image
     kit = engine.labels(result.image_id).get("org.mlbuild.builder") == "buildkit"
-    assert result.dockerfile == builder.render(result.spec, buildkit=kit)
+    assert result.dockerfile == builder.render(result.spec, settings=settings, buildkit=kit)
 
 
 def test_the_image_carries_its_constraints(engine, sklearn_build) -> None:  # type: ignore[no-untyped-def]

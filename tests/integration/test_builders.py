@@ -106,5 +106,5 @@ def test_a_failing_step_is_reported_the_same_by_both_builders(
     assert "Traceback" not in done.stderr
     first = error.splitlines()[0]
     assert first.startswith("error: build failed at ") and "requirements.txt" in first, first  # the step, named
-    assert "No matching distribution found for mlbuild-no-such-package==0.0.1" in error  # its own last lines
+    assert "mlbuild-no-such-package" in error.split("\n", 1)[1]  # the installer's own last lines name it
     assert "hint: the lines above are the failing step's last output" in error

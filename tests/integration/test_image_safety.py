@@ -49,6 +49,13 @@ def test_no_setuid_file_added(sklearn_build: Any, engine: Any) -> None:
     assert image <= set(run.stdout.split()), image - set(run.stdout.split())
 
 
+def seen_inside(engine: Any, image: str, script: str) -> dict[str, Any]:
+    """What a Python script run as root in the image prints as its last line (JSON)."""
+    run = engine.run(image, ["python", "-c", script], user="0")
+    found: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return found
+
+
 def test_no_ca_bundle_or_build_tools_in_the_final_image(sklearn_build: Any, engine: Any) -> None:
     script = (
         "import os, shutil, json\n"
@@ -57,8 +64,7 @@ def test_no_ca_bundle_or_build_tools_in_the_final_image(sklearn_build: Any, engi
         " 'tools': [t for t in ('gcc', 'cc', 'make', 'g++', 'git') if shutil.which(t)],"
         " 'pip_cache': os.path.exists('/root/.cache/pip')}))\n"
     )
-    run = engine.run(sklearn_build.image_id, ["python", "-c", script], user="0")
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = seen_inside(engine, sklearn_build.image_id, script)
     assert seen == {"build": False, "pipconf": None, "tools": [], "pip_cache": False}
     # No layer holds the builder stage's settings folder (the site CA bundle and pip.conf);
     # test_secrets.py checks the same with a canary inside the CA bundle.
@@ -83,8 +89,7 @@ def test_nothing_of_uv_in_the_final_image(sklearn_build: Any, engine: Any) -> No
         " 'installer': sorted({open(p).read().strip() for p in glob.glob(sys.prefix + '/lib/python*/site-packages/"
         "*.dist-info/INSTALLER')})}))\n"
     )
-    run = engine.run(sklearn_build.image_id, ["python", "-c", script], user="0")
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = seen_inside(engine, sklearn_build.image_id, script)
     # uv installed the packages (their INSTALLER says so) and left nothing of itself
     assert "uv" in seen.pop("installer"), seen
     assert seen == {"uv": None, "target": False, "caches": [], "in_venv": []}, seen

@@ -224,7 +224,12 @@ def normalise(root: str, epoch: int) -> None:
     os.utime(root, (epoch, epoch))
 
 
-def split(venv: str, out: str, framework: set[str], recipe: set[str], epoch: int) -> dict[str, list[str]]:
+def split(
+    venv: str, out: str, framework: set[str], recipe: set[str], epoch: int, files: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """`files`: other files of the builder stage (absolute path -> slot) that go with a slot,
+    normalised with it: a file the final stage copied on its own would be a layer of its own
+    whose folder times change with every build."""
     venv = os.path.realpath(venv)
     dists = read_dists(venv)
     slots = plan_slots(dists, framework, recipe)
@@ -242,6 +247,8 @@ def split(venv: str, out: str, framework: set[str], recipe: set[str], epoch: int
         _move(path, os.path.join(out, slot_of.get(dist, VENV_SLOT)))
     for folder in sorted(empty):
         _ensure_dir(os.path.join(out, VENV_SLOT), folder)
+    for path, slot in sorted((files or {}).items()):
+        _move(path, os.path.join(out, slot))
     for slot in SLOTS:
         root = os.path.join(out, slot)
         manifest = os.path.join(root, MANIFEST_DIR)
@@ -268,6 +275,7 @@ def main(argv: list[str]) -> int:
         {normalize(n) for n in plan.get("framework", [])},
         {normalize(n) for n in plan.get("recipe", [])},
         epoch,
+        plan.get("files", {}),
     )
     for slot in SLOTS:
         print(f"{slot}: {' '.join(slots[slot]) or '-'}")

@@ -503,7 +503,8 @@ def write_context(
 
 
 def layer_plan(spec: ResolvedSpec) -> dict[str, object]:
-    """What layersplit.py needs to know: the framework's names and the recipe's own."""
+    """What layersplit.py needs to know: the framework's names and the recipe's own; the
+    image's constraints pin the framework, so they travel in its slot."""
     framework = [spec.framework_requirement, *spec.companions] if spec.framework_requirement else []
     recipe = [*spec.requirements, *(pin for pin, _ in spec.hashed_requirements), *spec.build_packages]
     names = layersplit.requirement_name
@@ -512,6 +513,7 @@ def layer_plan(spec: ResolvedSpec) -> dict[str, object]:
         "out": layersplit.OUT,
         "framework": sorted({n for n in map(names, framework) if n}),
         "recipe": sorted({n for n in map(names, recipe) if n}),
+        "files": {IMAGE_CONSTRAINTS: layersplit.FRAMEWORK_SLOT},
     }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from builder import layersplit
 from builder.errors import RecipeError
 from builder.imagesetup import CONSTRAINTS_HEADER, pinned_with_framework
 from builder.recipe import parse_recipe
@@ -97,10 +98,25 @@ def test_only_the_final_image_sets_the_constraints_after_mlbuilds_own_steps(gold
     *earlier, final = text.split("\nFROM ")
     assert not any("PIP_CONSTRAINT" in stage for stage in earlier)  # the builder's and devel's pip: untouched
     env = f"ENV PIP_CONSTRAINT={IMAGE_CONSTRAINTS} UV_CONSTRAINT={IMAGE_CONSTRAINTS}"
-    assert final.count(env) == 1 and f"COPY --from=builder {IMAGE_CONSTRAINTS} /opt/mlbuild/" in final
-    assert "RUN " not in final.split(env)[1]  # no mlbuild step runs under them
+    assert final.count(env) == 1 and "RUN " not in final.split(env)[1]  # no mlbuild step runs under them
     builder = earlier[-1]
     assert f'"constraints", "{IMAGE_CONSTRAINTS}"' in builder
+    # written before the venv is split: it travels in the framework's layer slot, not a layer of its own
+    assert builder.index(f'"constraints", "{IMAGE_CONSTRAINTS}"') < builder.index("layersplit.py")
+    assert f"{layersplit.OUT}/{layersplit.FRAMEWORK_SLOT}/ /" in final and f"COPY --from=builder {IMAGE_CONSTRAINTS}" not in final
+
+
+def test_the_plan_puts_the_constraints_in_the_framework_slot(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    extra = tmp_path / "opt" / "mlbuild" / "constraints.txt"
+    extra.parent.mkdir(parents=True)
+    extra.write_text("torch===2.5.1\n")
+    out = tmp_path / "layers"
+    layersplit.split(str(venv), str(out), set(), set(), 315532800, {str(extra): layersplit.FRAMEWORK_SLOT})
+    moved = out / layersplit.FRAMEWORK_SLOT / str(extra).lstrip("/")
+    assert moved.read_text() == "torch===2.5.1\n" and not extra.exists()
+    assert moved.stat().st_mtime == 315532800 and moved.parent.stat().st_mtime == 315532800
 
 
 def test_pinned_names_are_the_framework_and_its_companions() -> None:

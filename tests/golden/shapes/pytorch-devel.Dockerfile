@@ -66,7 +66,6 @@ COPY --from=builder /opt/mlbuild-layers/10-recipe-large-1/ /
 COPY --from=builder /opt/mlbuild-layers/11-recipe-large-2/ /
 COPY --from=builder /opt/mlbuild-layers/12-recipe/ /
 COPY mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py /opt/mlbuild/
-COPY --from=builder /opt/mlbuild/constraints.txt /opt/mlbuild/
 RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "10001", "/home/mlbuild"]
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
 # pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.

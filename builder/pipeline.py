@@ -45,7 +45,7 @@ from builder.refs import split_tag
 from builder.render import render, write_context
 from builder.resolve import resolve, resolve_platforms
 from builder.settings import BUILDERS, BuildSettings, redact
-from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
+from builder.smoke import SmokeReport, detect_host, emulation, refuse_required_on_cpu, smoke_on
 from builder.spec import ResolvedSpec
 from builder.wheelhouse import missing
 
@@ -301,26 +301,14 @@ def _smoke(
     emulated = emulation(smoke_engine or engine, spec)
     if emulated:
         say(f"smoke test {emulated}")
-    gpu_mode = "off" if emulated else opts.gpu_mode or spec.smoke_gpu
-    report = smoke_on(engine, image_id, spec, gpu_mode, opts.gpu_access, smoke_engine=smoke_engine)
-    if emulated and spec.is_gpu:
-        report = dataclasses.replace(report, gpu_status="not-run", gpu_reason=emulated)
+    report = smoke_on(engine, image_id, spec, opts.gpu_mode or spec.smoke_gpu, opts.gpu_access,
+                      smoke_engine=smoke_engine)  # fmt: skip
     if not report.passed:
         raise report.error(
             f"smoke test{where} failed for image {image_id[:19]} (left untagged)",
             hint=f"inspect it with: docker run --rm -it {image_id[7:19]} sh",
         )
     return report
-
-
-def emulation(engine: Engine, spec: ResolvedSpec) -> str:
-    """'' when the engine runs the image's platform natively, else what that means for the
-    smoke test: it runs under QEMU user emulation, which has no GPUs, so CPU checks only."""
-    arch = platform_named(spec.platform).architecture
-    engine_arch = str(engine.version().get("Arch") or DEFAULT_PLATFORM.architecture)
-    if engine_arch == arch:
-        return ""
-    return f"under emulation: {spec.platform} on a {engine_arch} engine (QEMU), CPU checks only"
 
 
 def with_wheelhouse(settings: BuildSettings, recipe: Recipe, spec: ResolvedSpec) -> BuildSettings:

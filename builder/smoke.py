@@ -4,6 +4,7 @@ what the probe saw to the image's resolved spec with a pure `check()`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -16,6 +17,7 @@ from builder import gpu as gpu_mod
 from builder.engine_api import Engine, RunResult
 from builder.errors import SmokeFailed
 from builder.fileio import write_atomic
+from builder.platforms import DEFAULT_PLATFORM, platform_named
 from builder.probe import build_verdict
 from builder.spec import PROBE_PATH, VENV, ResolvedSpec
 
@@ -203,6 +205,35 @@ def smoke_on(
 ) -> SmokeReport:
     """`smoke` on the engine that has the image, or, with `smoke_engine` (--gpu-host), on
     another engine: the image is copied there (docker save | docker load) and tested there.
+    An image of another architecture runs under QEMU, which has no GPUs: CPU checks only."""
+    emulated = emulation(smoke_engine or engine, spec)
+    report = _smoke_where(engine, image_id, spec, "off" if emulated else gpu_mode, access_mode,
+                          smoke_engine=smoke_engine)  # fmt: skip
+    if emulated and spec.is_gpu:
+        report = dataclasses.replace(report, gpu_status="not-run", gpu_reason=emulated)
+    return report
+
+
+def emulation(engine: Engine, spec: ResolvedSpec) -> str:
+    """'' when the engine runs the image's platform natively, else what that means for the
+    smoke test: it runs under QEMU user emulation, which has no GPUs, so CPU checks only."""
+    arch = platform_named(spec.platform).architecture
+    engine_arch = str(engine.version().get("Arch") or DEFAULT_PLATFORM.architecture)
+    if engine_arch == arch:
+        return ""
+    return f"under emulation: {spec.platform} on a {engine_arch} engine (QEMU), CPU checks only"
+
+
+def _smoke_where(
+    engine: Engine,
+    image_id: str,
+    spec: ResolvedSpec,
+    gpu_mode: str = "auto",
+    access_mode: str | None = None,
+    *,
+    smoke_engine: Engine | None = None,
+) -> SmokeReport:
+    """`smoke` on the engine that has the image, or on `smoke_engine`, where it is copied.
 
     The GPUs of a remote engine cannot be looked at from here, so a GPU image is handed over
     with the NVIDIA container toolkit (what GPU hosts run) unless `access_mode` says otherwise;

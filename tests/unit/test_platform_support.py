@@ -18,7 +18,7 @@ from builder.commands.many import github_matrix
 from builder.errors import EngineError, RecipeError, RegistryError, ResolveError, UsageError
 from builder.labels import BASE_SUITE_LABEL, CONTENT_LABEL, SPEC_LABEL
 from builder.matrix import MatrixDataError, data_dir, load_matrix
-from builder.pipeline import emulation, local_tags
+from builder.pipeline import local_tags
 from builder.platformdata import read_platforms
 from builder.pull import pull_recorded
 from builder.recipe import GpuFleet, Recipe, load_recipe, parse_recipe
@@ -26,6 +26,7 @@ from builder.records import ImageRecord, PlatformImage, read_record, record_path
 from builder.registry import RegistryClient, RemoteManifest
 from builder.resolve import resolve, resolve_platforms
 from builder.settings import load_settings
+from builder.smoke import emulation
 from builder.variants import plan
 
 ARM = "linux/arm64"
@@ -370,3 +371,16 @@ def test_pull_platform_of_a_single_platform_record_must_be_its_own(tmp_path: Pat
     write_record(record_path(recipe), dataclasses.replace(rec, platforms=()))
     with pytest.raises(UsageError, match=f"--platform {ARM}: the record of .* names one image, for linux/amd64"):
         pull_recorded(engine, recipe, platform=ARM)
+
+
+def test_an_up_to_date_image_of_another_architecture_is_smoke_tested_emulated_before_a_push() -> None:
+    from builder.publish import require_smoke
+
+    engine = FakeEngine()
+    engine.version = lambda: {"Arch": "amd64"}  # type: ignore[method-assign]
+    spec = _arm_spec()
+    image = engine.add_image("mlbuild/demo:x-arm64", {SPEC_LABEL: spec.to_json(), CONTENT_LABEL: "spec-1"})
+    said: list[str] = []
+    report = require_smoke(engine, image, gpu_mode="auto", say=said.append)
+    assert report.passed
+    assert said[1] == "smoke test under emulation: linux/arm64 on a amd64 engine (QEMU), CPU checks only"

@@ -8,6 +8,7 @@ mode, owner, size, content sha256 (or link target) and mtime.
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,8 +207,23 @@ def _diff_entries(a: dict[str, FileEntry], b: dict[str, FileEntry]) -> list[str]
                 for name in ("kind", "mode", "uid", "gid", "size", "digest", "mtime")
                 if getattr(ea, name) != getattr(eb, name)
             ]
-            out.append(f"~ {path} ({', '.join('content' if w == 'digest' else w for w in what)})")
+            out.append(f"~ {path} ({', '.join(_changed(w, ea, eb) for w in what)})")
     return out
+
+
+def _changed(field: str, a: FileEntry, b: FileEntry) -> str:
+    """One changed field, with both values where they are short (times, modes, owners)."""
+    if field == "digest":
+        return "content"
+    if field == "mtime":
+        return f"mtime {_when(a.mtime)} vs {_when(b.mtime)}"
+    if field == "mode":
+        return f"mode {a.mode:o} vs {b.mode:o}"
+    return f"{field} {getattr(a, field)} vs {getattr(b, field)}"
+
+
+def _when(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _diff_packages(a: list[sbom.Package], b: list[sbom.Package]) -> list[str]:

@@ -102,6 +102,7 @@ class Plan:
     install_project: str = ""  # the requirements: file's hashed pins (a uv.lock ...), by hash
     project_files: str = ""
     builder_env: str = ""
+    epoch_arg: str = ""  # locked: the lock's epoch keys every cached step of the other stages
     compile_command: str = ""
     mlbuild_files: str = MLBUILD_FILES
     uv_stage: str = ""  # FROM <uv image> AS uv, for standalone Pythons
@@ -380,6 +381,7 @@ def _locked(p: Plan, spec: ResolvedSpec, pins: Pins, settings: BuildSettings) ->
         packages_files="mlbuild/locked-packages.txt",
         project_files="mlbuild/locked-project.txt",
         builder_env=f"ENV SOURCE_DATE_EPOCH={pins.epoch}",
+        epoch_arg=f"ARG SOURCE_DATE_EPOCH={pins.epoch}",
         compile_command=exec_form([f"{VENV}/bin/python", "-c", COMPILE, VENV]),
         mlbuild_files=MLBUILD_FILES + " mlbuild/lock.json",
     )  # fmt: skip

@@ -240,7 +240,9 @@ def test_locked_render_pins_everything() -> None:
     assert '"--require-hashes"' in text and '"--no-deps"' in text and "CHECKED_HASH" in text
     assert f'"org.mlbuild.lock"="{lock.digest()}"' in text
     assert "SOURCE_DATE_EPOCH=1700000000" in text.split("\nFROM ")[0] + text.split("\nFROM ")[1]
-    assert "SOURCE_DATE_EPOCH" not in text.split("\nFROM ")[-1]  # never in the image's ENV
+    final = text.split("\nFROM ")[-1]
+    assert "ENV SOURCE_DATE_EPOCH" not in final  # never in the image's ENV ...
+    assert "ARG SOURCE_DATE_EPOCH=1700000000\nRUN apt-get" in final  # ... but it keys the cached steps
     assert render(spec) != text
 
 

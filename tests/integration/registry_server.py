@@ -268,11 +268,19 @@ def manifest_layers(host: str, repo: str, tag: str) -> list[tuple[str, int]]:
 def pull_seen(engine: Any, ref: str) -> tuple[set[str], float]:
     """Pull ref on `engine`; returns the short IDs (12 hex digits) of the layers the engine
     said it already had, and the pull's seconds."""
+    start = time.perf_counter()
+    seen = pull_statuses(engine, ref)
+    return {k for k, v in seen.items() if "Already exists" in v}, time.perf_counter() - start
+
+
+def pull_statuses(engine: Any, ref: str) -> dict[str, set[str]]:
+    """Pull ref on `engine`; returns what the engine said of each layer it named (short ID ->
+    statuses: "Already exists", "Downloading", "Pull complete"...). A layer of the image the
+    engine does not name at all (the empty layer, once it has it) was not fetched either."""
     seen: dict[str, set[str]] = {}
 
     def on_progress(ev: Any) -> None:
         seen.setdefault(ev.layer, set()).add(ev.status)
 
-    start = time.perf_counter()
     engine.pull_ref(ref, on_progress=on_progress)
-    return {k for k, v in seen.items() if "Already exists" in v}, time.perf_counter() - start
+    return seen

@@ -31,6 +31,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rs.Registry]:
     reg.stop()
 
 
+def _remove_with_children(engine, image_id: str) -> None:  # type: ignore[no-untyped-def]
+    """The image gone from the engine: every name of it (other tests gave it some too: a
+    registry's, a pull's) and the images a classic `docker build FROM` it made, whose parent
+    it is (an untagged parent stays while a child lives)."""
+    for child in engine.client.images.list(all=True):
+        if child.attrs.get("Parent") == image_id:
+            _remove_with_children(engine, child.id)
+    for ref in engine.inspect(image_id).get("RepoTags") or []:
+        engine.remove_image(ref, force=True)
+    engine.remove_image(image_id, force=True)
+
+
 def test_a_pushed_image_seeds_a_build_on_an_engine_without_cache(  # type: ignore[no-untyped-def]
     engine, bookworm_base, settings, sklearn_build, registry
 ) -> None:
@@ -43,8 +55,7 @@ def test_a_pushed_image_seeds_a_build_on_an_engine_without_cache(  # type: ignor
     engine.push(seeded, "cache")
     layers = engine.inspect(first.image_id)["RootFS"]["Layers"]
     # A runner without local cache: no image of the recipe, no BuildKit cache (cache mounts too).
-    for ref in (*first.tags, f"{seeded}:cache"):
-        engine.remove_image(ref, force=True)
+    _remove_with_children(engine, first.image_id)
     assert engine.image_id(first.image_id) is None
     pruned = subprocess.run([tool("docker"), "builder", "prune", "-af"], capture_output=True, text=True, timeout=300)
     assert pruned.returncode == 0, pruned.stderr

@@ -13,8 +13,9 @@ v2; then drops v2 and pulls v3. For each change:
   downloaded        compressed bytes of the layers the teammate did not have (the registry's
                     manifest sizes of the layers its engine did not report "Already exists");
   changed dists     the distributions whose name==version differs between the images, their
-                    installed files (RECORD) as one gzip-compressed tar (level 6, as a push
-                    compresses), made inside the new image: the physical limit;
+                    installed files (RECORD, and the .pyc of its .py files, which uv does not
+                    list) as one gzip-compressed tar (level 6, as a push compresses), made
+                    inside the new image: the physical limit;
   ratios            downloaded / changed dists (goal: <= 1.1 plus a few MB of metadata layers)
                     and downloaded / the whole image (compressed); new layer bytes / image bytes
                     (uncompressed, the engine's sizes; done when <= 5% for the added package).
@@ -70,7 +71,7 @@ CASES = {
 # Run inside an image: with names, a gzip tar of those distributions' files (its size is printed);
 # without, every distribution as name==version.
 IN_IMAGE = r"""
-import gzip, importlib.metadata as md, io, json, os, re, sys, tarfile
+import gzip, importlib.metadata as md, importlib.util as iu, io, json, os, re, sys, tarfile
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 names = set(sys.argv[1:])
 if not names:
@@ -80,8 +81,10 @@ buf = io.BytesIO()
 with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
     for d in md.distributions():
         if norm(d.metadata["Name"]) in names:
-            for f in sorted(d.files or [], key=str):
-                p = str(f.locate())
+            paths = {str(f.locate()) for f in d.files or []}
+            # the bytecode the installer compiled: pip lists it in RECORD, uv does not
+            paths |= {iu.cache_from_source(p) for p in paths if p.endswith(".py")}
+            for p in sorted(paths):
                 if os.path.isfile(p) or os.path.islink(p):
                     tar.add(p, recursive=False)
 print(len(buf.getvalue()))

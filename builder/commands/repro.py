@@ -109,6 +109,11 @@ def lock_cmd(
     help="With an IMAGE: its recipe (the lock beside it is used).",
 )
 @click.option("--network", metavar="MODE", help="Network for build steps.")
+@click.option(
+    "--platform",
+    metavar="OS/ARCH",
+    help="Which of the lock's platforms to rebuild (default: the image's own, else the recipe's first).",
+)
 @settings_options
 @click.option("-q", "--quiet", is_flag=True)
 @json_option
@@ -117,6 +122,7 @@ def verify_cmd(
     target: str,
     recipe: Path | None,
     network: str | None,
+    platform: str | None,
     ca_bundle: str | None,
     index_url: str | None,
     extra_index_urls: tuple[str, ...],
@@ -127,7 +133,8 @@ def verify_cmd(
 
     TARGET is a recipe (compared with the newest image built from its lock) or an image
     (give --recipe when its recipe is not in this folder). Exit 1 on a mismatch, naming the
-    layers and files that differ.
+    layers and files that differ. A lock of several platforms has one entry per platform:
+    `--platform linux/arm64` verifies that one (an image target: its own platform).
     """
     from builder.engine import Engine
     from builder.errors import UsageError
@@ -149,7 +156,8 @@ def verify_cmd(
                 raise UsageError(f"cannot find the recipe of {target}", hint="give --recipe RECIPE")
             recipe = guess
     settings = load_settings(ca_bundle=ca_bundle, index_url=index_url, extra_index_urls=extra_index_urls)
-    result = verify(engine, recipe, settings=settings, reference=reference, network=network, say=out.say)
+    result = verify(engine, recipe, settings=settings, reference=reference, network=network, platform=platform,
+                    say=out.say)  # fmt: skip
     doc = {
         "identical": result.identical,
         "reference": result.reference_id,

@@ -384,3 +384,32 @@ def test_an_up_to_date_image_of_another_architecture_is_smoke_tested_emulated_be
     report = require_smoke(engine, image, gpu_mode="auto", say=said.append)
     assert report.passed
     assert said[1] == "smoke test under emulation: linux/arm64 on a amd64 engine (QEMU), CPU checks only"
+
+
+def test_verify_rebuilds_the_platform_of_the_image_it_compares_with(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import types
+
+    from builder import verify as verify_mod
+
+    engine = FakeEngine()
+    spec = _arm_spec()
+    image = engine.add_image("mlbuild/demo:x-arm64", {SPEC_LABEL: spec.to_json(), CONTENT_LABEL: "spec-1"})
+    asked: list[str | None] = []
+    lock = types.SimpleNamespace(for_platform=lambda p: asked.append(p) or lock, digest=lambda: "sha256:1")
+    monkeypatch.setattr(verify_mod, "read_lock", lambda _path: lock)
+    built: list[Any] = []
+
+    def fake_build(_recipe: Path, **kw: Any) -> Any:
+        built.append(kw["options"])
+        return types.SimpleNamespace(image_id=image)
+
+    monkeypatch.setattr(verify_mod, "build", fake_build)
+    said: list[str] = []
+    done = verify_mod.verify(engine, tmp_path / "r.yaml", settings=load_settings(), reference=image, say=said.append)
+    assert asked == [ARM] and built[0].platform == ARM and built[0].locked and built[0].nocache
+    assert done.identical and said[0].endswith(f", for {ARM}")
+    asked.clear()
+    verify_mod.verify(engine, tmp_path / "r.yaml", settings=load_settings(), reference=image, platform="linux/amd64")
+    assert asked == ["linux/amd64"]  # asked for: that platform's entry of the lock

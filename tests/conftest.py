@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BASE_TAG = os.environ.get("MLBUILD_TEST_BASE", "mlbuild-test/debian:bookworm")
 QUICKSTART_BASE = "mlbuild/debian:bookworm"
+ARM_BASE = "mlbuild-test/debian:bookworm-arm64"
 
 
 MAY_SKIP = ("gpu", "slow")
@@ -85,6 +86,29 @@ def bookworm_base(engine) -> str:  # type: ignore[no-untyped-def]
 
     bootstrap(engine, "bookworm", BASE_TAG, None, say=lambda _: None)
     return BASE_TAG
+
+
+@pytest.fixture(scope="session")
+def arm64_base(engine) -> str:  # type: ignore[no-untyped-def]
+    """A Debian bookworm arm64 base made by `mlbuild base bootstrap --arch arm64` (once per machine)."""
+    import time
+
+    from required_tools import root, tool
+
+    tool("qemu-aarch64-static")  # arm64 programs run under QEMU here (scripts/setup-host.sh)
+    found = engine.image_id(ARM_BASE)
+    if found and engine.inspect(found).get("Architecture") == "arm64":
+        return ARM_BASE
+    if found:  # left by an older mlbuild that imported it as the engine's architecture
+        engine.remove_image(ARM_BASE, force=True)
+    root("debootstrap")
+    tool("debootstrap")
+    from builder.base import bootstrap
+
+    started = time.monotonic()
+    made = bootstrap(engine, "bookworm", ARM_BASE, None, say=lambda _: None, arch="arm64")
+    print(f"arm64 bootstrap: {time.monotonic() - started:.0f} s, {made['size_bytes'] / 1e6:.0f} MB")
+    return ARM_BASE
 
 
 @pytest.fixture(scope="session")

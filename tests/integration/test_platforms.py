@@ -24,10 +24,9 @@ from typing import Any
 
 import pytest
 import registry_server as rs  # this folder is on sys.path (pytest's default import mode)
-from required_tools import root, tool
+from required_tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
-ARM_BASE = "mlbuild-test/debian:bookworm-arm64"
 DOCKER = "/usr/bin/docker"  # the Debian 20.10 CLI: pull --platform, run --platform
 
 
@@ -37,25 +36,6 @@ def _multi_recipe(folder: Path) -> Path:
     path = folder / "sklearn-cpu.yaml"
     path.write_text(text + "platforms: [linux/amd64, linux/arm64]\n")
     return path
-
-
-@pytest.fixture(scope="session")
-def arm64_base(engine: Any) -> str:
-    """A Debian bookworm arm64 base made by `mlbuild base bootstrap --arch arm64` (once per machine)."""
-    tool("qemu-aarch64-static")  # arm64 programs run under QEMU here (scripts/setup-host.sh)
-    found = engine.image_id(ARM_BASE)
-    if found and engine.inspect(found).get("Architecture") == "arm64":
-        return ARM_BASE
-    if found:  # left by an older mlbuild that imported it as the engine's architecture
-        engine.remove_image(ARM_BASE, force=True)
-    root("debootstrap")
-    tool("debootstrap")
-    from builder.base import bootstrap
-
-    started = time.monotonic()
-    made = bootstrap(engine, "bookworm", ARM_BASE, None, say=lambda _: None, arch="arm64")
-    print(f"arm64 bootstrap: {time.monotonic() - started:.0f} s, {made['size_bytes'] / 1e6:.0f} MB")
-    return ARM_BASE
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import registry_server as rs  # this folder is on sys.path (pytest's default import mode)
 import yaml
 from required_tools import tool
 
@@ -58,6 +59,33 @@ def test_build_from_a_mapping_returns_image_tags_size_and_smoke_report(  # type:
     assert result.dockerfile == builder.render(result.spec, settings=settings, buildkit=kit)
 
 
+def test_push_sends_the_tested_image_to_a_registry_and_records_it(  # type: ignore[no-untyped-def]
+    engine, api_build, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    result, _ = api_build
+    reg = rs.start_registry(tmp_path_factory.mktemp("api-registry"))
+    try:
+        folder = tmp_path_factory.mktemp("api-record")
+        recipe = folder / "sklearn-cpu-api.yaml"
+        recipe.write_text((RECIPES / "sklearn-cpu.yaml").read_text().replace("sklearn-cpu", "sklearn-cpu-api"))
+        said: list[str] = []
+        published = builder.push(result.image_id, to=f"{reg.host}/team/api", recipe=recipe, engine=engine,
+                                 say=said.append)  # fmt: skip
+        assert any(line.startswith("smoke test of") for line in said)  # tested again before it is shared
+        pushed = published.pushed[0]
+        assert pushed.repository == f"{reg.host}/team/api" and result.content_tag in pushed.tags
+        layers = rs.manifest_layers(reg.host, "team/api", result.content_tag)
+        assert [d for d, _ in layers][-1:] and len(layers) == len(engine.inspect(result.image_id)["RootFS"]["Layers"])
+        record = json.loads(Path(str(published.record)).read_text())
+        assert record["digest"] == pushed.digest and record["content_tag"] == result.content_tag
+        with pytest.raises(builder.UsageError):  # not an mlbuild image: refused, nothing pushed
+            builder.push(engine.client.images.get(result.base.ref).id, to=f"{reg.host}/team/api", engine=engine)
+    finally:
+        reg.stop()
+        for tag in result.tags:  # push_refs tags the image in the other repository too
+            engine.remove_image(tag.replace(result.spec.repository, f"{reg.host}/team/api"))
+
+
 def test_the_image_carries_its_constraints(engine, sklearn_build) -> None:  # type: ignore[no-untyped-def]
     run = engine.run(sklearn_build.image_id, ["sh", "-c", 'cat /opt/mlbuild/constraints.txt; echo "$PIP_CONSTRAINT"'])
     assert run.exit_code == 0, run.stderr
@@ -92,6 +120,18 @@ def test_a_derived_images_pip_cannot_replace_the_framework(tmp_path: Path, sklea
     assert built.returncode != 0, built.stdout
     out = built.stdout + built.stderr
     assert "The user requested scikit-learn==1.5.1" in out and f"The user requested (constraint) {FRAMEWORK_PIN}" in out
+
+
+def test_a_derived_images_uv_cannot_replace_the_framework_either(tmp_path: Path, sklearn_build, settings) -> None:  # type: ignore[no-untyped-def]
+    steps = [
+        "RUN pip install uv==0.13.9",  # not in the image: a teammate adds it
+        "ENV UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml SSL_CERT_FILE=/tmp/mlbuild-build/ca.crt UV_NO_CACHE=1",
+        "RUN uv pip install scikit-learn==1.5.1",  # into $VIRTUAL_ENV, under $UV_CONSTRAINT
+    ]
+    built = derived_build(tmp_path, sklearn_build.image_id, settings, steps)
+    assert built.returncode != 0, built.stdout
+    out = built.stdout + built.stderr
+    assert "scikit-learn==1.5.1" in out and "scikit-learn===1.5.2" in out and "unsatisfiable" in out, out[-2000:]
 
 
 def test_a_derived_image_installs_unrelated_packages(tmp_path: Path, engine, sklearn_build, settings) -> None:  # type: ignore[no-untyped-def]

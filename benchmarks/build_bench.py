@@ -1,7 +1,7 @@
 """Build benchmarks for mlbuild, every figure measured against a reference in the same run.
 
     python benchmarks/build_bench.py                 # everything (about 10 minutes)
-    python benchmarks/build_bench.py --skip share    # leave out a section (see below)
+    python benchmarks/build_bench.py --skip naive    # leave out a section (see below)
     python benchmarks/build_bench.py --docs benchmarks/results/2026-05-10.json   # docs only
 
 Sections (each prints ratios; all land in benchmarks/results/<date>.json, docs/benchmarks.md and
@@ -19,10 +19,6 @@ the README's table):
            build;
   rebuild  no-op rebuild and one-package-changed rebuild against a plain `docker build` of the
            same rendered context with a warm cache;
-  share    bytes a teammate's engine downloads for the one-package-changed image against the
-           whole image (Debian's docker-registry on 127.0.0.1, a second dockerd:
-           tests/integration/registry_server.py); against the changed distributions' own
-           bytes, and for an added package too: benchmarks/layer_share.py;
   cli      `mlbuild --help`, `mlbuild resolve`, `mlbuild render` against `python -c pass`.
 
 Cold: the run makes its own base image, the given base plus one small file and a LABEL naming
@@ -64,7 +60,7 @@ from baselines import breakdown, expert_context, host_uv_floor, step_times
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs" / "benchmarks.md"
-SECTIONS = ("cold", "naive", "floor", "added", "rebuild", "share", "cli")
+SECTIONS = ("cold", "naive", "floor", "added", "rebuild", "cli")  # sharing: benchmarks/layer_share.py
 BUILDERS = ("classic", "buildkit")
 # how a cold build's seconds are shown: the big parts first (baselines.breakdown)
 BREAKDOWN_ORDER = ("apt", "install", "compile", "copy_venv", "other_steps", "before_first_step")
@@ -491,72 +487,6 @@ def section_rebuild(
     }
 
 
-def section_share(run: Run, original: str, changed: str, work: Path) -> dict[str, Any]:
-    """Push the original and the changed image; the teammate pulls one, then the other."""
-    sys.path[:0] = [str(ROOT / "tests" / "integration"), str(ROOT / "tests")]  # registry_server, required_tools
-    from registry_server import manifest_layers, start_registry, start_teammate
-
-    from builder.engine import Engine
-
-    if os.geteuid() != 0:
-        return {"skipped": "needs root: the teammate engine makes a network bridge"}
-    if not shutil.which("docker-registry"):
-        return {"skipped": "docker-registry is not installed (apt-get install docker-registry)"}
-    registry = start_registry(work / "registry")
-    teammate = None
-    try:
-        teammate = start_teammate(Path(tempfile.mkdtemp(prefix="mlbuild-bench-teammate-")))
-        repo = f"{registry.host}/bench/{run.run_id}"
-        refs = {}
-        for name, image in (("v1", original), ("v2", changed)):
-            ref = f"{repo}:{name}"
-            sh(["docker", "tag", image, ref])
-            log(f"push {name} to the local registry")
-            refs[name] = (ref, timed(["docker", "push", ref])[0])
-        mate = Engine.connect(base_url=teammate.base_url)
-        out: dict[str, Any] = {}
-        for name in ("v1", "v2"):
-            log(f"teammate pulls {name}")
-            seen: dict[str, set[str]] = {}
-            totals: dict[str, int] = {}
-
-            def on_progress(ev: Any, seen: dict[str, set[str]] = seen, totals: dict[str, int] = totals) -> None:
-                seen.setdefault(ev.layer, set()).add(ev.status)
-                if ev.total:
-                    totals[ev.layer] = max(totals.get(ev.layer, 0), int(ev.total))
-
-            start = time.perf_counter()
-            mate.pull_ref(refs[name][0], on_progress=on_progress)
-            pull_s = time.perf_counter() - start
-            layers = manifest_layers(registry.host, f"bench/{run.run_id}", name)
-            existed = {k for k, v in seen.items() if "Already exists" in v}
-            downloaded = sum(size for digest, size in layers if digest[7:19] not in existed)
-            out[name] = {
-                "push_seconds": round(refs[name][1], 1),
-                "pull_seconds": round(pull_s, 1),
-                "layers": len(layers),
-                "compressed_bytes": sum(s for _, s in layers),
-                "downloaded_bytes": downloaded,
-                "layers_already_there": len(existed),
-                "progress_total_bytes": sum(totals.values()),
-            }
-        v1 = dict(manifest_layers(registry.host, f"bench/{run.run_id}", "v1"))
-        v2 = manifest_layers(registry.host, f"bench/{run.run_id}", "v2")
-        changed_bytes = sum(size for digest, size in v2 if digest not in v1)
-        out["changed_layers"] = sum(1 for digest, _ in v2 if digest not in v1)
-        out["changed_layer_bytes"] = changed_bytes
-        out["downloaded_vs_whole_image"] = ratio(out["v2"]["downloaded_bytes"], out["v2"]["compressed_bytes"])
-        out["changed_layer_sizes"] = [
-            {"created_by": h["CreatedBy"][-90:], "bytes": h["Size"]} for h in history(changed) if h["Size"]
-        ][:8]
-        for name in ("v1", "v2"):
-            sh(["docker", "rmi", refs[name][0]], check=False)
-        return out
-    finally:
-        if teammate:
-            teammate.stop()
-        registry.stop()
-        shutil.rmtree(work / "registry", ignore_errors=True)
 
 
 def history(image: str) -> list[dict[str, Any]]:
@@ -693,20 +623,6 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             f"mlbuild {r['changed_mlbuild_seconds']} s, docker build warm cache "
             f"{r['changed_docker_seconds']} s (ratio {r['changed_vs_docker']})",
         ]
-    s = doc.get("share")
-    if s and "skipped" not in s:
-        rows += [
-            f"teammate pull after one package changed: "
-            f"downloaded {mb(s['v2']['downloaded_bytes'])} of "
-            f"{mb(s['v2']['compressed_bytes'])} (compressed); "
-            f"changed layers {s['changed_layers']}, "
-            f"{mb(s['changed_layer_bytes'])}; downloaded/whole image {s['downloaded_vs_whole_image']} "
-            "(against the changed distributions: benchmarks/layer_share.py)",
-            f"first pull: {mb(s['v1']['downloaded_bytes'])} in {s['v1']['pull_seconds']} s; "
-            f"second pull {s['v2']['pull_seconds']} s",
-        ]
-    elif s:
-        rows.append(f"share: skipped ({s['skipped']})")
     c = doc.get("cli")
     if c:
         med = c["median_ms"]
@@ -761,11 +677,9 @@ def write_docs(doc: dict[str, Any], json_path: Path, target: Path = DOCS) -> Non
         "against `docker build` of the same rendered context, every layer cached.",
         "- **one package changed**: one pin changed; mlbuild and `docker build` each get a "
         "different change, so both start from the same warm cache.",
-        "- **teammate pull**: both images pushed to Debian's `docker-registry` on 127.0.0.1; a "
-        "second dockerd pulls the first, then the second. Downloaded = compressed size of the "
-        "layers it did not have; changed layers = layers of the second manifest not in the first. "
-        "Downloaded against the changed distributions' compressed files: `benchmarks/layer_share.py`, "
-        "whose figures the README shows.",
+        "- **teammate pull**: `benchmarks/layer_share.py`, whose figures the README shows: the bytes "
+        "a second engine downloads after one change against the changed distributions' compressed "
+        "files and against the whole image.",
         "- **CLI latency**: whole-process wall time, interleaved runs.",
         "",
     ]
@@ -849,10 +763,6 @@ def readme_table(doc: dict[str, Any], cuda: dict[str, Any] | None) -> list[str]:
         row("no-op rebuild", f"{r['noop_mlbuild_seconds']} s", warm, r["noop_vs_docker"], "≤ 1.0")
         row("one package changed", f"{r['changed_mlbuild_seconds']} s",
             f"`docker build`, warm cache, {r['changed_docker_seconds']} s", r["changed_vs_docker"])  # fmt: skip
-    s = doc.get("share")
-    if s and "skipped" not in s:
-        row("teammate pull after one change", mb(s["v2"]["downloaded_bytes"]),
-            f"the changed layers, {mb(s['changed_layer_bytes'])}", s["downloaded_vs_changed"])  # fmt: skip
     cli = doc.get("cli")
     if cli:
         bare = cli["median_ms"]["python -c pass"]
@@ -978,11 +888,6 @@ def main() -> int:
                 doc["added"] = section_added(run, src, work, cold)
             if "rebuild" not in args.skip:
                 doc["rebuild"] = section_rebuild(run, src, recipe, work, args.runs, tuple(args.change))
-            if "share" not in args.skip:
-                if "rebuild" in args.skip or not cold:
-                    doc["share"] = {"skipped": "needs the cold and rebuild sections (their two images)"}
-                else:
-                    doc["share"] = section_share(run, cold["image_id"], doc["rebuild"]["changed_image_id"], work)
             if "cli" not in args.skip:
                 doc["cli"] = section_cli(args.cli_runs)
     finally:

@@ -23,7 +23,9 @@ from typing import Any
 STEP_RE = re.compile(r"Step (\d+)/(\d+)\s*(?:\S+\s)?:?\s*(.*)$")
 # getting the venv into the image: one COPY, or mlbuild's layer split and its slot COPYs
 VENV_COPIES = ("COPY --from=builder /opt/venv", "COPY --from=builder /opt/mlbuild-layers/")
-KIT_STEP_RE = re.compile(r"^#(\d+) \[(?:[^\]\s]+ )?\d+/\d+\] (.*)$")
+KIT_STEP_RE = re.compile(r"^#(\d+) \[(?:[^\]\s]+ +)?\s*\d+/\d+\] (.*)$")  # "[builder  3/13]": padded
+KIT_ID_RE = re.compile(r"^#(\d+) ")
+MLBUILD_KIT_STEP_RE = re.compile(r"^Step \d+/\d+ \[[\d.]+s\] (.*)$")
 KIT_DONE_RE = re.compile(r"^#(\d+) DONE (\d+(?:\.\d+)?)s$")
 
 
@@ -116,13 +118,13 @@ def step_times(cmd: list[str], env: dict[str, str]) -> tuple[float, list[dict[st
         m = STEP_RE.search(line)
         if m:
             marks.append((time.perf_counter() - start, m.group(3).strip()))
-        kit.read(line.rstrip("\n"))
+        kit.read(line.rstrip("\n").removeprefix("  | "))  # mlbuild indents the builder's own lines
         tail = [*tail, line][-40:]
     rc = proc.wait()
     total = time.perf_counter() - start
     if rc:
         raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{''.join(tail)}")
-    if kit.steps() and not marks:
+    if kit.steps():  # BuildKit's own seconds (mlbuild's Step lines name only some of its steps)
         return total, kit.steps(), "".join(tail)
     ends = [t for t, _ in marks[1:]] + [total]
     steps = [{"step": text[:120], "seconds": round(end - t, 2)} for (t, text), end in zip(marks, ends, strict=True)]
@@ -130,17 +132,28 @@ def step_times(cmd: list[str], env: dict[str, str]) -> tuple[float, list[dict[st
 
 
 class KitSteps:
-    """The steps of BuildKit's plain progress with their DONE seconds, in the order they began."""
+    """The steps of BuildKit's plain progress with their DONE seconds, in the order they began.
+    mlbuild shows a step's header as `Step N/M [elapsed] TEXT`: the next `#id` line is its."""
 
     def __init__(self) -> None:
         self.text: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
+        self.pending: str | None = None
 
     def read(self, line: str) -> None:
         if m := KIT_STEP_RE.match(line):
-            self.text.setdefault(m.group(1), m.group(2).strip())
-        elif (m := KIT_DONE_RE.match(line)) and m.group(1) in self.text:
+            self._name(m.group(1), m.group(2))
+        elif m := MLBUILD_KIT_STEP_RE.match(line):
+            self.pending = m.group(1)
+        elif (m := KIT_ID_RE.match(line)) and self.pending is not None and m.group(1) not in self.text:
+            self._name(m.group(1), self.pending)
+        if (m := KIT_DONE_RE.match(line)) and m.group(1) in self.text:
             self.seconds[m.group(1)] = float(m.group(2))
+
+    def _name(self, step: str, text: str) -> None:
+        # without its --mount options: the command is what tells the kind
+        self.text.setdefault(step, re.sub(r"--mount=\S+\s+", "", text).strip())
+        self.pending = None
 
     def steps(self) -> list[dict[str, Any]]:
         return [{"step": text[:120], "seconds": self.seconds.get(v, 0.0)} for v, text in self.text.items()]

@@ -55,6 +55,7 @@ COMPILE = (
 MLBUILD_FILES = "mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py"
 # The image's constraints (imagesetup.write_constraints): written in the builder stage from what
 # was installed, copied into the image, named by PIP_CONSTRAINT and UV_CONSTRAINT there.
+APT_STAGES = ("devel", "builder", "runtime")
 IMAGE_CONSTRAINTS = "/opt/mlbuild/constraints.txt"
 
 
@@ -117,7 +118,8 @@ class Plan:
     # pip's cache left on (it lives in a cache mount, never in a layer).
     buildkit: bool = False
     pip_cache: str = "PIP_NO_CACHE_DIR=1 "
-    apt_mounts: str = ""
+    # BuildKit: each stage's apt cache mounts (none on the classic builder)
+    apt_mounts: dict[str, str] = dataclasses.field(default_factory=lambda: dict.fromkeys(APT_STAGES, ""))
     python_mounts: str = ""
     # the venv sorted into layer slots (builder/layersplit.py), then one COPY per slot
     layer_files: str = "mlbuild/layersplit.py mlbuild/layers.json"
@@ -230,10 +232,15 @@ def _buildkit(p: Plan, spec: ResolvedSpec) -> Plan:
     changed package downloads only itself) and the pip.conf secret; apt's caches, being mounts,
     are no longer cleaned out of the layer (they were never in it)."""
     suite = re.sub(r"[^A-Za-z0-9_.-]", "-", spec.base_suite or "any")
-    apt_mounts = "".join(
-        f"--mount=type=cache,id=mlbuild-apt-{name}-{suite},target={target},sharing=locked "
-        for name, target in (("archives", "/var/cache/apt"), ("lists", "/var/lib/apt/lists"))
-    )
+    # A cache per stage: apt locks its cache, so the stages' apt steps, which BuildKit runs side
+    # by side, would wait for each other on a shared one (measured: +10 s on a cold build).
+    apt_mounts = {
+        stage: "".join(
+            f"--mount=type=cache,id=mlbuild-apt-{name}-{suite}-{stage},target={target},sharing=locked "
+            for name, target in (("archives", "/var/cache/apt"), ("lists", "/var/lib/apt/lists"))
+        )
+        for stage in APT_STAGES
+    }
     devel = dataclasses.replace(p.devel, apt=_cached_apt(p.devel.apt)) if p.devel else None
     return dataclasses.replace(p, builder_apt=_cached_apt(p.builder_apt), runtime_apt=_cached_apt(p.runtime_apt),
                                devel=devel, buildkit=True, pip_cache="", apt_mounts=apt_mounts,

@@ -69,3 +69,18 @@ def test_step_lines_of_mlbuild_and_docker_are_read_and_sorted_into_kinds(bench: 
     assert baselines.breakdown(steps, 25.0) == {
         "apt": 6.0, "install": 10.0, "compile": 0.0, "copy_venv": 4.0, "other_steps": 0.0, "before_first_step": 5.0,
     }  # fmt: skip
+
+
+def test_buildkit_steps_are_read_from_mlbuilds_indented_lines_with_padded_numbers(bench: ModuleType) -> None:
+    import baselines
+
+    kit = baselines.KitSteps()
+    for line in ("  | #8 [builder  3/13] COPY build-settings/ /tmp/mlbuild-build/", "  | #8 DONE 0.1s",
+                 "  | #14 [builder  9/13] RUN [\"/tmp/mlbuild-uv/bin/uv\", \"pip\", \"install\"]", "  | #14 DONE 2.5s",
+                 "#5 [2/5] RUN --mount=type=cache,target=/var/cache/apt apt-get update", "#5 DONE 6.0s",
+                 "  | Step 13/13 [5.5s] RUN [\"/opt/venv/bin/python\", \"/tmp/mlbuild/layersplit.py\"]",
+                 "  | #18 sha256:28d44f38f60f", "  | #18 DONE 4.2s"):  # fmt: skip
+        kit.read(line.removeprefix("  | "))
+    assert [(s["step"][:13], s["seconds"]) for s in kit.steps()] == [
+        ("COPY build-se", 0.1), ('RUN ["/tmp/ml', 2.5), ("RUN apt-get u", 6.0), ('RUN ["/opt/ve', 4.2),
+    ]  # fmt: skip

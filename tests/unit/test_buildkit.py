@@ -5,6 +5,7 @@ pipeline's choice of builder on the in-memory engine."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -217,6 +218,11 @@ def test_the_buildkit_variant_mounts_caches_and_the_secret_and_the_classic_one_h
     assert "UV_CACHE_DIR=/root/.cache/uv" in kit and "UV_NO_CACHE" not in kit  # uv keeps its cache in the mount
     assert all("target=/var/lib/apt/lists,sharing=locked" in line and "/var/lib/apt/lists/*" not in line
                for line in apt_runs)  # fmt: skip
+    # each stage its own apt caches: apt locks them, and the two stages' apt steps run side by side
+    assert [re.findall(r"id=(mlbuild-apt-[^,]+)", line) for line in apt_runs] == [
+        ["mlbuild-apt-archives-bookworm-builder", "mlbuild-apt-lists-bookworm-builder"],
+        ["mlbuild-apt-archives-bookworm-runtime", "mlbuild-apt-lists-bookworm-runtime"],
+    ]
     assert "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_DISABLE_PIP_VERSION_CHECK=1" in kit
     # the final stage depends on the builder stage only through its COPY: both build at once
     final = kit[kit.rindex("\nFROM ") :]

@@ -722,8 +722,8 @@ def readme_table(doc: dict[str, Any], cuda: dict[str, Any] | None) -> list[str]:
     m = doc["machine"]
     rows = [
         f"Measured on {doc['date'][:10]} on a {m['cpus']}-CPU {m['cpu'] or 'machine'} with "
-        f"{m['memory_bytes'] / 2**30:.0f} GiB (Docker {m['docker']}, {doc.get('builder', 'classic')} builder, "
-        "shared with other builds: times are noisy), every ratio against a baseline measured in the same run "
+        f"{m['memory_bytes'] / 2**30:.0f} GiB (Docker {m['docker']}, {doc.get('builder', 'classic')} builder; "
+        f"{doc.get('note') or 'no note on the machine'}), every ratio against a baseline measured in the same run "
         "(`python benchmarks/build_bench.py`; JSON in `benchmarks/results/`, details in `docs/benchmarks.md`):",
         "",
         "| what | mlbuild | baseline | ratio | goal |",

@@ -125,6 +125,11 @@ def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
         click.echo(text, nl=False)
 
 
+def _comma_list(values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--platform linux/amd64,linux/arm64` (docker's way) and repeated options alike."""
+    return tuple(dict.fromkeys(p.strip() for v in values for p in v.split(",") if p.strip()))
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--base-image", metavar="REF", help="Build on this base image instead of the resolved one.")
@@ -221,8 +226,10 @@ def render(recipe: Path, output: Path | None, base_image: str | None) -> None:
     "platforms",
     multiple=True,
     metavar="OS/ARCH",
-    help="Build only this of the recipe's platforms: (linux/amd64, linux/arm64; repeatable). "
-    "Default: all of them; another architecture than the engine's builds under QEMU.",
+    callback=lambda _ctx, _param, values: _comma_list(values),
+    help="Build only these of the recipe's platforms: linux/amd64,linux/arm64 (comma-separated, as "
+    "docker takes them, or repeated). Default: all of them; another architecture than the engine's "
+    "builds under QEMU.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @json_option

@@ -413,3 +413,15 @@ def test_verify_rebuilds_the_platform_of_the_image_it_compares_with(
     asked.clear()
     verify_mod.verify(engine, tmp_path / "r.yaml", settings=load_settings(), reference=image, platform="linux/amd64")
     assert asked == ["linux/amd64"]  # asked for: that platform's entry of the lock
+
+
+def test_build_takes_platforms_comma_separated_as_docker_does_or_repeated() -> None:
+    from builder.cli import build as build_cmd
+
+    def parsed(*args: str) -> tuple[str, ...]:
+        ctx = build_cmd.make_context("build", ["recipe.yaml", *args])
+        return tuple(ctx.params["platforms"])
+
+    assert parsed("--platform", "linux/amd64,linux/arm64") == ("linux/amd64", ARM)
+    assert parsed("--platform", "linux/amd64", "--platform", ARM, "--platform", ARM) == ("linux/amd64", ARM)
+    assert parsed() == ()

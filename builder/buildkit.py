@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.engine_api import BuilderProbe, BuildKitRun, Engine, LineSink
-from builder.errors import BuildError, EngineError, UsageError
+from builder.errors import BuildError, EngineError, UsageError, step_details
 from builder.progress import KIT_STEP_RE
 from builder.render import PIP_CONF_SECRET, UV_TOML_SECRET
 from builder.settings import BUILDERS, redact
@@ -172,7 +172,7 @@ class PlainLog:
             outcome = [line for line in self.tail if line.startswith(verdicts)]
             return BuildError(
                 f"build failed at {step}",
-                details=[*self.lines.get(self.failed, [])[-15:], *outcome[-2:]],
+                details=[*step_details(self.lines.get(self.failed, [])), *outcome[-2:]],
                 hint="the lines above are the failing step's last output",
             )
         return BuildError(f"the BuildKit build failed (exit {rc})", details=self.tail[-15:])

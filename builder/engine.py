@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder import buildkit, engine_api
 from builder.engine_api import BuilderProbe, BuildKitRun, LayerProgress, LineSink, ProgressSink, RunResult
-from builder.errors import BuildError, EngineError, RegistryError
+from builder.errors import BuildError, EngineError, RegistryError, step_details
 from builder.labels import TEMPORARY_LABEL
 from builder.refs import parse_reference
 from builder.settings import redact
@@ -240,7 +240,7 @@ class Engine:
                                           details=[*log.lines[-3:], message])  # fmt: skip
                     raise BuildError(
                         f"build failed at {log.step or 'the first step'}",
-                        details=[*log.lines[-15:], message],
+                        details=[*step_details(log.lines), message],
                         hint="the lines above are the failing step's last output",
                     )
         except docker.errors.APIError as exc:

@@ -80,3 +80,14 @@ class SmokeFailed(MlbuildError):
 
 class RegistryError(MlbuildError):
     """Push or pull failed: auth, unreachable registry, or an immutable tag conflict."""
+
+
+NO_SPACE = "no space left on device"
+
+
+def step_details(lines: list[str], last: int = 15) -> list[str]:
+    """A failing step's last lines, and before them any earlier line that says the disk is
+    full (an installer may print many lines after it): the pipeline names that cause first."""
+    earlier = [line for line in lines[:-last] if NO_SPACE in line.lower()][-2:]
+    return [*earlier, *lines[-last:]]
+

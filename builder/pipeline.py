@@ -24,7 +24,7 @@ from builder.base import BaseChoice, choose_base, observe
 from builder.buildkit import BuilderChoice
 from builder.cleanup import untag_partial
 from builder.engine_api import Engine, LineSink, ProgressSink
-from builder.errors import BuildError, EngineError, PreflightError, UsageError
+from builder.errors import NO_SPACE, BuildError, EngineError, PreflightError, UsageError
 from builder.gpu import HostGpus, preflight
 from builder.labels import (
     BASE_ID_LABEL,
@@ -270,7 +270,7 @@ def _build_image(
                 platform=None if spec.platform == DEFAULT_PLATFORM.name else spec.platform,
             )
         except BuildError as exc:
-            if _NO_SPACE in " ".join([exc.message, *exc.details]).lower():
+            if NO_SPACE in " ".join([exc.message, *exc.details]).lower():
                 raise _disk_full(exc) from None
             if lock:
                 raise explain_build_failure(exc, lock) from None
@@ -399,14 +399,11 @@ def _git_labels(folder: Path) -> dict[str, str]:
     return labels
 
 
-_NO_SPACE = "no space left on device"
-
-
 def _disk_full(exc: BuildError) -> EngineError:
     """The engine's disk filled up: say that first, not the step that happened to hit it."""
     return EngineError(
-        f"the Docker engine ran out of disk space ({_NO_SPACE}) during the build",
-        details=[exc.message, *[d for d in exc.details if _NO_SPACE in d.lower()][-3:]],
+        f"the Docker engine ran out of disk space ({NO_SPACE}) during the build",
+        details=[exc.message, *[d for d in exc.details if NO_SPACE in d.lower()][-3:]],
         hint="free space on the engine's data root (`docker system df`, `docker image prune`, "
         "`docker builder prune`), or move it (`docker info` shows Docker Root Dir)",
     )

@@ -35,9 +35,13 @@ def _remove_with_children(engine, image_id: str) -> None:  # type: ignore[no-unt
     """The image gone from the engine: every name of it (other tests gave it some too: a
     registry's, a pull's) and the images a classic `docker build FROM` it made, whose parent
     it is (an untagged parent stays while a child lives)."""
+    if engine.image_id(image_id) is None:  # gone already: removing a child prunes its untagged parents
+        return
     for child in engine.client.images.list(all=True):
         if child.attrs.get("Parent") == image_id:
             _remove_with_children(engine, child.id)
+    if engine.image_id(image_id) is None:
+        return
     for ref in engine.inspect(image_id).get("RepoTags") or []:
         engine.remove_image(ref, force=True)
     engine.remove_image(image_id, force=True)

@@ -320,3 +320,13 @@ def test_doctor_says_which_builder_auto_picks_and_why() -> None:
     none = builder_finding(BuilderProbe(reason="/usr/local/bin/docker: no buildx"), site="classic")
     assert none["builder"] == "classic" and "no buildx" in none["what"] and "buildx plugin" in none["remedy"]
     assert "the site's builder: classic" in none["what"]
+
+
+def test_a_full_disk_line_long_before_the_end_of_a_step_is_kept_in_the_details() -> None:
+    from builder.errors import step_details
+
+    lines = ["Downloading numpy", "failed to write `x.py`: No space left on device (os error 28)"]
+    lines += [f"hint line {n}" for n in range(20)]
+    details = step_details(lines)
+    assert details[0] == lines[1] and details[1:] == lines[-15:]
+    assert step_details(lines[2:]) == lines[-15:]  # nothing about the disk: the last lines only

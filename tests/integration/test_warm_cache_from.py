@@ -61,8 +61,10 @@ def test_a_pushed_image_seeds_a_build_on_an_engine_without_cache(  # type: ignor
     # A runner without local cache: no image of the recipe, no BuildKit cache (cache mounts too).
     _remove_with_children(engine, first.image_id)
     assert engine.image_id(first.image_id) is None
-    pruned = subprocess.run([tool("docker"), "builder", "prune", "-af"], capture_output=True, text=True, timeout=300)
+    started = time.monotonic()  # the whole suite's build cache goes: many GB, minutes on a small disk
+    pruned = subprocess.run([tool("docker"), "builder", "prune", "-af"], capture_output=True, text=True, timeout=1500)
     assert pruned.returncode == 0, pruned.stderr
+    print(f"build cache pruned in {time.monotonic() - started:.0f} s: {pruned.stdout.strip().splitlines()[-1:]}")
     lines: list[str] = []
     started = time.monotonic()
     again = build(EXAMPLE, engine=engine, settings=settings, on_line=lines.append,

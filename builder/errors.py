@@ -90,4 +90,3 @@ def step_details(lines: list[str], last: int = 15) -> list[str]:
     full (an installer may print many lines after it): the pipeline names that cause first."""
     earlier = [line for line in lines[:-last] if NO_SPACE in line.lower()][-2:]
     return [*earlier, *lines[-last:]]
-

@@ -45,7 +45,7 @@ from builder.refs import split_tag
 from builder.render import render, write_context
 from builder.resolve import resolve, resolve_platforms
 from builder.settings import BUILDERS, BuildSettings, redact
-from builder.smoke import SmokeReport, detect_host, emulation, refuse_required_on_cpu, smoke_on
+from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
 from builder.spec import ResolvedSpec
 from builder.wheelhouse import missing
 
@@ -298,11 +298,8 @@ def _smoke(
     """The smoke test of a new image, before it has any tag; SmokeFailed leaves it untagged."""
     where = f" on {smoke_engine.base_url}" if smoke_engine else ""
     say(f"smoke test of {image_id[:19]}" + (f"{where} (the image is copied there)" if where else ""))
-    emulated = emulation(smoke_engine or engine, spec)
-    if emulated:
-        say(f"smoke test {emulated}")
     report = smoke_on(engine, image_id, spec, opts.gpu_mode or spec.smoke_gpu, opts.gpu_access,
-                      smoke_engine=smoke_engine)  # fmt: skip
+                      smoke_engine=smoke_engine, say=say)  # fmt: skip
     if not report.passed:
         raise report.error(
             f"smoke test{where} failed for image {image_id[:19]} (left untagged)",

@@ -26,7 +26,7 @@ from builder.labels import CONTENT_LABEL, SPEC_LABEL
 from builder.records import ImageRecord, record_path, spec_summary, write_record
 from builder.refs import Reference, parse_reference, split_tag
 from builder.registry import Access, RegistryClient, access_for, with_retries
-from builder.smoke import SmokeReport, emulation, smoke_on
+from builder.smoke import SmokeReport, smoke_on
 from builder.spec import ResolvedSpec, image_spec
 from builder.version import __version__
 
@@ -226,10 +226,8 @@ def require_smoke(
     (exit 3) when it fails. Tags prove nothing (`build --no-smoke` tags too)."""
     spec = image_spec(engine.labels(image), image)
     say(f"smoke test of {image[:19]} before pushing")
-    emulated = emulation(smoke_engine or engine, spec)
-    if emulated:
-        say(f"smoke test {emulated}")
-    report = smoke_on(engine, image, spec, gpu_mode or spec.smoke_gpu, gpu_access, smoke_engine=smoke_engine)
+    report = smoke_on(engine, image, spec, gpu_mode or spec.smoke_gpu, gpu_access, smoke_engine=smoke_engine,
+                      say=say)  # fmt: skip
     if not report.passed:
         raise report.error(f"smoke test failed for {image[:19]}: not pushed")
     return report

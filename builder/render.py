@@ -53,9 +53,9 @@ COMPILE = (
     "force=True, workers=1, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)"
 )
 MLBUILD_FILES = "mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py"
+APT_STAGES = ("devel", "builder", "runtime")  # the stages with apt steps, each its own caches on BuildKit
 # The image's constraints (imagesetup.write_constraints): written in the builder stage from what
 # was installed, copied into the image, named by PIP_CONSTRAINT and UV_CONSTRAINT there.
-APT_STAGES = ("devel", "builder", "runtime")
 IMAGE_CONSTRAINTS = "/opt/mlbuild/constraints.txt"
 
 

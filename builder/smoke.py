@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,13 +203,16 @@ def smoke_on(
     access_mode: str | None = None,
     *,
     smoke_engine: Engine | None = None,
+    say: Callable[[str], None] = lambda _: None,
 ) -> SmokeReport:
     """`smoke` on the engine that has the image, or, with `smoke_engine` (--gpu-host), on
     another engine: the image is copied there (docker save | docker load) and tested there.
-    An image of another architecture runs under QEMU, which has no GPUs: CPU checks only."""
+    An image of another architecture runs under QEMU, which has no GPUs: CPU checks only (said).
+    """
     emulated = emulation(smoke_engine or engine, spec)
-    report = _smoke_where(engine, image_id, spec, "off" if emulated else gpu_mode, access_mode,
-                          smoke_engine=smoke_engine)  # fmt: skip
+    if emulated:
+        say(f"smoke test {emulated}")
+    report = _smoke_where(engine, image_id, spec, "off" if emulated else gpu_mode, access_mode, smoke_engine)
     if emulated and spec.is_gpu:
         report = dataclasses.replace(report, gpu_status="not-run", gpu_reason=emulated)
     return report
@@ -225,20 +229,12 @@ def emulation(engine: Engine, spec: ResolvedSpec) -> str:
 
 
 def _smoke_where(
-    engine: Engine,
-    image_id: str,
-    spec: ResolvedSpec,
-    gpu_mode: str = "auto",
-    access_mode: str | None = None,
-    *,
-    smoke_engine: Engine | None = None,
+    engine: Engine, image_id: str, spec: ResolvedSpec, gpu_mode: str, access_mode: str | None,
+    smoke_engine: Engine | None,
 ) -> SmokeReport:
-    """`smoke` on the engine that has the image, or on `smoke_engine`, where it is copied.
-
-    The GPUs of a remote engine cannot be looked at from here, so a GPU image is handed over
+    """The GPUs of a remote engine cannot be looked at from here, so a GPU image is handed over
     with the NVIDIA container toolkit (what GPU hosts run) unless `access_mode` says otherwise;
-    the probe inside the container checks the devices, the driver and the kernels itself.
-    """
+    the probe inside the container checks the devices, the driver and the kernels itself."""
     if smoke_engine is None:
         return smoke(engine, image_id, spec, gpu_mode, access_mode)
     with _COPYING:

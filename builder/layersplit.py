@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Sort the finished venv into layer slots, by distribution and by how often each changes.
 
-Runs as the builder stage's last step (`RUN ["/opt/venv/bin/python", ".../layersplit.py",
-PLAN.json]`); the final stage copies each slot folder as its own layer
+Each install step of the builder stage ends with `layersplit.py link VENV OUT FRAMEWORK
+RECIPE -- <installer command>`: the command runs, then what it installed is hard-linked into
+its slot folder in the same step. The stage's last step (`layersplit.py PLAN.json`) completes
+the slots and their manifests (`layersplit.py PLAN.json -- <command>` runs the command
+first). The final stage copies each slot folder as its own layer
 (`COPY --from=builder /opt/mlbuild-layers/<slot>/ /`), so a change to one package re-ships
 that package's slot (and the few small slots above it), not the whole environment.
 
@@ -26,6 +29,7 @@ import csv
 import json
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 
@@ -183,7 +187,12 @@ def _nearest(path: str, by_dir: dict[str, str], roots: set[str]) -> str:
     return ""
 
 
-# -- moving and normalising ----------------------------------------------------------------------
+# -- linking and normalising ---------------------------------------------------------------------
+# Files are hard-linked into their slot, not moved, and each install step links what it wrote in
+# the same RUN (`layersplit.py link ... -- <installer>`). On overlayfs a rename, a link or a time
+# change of a file an *earlier* step wrote copies all its bytes up into the new layer first: the
+# final split of a whole venv cost seconds per rebuild that way. The final split keeps every link
+# an earlier step made that is still right (the same inode, already normalised) and makes the rest.
 def _ensure_dir(slot_root: str, folder: str) -> None:
     target = slot_root + folder
     if os.path.isdir(target):
@@ -209,46 +218,96 @@ def _fix_pyc(path: str, epoch: int) -> None:
             fh.write((epoch & 0xFFFFFFFF).to_bytes(4, "little"))
 
 
-def normalise(root: str, epoch: int) -> None:
-    as_root = os.geteuid() == 0  # the build step always is; tests on a host may not be
-    for top, dirs, files in os.walk(root, topdown=False):
-        for name in files + dirs:
+def _as_root() -> bool:
+    return os.geteuid() == 0  # the build step always is; tests on a host may not be
+
+
+def normalise_file(path: str, epoch: int) -> None:
+    if path.endswith(".pyc") and not os.path.islink(path):
+        _fix_pyc(path, epoch)
+    if _as_root():
+        os.lchown(path, 0, 0)
+    os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
+def normalise_dirs(root: str, epoch: int) -> None:
+    """Folders only: their files were normalised when they were linked."""
+    for top, dirs, _files in os.walk(root, topdown=False):
+        for name in dirs:
             path = os.path.join(top, name)
-            if name.endswith(".pyc") and not os.path.islink(path):
-                _fix_pyc(path, epoch)
-            if as_root:
-                os.lchown(path, 0, 0)
-            os.utime(path, (epoch, epoch), follow_symlinks=False)
-    if as_root:
-        os.lchown(root, 0, 0)
-    os.utime(root, (epoch, epoch))
+            if not os.path.islink(path):
+                normalise_file(path, epoch)
+    normalise_file(root, epoch)
+
+
+def _current(path: str, linked: str, epoch: int) -> bool:
+    """An earlier step's link that still is the venv's file: the same inode (a later install that
+    replaced or rewrote the file made a new one), normalised already."""
+    a, b = os.lstat(path), os.lstat(linked)
+    return os.path.samestat(a, b) and int(b.st_mtime) == epoch and (b.st_uid == 0 or not _as_root())
+
+
+def _keep_current(venv: str, out: str, want: dict[str, str], epoch: int) -> int:
+    """Drop from `want` what is linked in its slot already; unlink what an earlier step linked
+    that is no longer right (replaced, removed, or planned for another slot now)."""
+    kept = 0
+    for slot in SLOTS:
+        root = os.path.join(out, slot)
+        for top, dirs, files in os.walk(root + venv, topdown=False):
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+                linked = os.path.join(top, name)
+                path = linked[len(root) :]
+                if want.get(path) == slot and _current(path, linked, epoch):
+                    del want[path]
+                    kept += 1
+                else:
+                    os.unlink(linked)
+            if top != root + venv and not os.listdir(top):
+                os.rmdir(top)  # emptied: a split of the whole venv at once would not have it
+    return kept
+
+
+def place(
+    venv: str, out: str, framework: set[str], recipe: set[str], epoch: int
+) -> tuple[dict[str, list[str]], dict[str, str], int, int]:
+    """Link every file of the venv into the slot the plan gives its distribution now, normalised.
+    Returns the slots, each distribution's version, and how many files were linked and kept."""
+    venv = os.path.realpath(venv)
+    dists = read_dists(venv)
+    slots = plan_slots(dists, framework, recipe)
+    slot_of = {n: s for s, names in slots.items() for n in names}
+    want = {path: slot_of.get(dist, VENV_SLOT) for path, dist in owners(venv, dists).items()}
+    os.makedirs(out, exist_ok=True)
+    for slot in SLOTS:
+        root = os.path.join(out, slot)
+        if not os.path.isdir(root):
+            os.mkdir(root)
+            os.chmod(root, 0o755)
+        _ensure_dir(root, venv)
+    kept = _keep_current(venv, out, want, epoch)
+    for path, slot in sorted(want.items()):
+        root = os.path.join(out, slot)
+        _ensure_dir(root, os.path.dirname(path))
+        os.link(path, root + path, follow_symlinks=False)
+        normalise_file(root + path, epoch)
+    return slots, {d.name: d.version for d in dists}, len(want), kept
 
 
 def split(
     venv: str, out: str, framework: set[str], recipe: set[str], epoch: int, files: dict[str, str] | None = None
 ) -> dict[str, list[str]]:
-    """`files`: other files of the builder stage (absolute path -> slot) that go with a slot,
+    """The builder stage's last step: every slot complete, with its manifest, folders normalised.
+    `files`: other files of the builder stage (absolute path -> slot) that go with a slot,
     normalised with it: a file the final stage copied on its own would be a layer of its own
     whose folder times change with every build."""
     venv = os.path.realpath(venv)
-    dists = read_dists(venv)
-    slots = plan_slots(dists, framework, recipe)
-    slot_of = {n: s for s, names in slots.items() for n in names}
-    versions = {d.name: d.version for d in dists}
-    belongs = owners(venv, dists)
-    empty = [top for top, dirs, files in os.walk(venv) if not dirs and not files]  # kept, in the venv slot
-    os.makedirs(out, exist_ok=True)
-    for slot in SLOTS:
-        root = os.path.join(out, slot)
-        os.mkdir(root)
-        os.chmod(root, 0o755)
-        _ensure_dir(root, venv)
-    for path, dist in belongs.items():
-        _move(path, os.path.join(out, slot_of.get(dist, VENV_SLOT)))
-    for folder in sorted(empty):
-        _ensure_dir(os.path.join(out, VENV_SLOT), folder)
+    slots, versions, _linked, _kept = place(venv, out, framework, recipe, epoch)
+    for top, dirs, names in os.walk(venv):  # empty folders are kept, in the venv slot
+        if not dirs and not names:
+            _ensure_dir(os.path.join(out, VENV_SLOT), top)
     for path, slot in sorted((files or {}).items()):
         _move(path, os.path.join(out, slot))
+        normalise_file(os.path.join(out, slot) + path, epoch)
     for slot in SLOTS:
         root = os.path.join(out, slot)
         manifest = os.path.join(root, MANIFEST_DIR)
@@ -258,14 +317,49 @@ def split(
         with open(os.path.join(manifest, slot + ".txt"), "w", encoding="utf-8") as fh:
             fh.write("".join(lines))
         os.chmod(os.path.join(manifest, slot + ".txt"), 0o644)
-        normalise(root, epoch)
+        normalise_file(os.path.join(manifest, slot + ".txt"), epoch)
+        normalise_dirs(root, epoch)
     return slots
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+def _names(text: str) -> set[str]:
+    return {normalize(n) for n in text.split(",") if n}
+
+
+def run_first(command: list[str]) -> int:
+    """The step's own command, before the layers are touched: its exit status, as a shell's."""
+    if not command:
+        return 0
+    sys.stdout.flush()
+    code = subprocess.call(command)
+    return code if code >= 0 else 128 - code  # killed by a signal
+
+
+def run_and_link(argv: list[str]) -> int:
+    """`link VENV OUT FRAMEWORK RECIPE -- COMMAND...`: run an install step's command, then link
+    what it installed into the slots (FRAMEWORK, RECIPE: comma-separated names)."""
+    if len(argv) < 5 or argv[4] != "--":
         print(__doc__, file=sys.stderr)
         return 2
+    venv, out, framework, recipe, command = argv[0], argv[1], argv[2], argv[3], argv[5:]
+    code = run_first(command)
+    if code:
+        return code
+    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or DEFAULT_EPOCH)
+    _slots, _versions, linked, kept = place(venv, out, _names(framework), _names(recipe), epoch)
+    print(f"mlbuild layers: {linked} files linked into their slots, {kept} kept")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["link"]:
+        return run_and_link(argv[1:])
+    if len(argv) < 1 or (len(argv) > 1 and argv[1] != "--"):  # PLAN.json [-- COMMAND...]
+        print(__doc__, file=sys.stderr)
+        return 2
+    code = run_first(argv[2:])
+    if code:
+        return code
     with open(argv[0], encoding="utf-8") as fh:
         plan = json.load(fh)
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or DEFAULT_EPOCH)

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,7 @@ COMPILE = (
     "force=True, workers=1, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)"
 )
 MLBUILD_FILES = "mlbuild/probe.py mlbuild/spec.json mlbuild/imagesetup.py"
+LAYERSPLIT_FILE = "mlbuild/layersplit.py"  # every install step links its files into the layer slots
 APT_STAGES = ("devel", "builder", "runtime")  # the stages with apt steps, each its own caches on BuildKit
 # The image's constraints (imagesetup.write_constraints): written in the builder stage from what
 # was installed, copied into the image, named by PIP_CONSTRAINT and UV_CONSTRAINT there.
@@ -112,7 +114,6 @@ class Plan:
     devel: DevelStage | None = None  # the devel stage, compiled extensions as wheels
     install_built: str = ""  # builder: install the devel stage's wheels
     runtime_python: str = ""  # final stage: COPY of a standalone Python
-    pin_command: str = ""  # builder: write the image's constraints (IMAGE_CONSTRAINTS)
     constraints_env: str = ""  # final stage: ENV arguments that point pip and uv at them
     # BuildKit's variant (builder.buildkit): mounts before the RUN steps that download, and
     # pip's cache left on (it lives in a cache mount, never in a layer).
@@ -121,9 +122,10 @@ class Plan:
     # BuildKit: each stage's apt cache mounts (none on the classic builder)
     apt_mounts: dict[str, str] = dataclasses.field(default_factory=lambda: dict.fromkeys(APT_STAGES, ""))
     python_mounts: str = ""
-    # the venv sorted into layer slots (builder/layersplit.py), then one COPY per slot
-    layer_files: str = "mlbuild/layersplit.py mlbuild/layers.json"
-    layer_split: str = exec_form([f"{VENV}/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.json"])
+    # the image's constraints (IMAGE_CONSTRAINTS) written, then the venv's layer slots completed
+    # (builder/layersplit.py); the final stage has one COPY per slot
+    layer_split: str = ""
+    layer_files: str = "mlbuild/imagesetup.py mlbuild/layersplit.py mlbuild/layers.json"
     layer_copies: tuple[str, ...] = tuple(f"COPY --from=builder {layersplit.OUT}/{s}/ /" for s in layersplit.SLOTS)
     installer_setup: tuple[str, ...] = ()  # builder: uv's ENV and the hash-checked install of uv
 
@@ -218,13 +220,47 @@ def plan(
         label_lines=label_lines,
         workdir=spec.workdir or "",
         uid=spec.uid,
-        pin_command=exec_form([f"{VENV}/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", IMAGE_CONSTRAINTS,
+        # the image's constraints first, in the same step: they travel in the framework's slot
+        layer_split=exec_form([f"{VENV}/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.json", "--",
+                               f"{VENV}/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", IMAGE_CONSTRAINTS,
                                *pinned_names(spec)]),
         constraints_env=f"PIP_CONSTRAINT={IMAGE_CONSTRAINTS} UV_CONSTRAINT={IMAGE_CONSTRAINTS}",
     )  # fmt: skip
     p = _shapes(p, spec, settings)
     p = _locked(p, spec, pins, settings) if pins else p
+    p = _linking(p, spec)
     return _buildkit(p, spec) if buildkit else p
+
+
+def _linking(p: Plan, spec: ResolvedSpec) -> Plan:
+    """Every install step links what it installed into its layer slot in the same RUN
+    (builder/layersplit.py: a later step would copy every byte of it up first). A step names
+    only what its own cache key holds already: the framework step the framework, so that a
+    changed package list still finds it cached; the final split corrects what a step guessed."""
+    framework = ",".join(_framework_names(spec))
+    project = ",".join(_names(pin for pin, _ in spec.hashed_requirements))
+    recipe = ",".join(_recipe_names(spec))
+
+    def link(command: str, named: str) -> str:
+        if not command:
+            return ""
+        argv = [f"{VENV}/bin/python", "/tmp/mlbuild/layersplit.py", "link", VENV, layersplit.OUT, framework, named]
+        return exec_form([*argv, "--", *json.loads(command)])
+
+    def with_splitter(files: str) -> str:
+        return f"{files} {LAYERSPLIT_FILE}"
+
+    return dataclasses.replace(
+        p,
+        install_framework=link(p.install_framework, ""),
+        install_project=link(p.install_project, project),
+        install_packages=link(p.install_packages, recipe),
+        install_built=link(p.install_built, recipe),
+        compile_command=link(p.compile_command, recipe),
+        framework_files=with_splitter(p.framework_files),
+        project_files=with_splitter(p.project_files),
+        packages_files=with_splitter(p.packages_files),
+    )
 
 
 def _buildkit(p: Plan, spec: ResolvedSpec) -> Plan:
@@ -514,16 +550,25 @@ def write_context(
 def layer_plan(spec: ResolvedSpec) -> dict[str, object]:
     """What layersplit.py needs to know: the framework's names and the recipe's own; the
     image's constraints pin the framework, so they travel in its slot."""
-    framework = [spec.framework_requirement, *spec.companions] if spec.framework_requirement else []
-    recipe = [*spec.requirements, *(pin for pin, _ in spec.hashed_requirements), *spec.build_packages]
-    names = layersplit.requirement_name
     return {
         "venv": VENV,
         "out": layersplit.OUT,
-        "framework": sorted({n for n in map(names, framework) if n}),
-        "recipe": sorted({n for n in map(names, recipe) if n}),
+        "framework": _framework_names(spec),
+        "recipe": _recipe_names(spec),
         "files": {IMAGE_CONSTRAINTS: layersplit.FRAMEWORK_SLOT},
     }
+
+
+def _names(requirements: Iterable[str]) -> list[str]:
+    return sorted({n for n in map(layersplit.requirement_name, requirements) if n})
+
+
+def _framework_names(spec: ResolvedSpec) -> list[str]:
+    return _names([spec.framework_requirement, *spec.companions] if spec.framework_requirement else [])
+
+
+def _recipe_names(spec: ResolvedSpec) -> list[str]:
+    return _names([*spec.requirements, *(pin for pin, _ in spec.hashed_requirements), *spec.build_packages])
 
 
 def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -> None:

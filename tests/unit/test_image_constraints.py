@@ -101,8 +101,11 @@ def test_only_the_final_image_sets_the_constraints_after_mlbuilds_own_steps(gold
     assert final.count(env) == 1 and "RUN " not in final.split(env)[1]  # no mlbuild step runs under them
     builder = earlier[-1]
     assert f'"constraints", "{IMAGE_CONSTRAINTS}"' in builder
-    # written before the venv is split: it travels in the framework's layer slot, not a layer of its own
-    assert builder.index(f'"constraints", "{IMAGE_CONSTRAINTS}"') < builder.index("layersplit.py")
+    # written first in the venv's split step: it travels in the framework's layer slot, not a layer of its own
+    split = next(line for line in builder.splitlines() if '"/tmp/mlbuild/layers.json"' in line)
+    first = 'layers.json", "--", "/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", '
+    first += f'"{IMAGE_CONSTRAINTS}"'
+    assert first in split
     assert f"{layersplit.OUT}/{layersplit.FRAMEWORK_SLOT}/ /" in final
     assert f"COPY --from=builder {IMAGE_CONSTRAINTS}" not in final
 

@@ -43,7 +43,7 @@ def test_default_build_installs_with_uv_in_the_builder_stage_only(tmp_path: Path
     text = render(spec_for(SKLEARN, tmp_path))
     builder, final = text.split("\nFROM ")[-2], final_stage(text)
     assert f'"--require-hashes", "--no-compile", "--target", "{UV_TARGET}"' in builder
-    assert f'RUN ["{UV_TARGET}/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python"' in builder
+    assert f'"--", "{UV_TARGET}/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python"' in builder
     assert '/opt/venv/bin/pip", "install", "-r"' not in builder  # no pip install step left
     final = without_constraints(final)  # UV_CONSTRAINT is for images built FROM this one
     assert "UV_" not in final and "uv" not in final.split("LABEL")[0]
@@ -54,7 +54,7 @@ def test_recipe_installer_pip_keeps_pip(tmp_path: Path) -> None:
     assert spec.installer == "pip" and '"installer":"pip"' in spec.to_json()
     text = render(spec)
     assert "uv" not in without_constraints(text).split("LABEL")[0].lower().replace("uv_image", "")
-    assert 'RUN ["/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.txt"]' in text
+    assert '"--", "/opt/venv/bin/pip", "install", "-r", "/tmp/mlbuild/requirements-framework.txt"]' in text
 
 
 def test_spec_without_installer_keeps_its_json(tmp_path: Path) -> None:
@@ -139,6 +139,7 @@ def test_locked_build_requires_hashes_with_uv(tmp_path: Path) -> None:
         lock_json="{}",
     )
     text = render(spec_for(SKLEARN, tmp_path), pins)
-    uv = f'["{UV_TARGET}/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-deps", "--require-hashes"'
+    uv = f'"--", "{UV_TARGET}/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-deps", '
+    uv += '"--require-hashes"'
     assert text.count(uv) == 2
     assert "--compile-bytecode" not in text  # locked builds compile once, in a fixed order, later

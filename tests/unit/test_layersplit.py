@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,9 +156,12 @@ def tree_digest(folder: Path, prefix: Path) -> str:
 def test_split_moves_every_file_into_exactly_one_slot(tmp_path: Path) -> None:
     out, slots = run_split(tmp_path)
     venv = (tmp_path / "venv").resolve()
-    assert [p for p in venv.rglob("*") if not p.is_dir() or p.is_symlink()] == []  # nothing left behind
     inside = {s: {str(p.relative_to(out / s)) for p in (out / s).rglob("*") if p.is_file() or p.is_symlink()}
               for s in ls.SLOTS}  # fmt: skip
+    for p in venv.rglob("*"):  # each file is linked (the same inode) into exactly one slot
+        if p.is_symlink() or not p.is_dir():
+            rel = str(p).lstrip("/")
+            assert [s for s in ls.SLOTS if rel in inside[s] and os.path.samestat(p.lstat(), (out / s / rel).lstat())]
     v = str(venv).lstrip("/")
     sp = f"{v}/lib/python3.11/site-packages"
     assert slots[ls.FRAMEWORK_SLOT] == ["scikit-learn"] and slots[ls.LARGE_SLOTS[0]] == ["numpy"]
@@ -206,3 +210,61 @@ def test_main_reads_its_plan_and_says_where_each_went(tmp_path: Path, capsys: py
     assert ls.main([str(plan)]) == 0
     assert f"{ls.FRAMEWORK_SLOT}: scikit-learn" in capsys.readouterr().out
     assert ls.main([]) == 2
+
+
+# -- linking step by step, as the install steps do -------------------------------------------------
+def slot_files(out: Path) -> dict[str, tuple[int, str]]:
+    """Every file in the slots -> (inode, slot)."""
+    return {str(p.relative_to(out / s)): (p.lstat().st_ino, s)
+            for s in ls.SLOTS for p in (out / s).rglob("*") if p.is_file() or p.is_symlink()}  # fmt: skip
+
+
+def test_links_an_install_step_made_are_kept_and_the_result_is_the_one_split_of_the_whole(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    out_a, _ = run_split(tmp_path / "a", extra=True)  # all at once
+    venv = make_venv(tmp_path / "b", extra=True)
+    out_b = tmp_path / "b" / "layers"
+    _, _, linked, kept = ls.place(str(venv), str(out_b), {"scikit-learn"}, set(), 1234567)  # the framework step
+    assert linked > 0 and kept == 0
+    before = slot_files(out_b)
+    ls.split(str(venv), str(out_b), {"scikit-learn"}, {"pandas", "tabulate"}, epoch=1234567)
+    after = slot_files(out_b)
+    sp = str(venv.resolve() / "lib/python3.11/site-packages").lstrip("/")
+    assert after[f"{sp}/sklearn/__init__.py"] == before[f"{sp}/sklearn/__init__.py"]  # the same link, kept
+    assert before[f"{sp}/pandas/__init__.py"][1] == ls.MORE_SLOT  # guessed without the recipe's names...
+    assert after[f"{sp}/pandas/__init__.py"][1] == ls.RECIPE_SLOT  # ...and moved by the final split
+    assert [s for s in ls.SLOTS if list((out_b / s).rglob("pandas"))] == [ls.RECIPE_SLOT]
+    for s in ls.SLOTS:
+        assert tree_digest(out_a / s, (tmp_path / "a").resolve()) == tree_digest(out_b / s, (tmp_path / "b").resolve())
+
+
+def test_a_file_a_later_step_replaced_or_removed_is_not_shipped_from_its_old_link(tmp_path: Path) -> None:
+    venv = make_venv(tmp_path)
+    out = tmp_path / "layers"
+    ls.place(str(venv), str(out), {"scikit-learn"}, {"pandas"}, 1234567)
+    sp = venv / "lib" / "python3.11" / "site-packages"
+    (sp / "joblib" / "__init__.py").unlink()  # a later install replaces a file: a new inode
+    (sp / "joblib" / "__init__.py").write_bytes(b"new")
+    with open(sp / "sklearn" / "__init__.py", "ab") as fh:  # or rewrites it in place: its time moves
+        fh.write(b"more")
+    (sp / "pandas" / "__init__.py").unlink()  # or removes it (its RECORD still names it)
+    ls.split(str(venv), str(out), {"scikit-learn"}, {"pandas"}, epoch=1234567)
+    rel = str(sp.resolve()).lstrip("/")
+    assert (out / ls.DEPS_SLOT / rel / "joblib" / "__init__.py").read_bytes() == b"new"
+    assert (out / ls.FRAMEWORK_SLOT / rel / "sklearn" / "__init__.py").read_bytes() == b"x" * 100 + b"more"
+    assert not list(out.rglob("pandas/__init__.py"))
+    for p in out.rglob("*"):
+        assert int(p.lstat().st_mtime) == 1234567, p
+
+
+def test_link_runs_the_install_command_first_and_links_only_when_it_passed(tmp_path: Path) -> None:
+    venv = make_venv(tmp_path)
+    out = tmp_path / "layers"
+    args = ["link", str(venv), str(out), "scikit-learn", ""]
+    assert ls.main([*args, "--", sys.executable, "-c", "raise SystemExit(7)"]) == 7
+    assert not out.exists()  # a failed install links nothing
+    marker = tmp_path / "ran"
+    assert ls.main([*args, "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"]) == 0
+    assert marker.exists() and list((out / ls.FRAMEWORK_SLOT).rglob("sklearn"))
+    assert ls.main(["link", str(venv)]) == 2  # no "--": a usage error

@@ -416,4 +416,4 @@ def test_lock_resolver_installs_the_hashed_step_and_the_lock_keeps_it(tmp_path: 
     assert pins.project == requirements_text(lock.python, "project", None) == f"tabulate==0.9.0 --hash={H1}\n"
     locked = render(spec, pins)
     assert '"--no-deps", "--require-hashes", "-r", "/tmp/mlbuild/locked-project.txt"' in locked
-    assert "COPY mlbuild/locked-project.txt /tmp/mlbuild/" in locked
+    assert "COPY mlbuild/locked-project.txt mlbuild/layersplit.py /tmp/mlbuild/" in locked

@@ -15,15 +15,14 @@ RUN ["/usr/bin/python3.11", "-m", "venv", "/opt/venv"]
 ENV UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml UV_NO_CACHE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 RUN ["/opt/venv/bin/pip", "install", "--no-deps", "--require-hashes", "--no-compile", "--target", "/tmp/mlbuild-uv", "-r", "/tmp/mlbuild-build/uv-pin.txt"]
 # The framework first, in its own step: extras change more often than it does.
-COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt /tmp/mlbuild/
-RUN ["/tmp/mlbuild-uv/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-r", "/tmp/mlbuild/requirements-framework.txt"]
-# What a derived image's pip may not replace: the framework, its companions, its CUDA build.
-COPY mlbuild/imagesetup.py /tmp/mlbuild/
-RUN ["/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "tensorflow"]
-# The venv sorted into layer slots by distribution, stable ones first, times and owners
-# normalised: a one-package change re-ships that package's layer, not the environment.
-COPY mlbuild/layersplit.py mlbuild/layers.json /tmp/mlbuild/
-RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.json"]
+COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt mlbuild/layersplit.py /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "tensorflow", "", "--", "/tmp/mlbuild-uv/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+# What a derived image's pip may not replace (the framework, its companions, its CUDA build),
+# written to /opt/mlbuild/constraints.txt; then the venv's layer slots completed: by
+# distribution, stable ones first, times and owners normalised, so that a one-package change
+# re-ships that package's layer, not the environment.
+COPY mlbuild/imagesetup.py mlbuild/layersplit.py mlbuild/layers.json /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.json", "--", "/opt/venv/bin/python", "/tmp/mlbuild/imagesetup.py", "constraints", "/opt/mlbuild/constraints.txt", "tensorflow"]
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM debian:bookworm-slim

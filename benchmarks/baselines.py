@@ -168,7 +168,7 @@ def breakdown(steps: list[dict[str, Any]], total: float) -> dict[str, float]:
         text = s["step"]
         if "apt-get" in text:
             kind = "apt"
-        elif "pip" in text and "install" in text:
+        elif ("pip" in text and "install" in text) or '"link", ' in text:  # link: an install step, wrapped
             kind = "install"
         elif "compileall" in text:
             kind = "compile"

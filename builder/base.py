@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder import hostcache
 from builder.engine_api import Engine
 from builder.errors import EngineError, ResolveError, UsageError
 from builder.labels import BASE_MIRROR_LABEL, BASE_SUITE_LABEL, SPEC_LABEL
@@ -338,7 +339,15 @@ def _observe(engine: Engine, spec: ResolvedSpec) -> tuple[dict[str, Any] | None,
     (None if no Python answered) and the last output, for the error."""
     code = probe_source()
     names = ([f"python{spec.python}"] if spec.python != FROM_BASE else []) + ["python3"]
+    image_id = engine.image_id(spec.base_image) or ""
+    # an image ID is the digest of the image's content: what it carries never changes under it
+    entry = hostcache.key("observe", image_id, hashlib.sha256(code.encode()).hexdigest(), names, spec.import_name,
+                          spec.framework)  # fmt: skip
+    remembered = hostcache.get("observed", entry) if image_id else None
+    if isinstance(remembered, dict) and "seen" in remembered:
+        return remembered["seen"], str(remembered.get("output") or "")
     result = None
+    absent = 0  # names the engine found on no PATH of the base
     for name in names:
         try:
             result = engine.run(
@@ -346,7 +355,8 @@ def _observe(engine: Engine, spec: ResolvedSpec) -> tuple[dict[str, Any] | None,
                 ["-c", code, "--observe", spec.import_name, "--framework", spec.framework],  # probe main() reads argv
                 entrypoint=[name],
             )
-        except EngineError:  # not on the base's PATH: the engine cannot start it
+        except EngineError as exc:  # not on the base's PATH: the engine cannot start it
+            absent += _not_found(exc)
             continue
         if result.exit_code == 0:
             break
@@ -355,7 +365,18 @@ def _observe(engine: Engine, spec: ResolvedSpec) -> tuple[dict[str, Any] | None,
         seen = json.loads(result.stdout.strip().splitlines()[-1]) if result else None
     except (ValueError, IndexError):
         seen = None
-    return (seen, output) if isinstance(seen, dict) and "python_bin" in seen else (None, output)
+    found = isinstance(seen, dict) and "python_bin" in seen
+    # facts of the image, remembered: what its Python said, or that it has none of these names
+    if image_id and ((found and result and result.exit_code == 0) or absent == len(names)):
+        hostcache.put("observed", entry, {"seen": seen if found else None, "output": output})
+    return (seen, output) if found else (None, output)
+
+
+def _not_found(exc: EngineError) -> bool:
+    said = " ".join([str(exc), *exc.details]).lower()
+    return "executable file not found" in said or "no such file or directory" in said
+
+
 def _arch(engine: Engine, image_id: str) -> str:
     return str(engine.inspect(image_id).get("Architecture") or "amd64")
 

@@ -13,6 +13,7 @@ both, and the classic builder (through the SDK) stays.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import hostcache
 from builder.engine_api import BuilderProbe, BuildKitRun, Engine, LineSink
 from builder.errors import BuildError, EngineError, UsageError, step_details
 from builder.progress import KIT_STEP_RE
@@ -89,6 +91,30 @@ def probe_clis(clis: Sequence[str], run: Runner = _run) -> BuilderProbe:
         said = next((line.strip() for line in out.splitlines() if line.strip()), f"exit {rc}")
         refusals.append(f"{cli}: no buildx, and DOCKER_BUILDKIT=1 refused ({said[:100]})")
     return BuilderProbe(reason="; ".join(refusals))
+
+
+# Where the docker CLI finds its buildx plugin (besides config.json's cliPluginsExtraDirs).
+PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+               "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")  # fmt: skip
+
+
+def probe_clis_remembered(clis: Sequence[str], run: Runner = _run) -> BuilderProbe:
+    """probe_clis, remembered (builder.hostcache) for these very CLI binaries, buildx plugins
+    and docker config: the probe launches a CLI up to four times, most of a no-op build."""
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    plugins = [str(config / "cli-plugins" / "docker-buildx")] + [f"{d}/docker-buildx" for d in PLUGIN_DIRS]
+    entry = hostcache.key("buildkit-probe", [hostcache.file_identity(p) for p in [*clis, *plugins]],
+                          hostcache.file_identity(str(config / "config.json")))  # fmt: skip
+    seen = hostcache.get("probes", entry)
+    if isinstance(seen, dict):
+        try:
+            return BuilderProbe(cli=seen["cli"], argv=tuple(seen["argv"]),
+                                env=tuple((k, v) for k, v in seen["env"]), reason=seen["reason"])  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            pass  # another version's entry: probe again
+    found = probe_clis(clis, run)
+    hostcache.put("probes", entry, dataclasses.asdict(found))
+    return found
 
 
 def engine_supports(version: dict[str, object]) -> str:

@@ -260,7 +260,7 @@ class Engine:
         """The docker CLI that can drive BuildKit against this engine, probed once."""
         if self._buildkit_probe is None:
             why_not = buildkit.engine_supports(self.version())
-            found = BuilderProbe(reason=why_not) if why_not else buildkit.probe_clis(buildkit.docker_clis())
+            found = BuilderProbe(reason=why_not) if why_not else buildkit.probe_clis_remembered(buildkit.docker_clis())
             self._buildkit_probe = found
         return self._buildkit_probe
 

@@ -25,6 +25,12 @@ ARM_BASE = "mlbuild-test/debian:bookworm-arm64"
 MAY_SKIP = ("gpu", "slow")
 
 
+@pytest.fixture(autouse=True)
+def _own_host_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own builder.hostcache folder: a fake engine's image IDs repeat across tests."""
+    monkeypatch.setenv("MLBUILD_CACHE_DIR", str(tmp_path_factory.mktemp("mlbuild-cache")))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.environ.get("MLBUILD_SLOW"):
         return

@@ -25,7 +25,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "builder.wheelhouse", "builder.sbom", "builder.lock", "builder.records",
         "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms", "builder.platformdata",
         "builder.versionsets", "builder.projectfiles", "builder.pyproject_deps", "builder.requirements_txt",
-        "builder.uvlock", "builder.projectinput", "builder.recipe_mapping",
+        "builder.uvlock", "builder.projectinput", "builder.recipe_mapping", "builder.hostcache",
     ),
     # decisions from the model, still pure: the resolved spec, the Dockerfile, plans, manifests
     "decide": ("builder.projectmerge", "builder.resolve", "builder.render", "builder.variants", "builder.k8s"),

@@ -275,6 +275,12 @@ class PythonBase(FakeEngine):
         self.venv_pip = venv_pip
         self.tried: list[str] = []
 
+    def add_image(self, ref: str | None, labels: dict[str, str] | None = None, **kwargs: Any) -> str:
+        """Its Pythons are its content: another set, another image ID (as on a real engine, where
+        mlbuild remembers what an image ID carries)."""
+        content = {"test.pythons": json.dumps([self.pythons, self.venv_pip], sort_keys=True)}
+        return super().add_image(ref, {**content, **(labels or {})}, **kwargs)
+
     def run(self, image: str, command: list[str], **kwargs: Any) -> Any:
         entry = (kwargs.get("entrypoint") or [""])[0]
         if not entry:

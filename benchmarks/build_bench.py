@@ -681,6 +681,9 @@ def write_docs(doc: dict[str, Any], json_path: Path, target: Path = DOCS) -> Non
         "(`benchmarks/baselines.py`: the OS Python and uv in a builder stage, one RUN that makes "
         "the venv and installs the pins with bytecode compiled, then the slim base with the Python "
         "runtime and the venv) on the same fresh base. Both get the same index and CA settings. "
+        "Before both, the expert build runs once untimed on a throwaway base, so that both timed "
+        "builds find the machine's package mirrors equally warm (the first fetch of a file is "
+        "slower: whichever ran first used to pay for the other). "
         "Where the time went comes from each build step's seconds (the last step of mlbuild's "
         "build runs to the end of its process: tags and checks after the build).",
         "- **naive** (secondary, a weak baseline): a hand-written one-stage Dockerfile of the same "

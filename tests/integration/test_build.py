@@ -196,3 +196,17 @@ def test_doctor_runs(engine) -> None:  # type: ignore[no-untyped-def]
     doc = json.loads(done.stdout)
     assert done.returncode == 0, doc
     assert doc["findings"][0]["what"].startswith("Docker engine")
+
+
+def test_a_base_that_runs_as_another_user_still_builds(engine, bookworm_base, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Images often end with a non-root USER (notebook images, images mlbuild made): each build
+    stage runs as root (USER 0) all the same, and the image runs as its own user."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "Dockerfile").write_text(f"FROM {bookworm_base}\nUSER 1000:1000\n")
+    user_base = "mlbuild-test/debian:bookworm-user1000"
+    engine.client.images.build(path=str(tmp_path / "base"), tag=user_base, rm=True)
+    assert engine.inspect(user_base)["Config"]["User"] == "1000:1000"
+    result = build(ROOT / "recipes" / "sklearn-cpu.yaml", engine=engine, settings=load_settings(),
+                   options=BuildOptions(base_image=user_base))  # fmt: skip
+    assert result.smoke is not None and result.smoke.passed
+    assert engine.inspect(result.image_id)["Config"]["User"] == "10001"

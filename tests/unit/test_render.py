@@ -32,6 +32,16 @@ def test_example_recipes_render_like_their_golden_file(recipe: Path) -> None:
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_build_stage_runs_as_root_whatever_the_base_says(recipe: Path) -> None:
+    """A base that ends with a non-root USER would make apt and the venv steps fail."""
+    _, spec = load_and_resolve(recipe)
+    stages = render(spec).split("\nFROM ")[1:]
+    running = [stage for stage in stages if "\nRUN " in stage]  # a uv image's stage only lends a file
+    assert running and all("\nUSER 0\n" in stage.split("\nRUN ", 1)[0] for stage in running)
+    assert stages[-1].rstrip().splitlines()[-2] == f"USER {spec.uid}"  # the image's own user, last
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_render_is_deterministic(recipe: Path) -> None:
     _, a = load_and_resolve(recipe)
     _, b = load_and_resolve(recipe)

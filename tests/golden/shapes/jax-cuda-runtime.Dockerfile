@@ -2,12 +2,16 @@
 # Do not edit by hand: change the recipe and run `mlbuild render` again.
 # Classic-builder compatible (no BuildKit-only syntax), so any Docker engine builds it.
 # mlbuild's own steps are exec-form RUN ["python", ...]: they need no shell in the base.
+# Each stage builds as root (USER 0), whatever user the base image runs as; the image's own
+# user comes last.
 
 # uv provides a standalone CPython where the base's OS ships another version.
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
 # ---- builder: everything that needs the network, the CA bundle or build tools -----------------
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 AS builder
+# hadolint ignore=DL3002
+USER 0
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 # Build-only settings (CA bundle, pip index): this stage only, never copied into the image.
 COPY build-settings/ /tmp/mlbuild-build/
@@ -30,6 +34,7 @@ RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+USER 0
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 COPY --from=builder /opt/python /opt/python
 COPY --from=builder /opt/mlbuild-layers/01-venv/ /

@@ -2,9 +2,13 @@
 # Do not edit by hand: change the recipe and run `mlbuild render` again.
 # Classic-builder compatible (no BuildKit-only syntax), so any Docker engine builds it.
 # mlbuild's own steps are exec-form RUN ["python", ...]: they need no shell in the base.
+# Each stage builds as root (USER 0), whatever user the base image runs as; the image's own
+# user comes last.
 
 # ---- builder: everything that needs the network, the CA bundle or build tools -----------------
 FROM debian:bookworm-slim AS builder
+# hadolint ignore=DL3002
+USER 0
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 # Build-only settings (CA bundle, pip index): this stage only, never copied into the image.
@@ -26,6 +30,7 @@ RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "/tmp/mlbuild/layers.
 
 # ---- the image: the base, runtime OS packages, the virtual environment -----------------------
 FROM debian:bookworm-slim
+USER 0
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 COPY --from=builder /opt/mlbuild-layers/01-venv/ /

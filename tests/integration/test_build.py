@@ -207,6 +207,6 @@ def test_a_base_that_runs_as_another_user_still_builds(engine, bookworm_base, tm
     engine.client.images.build(path=str(tmp_path / "base"), tag=user_base, rm=True)
     assert engine.inspect(user_base)["Config"]["User"] == "1000:1000"
     result = build(ROOT / "recipes" / "sklearn-cpu.yaml", engine=engine, settings=load_settings(),
-                   options=BuildOptions(base_image=user_base))  # fmt: skip
+                   options=BuildOptions(base_image=user_base, reuse=False))  # fmt: skip (built, not up to date)
     assert result.smoke is not None and result.smoke.passed
     assert engine.inspect(result.image_id)["Config"]["User"] == "10001"

@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from builder.fileio import write_atomic
 
 CACHE_ENV = "MLBUILD_CACHE_DIR"
 
@@ -42,13 +43,8 @@ def get(kind: str, entry: str) -> Any | None:
 
 
 def put(kind: str, entry: str, value: Any) -> None:
-    folder = cache_dir() / kind
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(value, fh, sort_keys=True)
-        os.replace(tmp, folder / f"{entry}.json")
+        write_atomic(cache_dir() / kind / f"{entry}.json", json.dumps(value, sort_keys=True))
     except OSError:
         return  # a read-only home: the next run probes again
 

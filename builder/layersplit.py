@@ -322,6 +322,10 @@ def split(
     return slots
 
 
+def _epoch() -> int:
+    return int(os.environ.get("SOURCE_DATE_EPOCH") or DEFAULT_EPOCH)
+
+
 def _names(text: str) -> set[str]:
     return {normalize(n) for n in text.split(",") if n}
 
@@ -345,8 +349,7 @@ def run_and_link(argv: list[str]) -> int:
     code = run_first(command)
     if code:
         return code
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or DEFAULT_EPOCH)
-    _slots, _versions, linked, kept = place(venv, out, _names(framework), _names(recipe), epoch)
+    _slots, _versions, linked, kept = place(venv, out, _names(framework), _names(recipe), _epoch())
     print(f"mlbuild layers: {linked} files linked into their slots, {kept} kept")
     return 0
 
@@ -362,13 +365,12 @@ def main(argv: list[str]) -> int:
         return code
     with open(argv[0], encoding="utf-8") as fh:
         plan = json.load(fh)
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or DEFAULT_EPOCH)
     slots = split(
         plan["venv"],
         plan.get("out", OUT),
         {normalize(n) for n in plan.get("framework", [])},
         {normalize(n) for n in plan.get("recipe", [])},
-        epoch,
+        _epoch(),
         plan.get("files", {}),
     )
     for slot in SLOTS:

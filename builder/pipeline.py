@@ -23,6 +23,7 @@ from builder import buildkit
 from builder.base import BaseChoice, choose_base, observe
 from builder.buildkit import BuilderChoice
 from builder.cleanup import untag_partial
+from builder.contextdigest import context_digest
 from builder.engine_api import Engine, LineSink, ProgressSink
 from builder.errors import NO_SPACE, BuildError, EngineError, PreflightError, UsageError
 from builder.gpu import HostGpus, preflight
@@ -42,7 +43,7 @@ from builder.publish import Published, publish, require_smoke
 from builder.pull import pull_if_present
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.refs import split_tag
-from builder.render import render, write_context
+from builder.render import write_context
 from builder.resolve import resolve, resolve_platforms
 from builder.settings import BUILDERS, BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
@@ -177,22 +178,26 @@ def build(
         say(f"build setting: {line}")
     say(f"builder: {chosen.builder} ({chosen.reason})")
     pins = lock.pins() if lock else None
-    # The content tag needs only the text (the context comes later); BuildKit's variant has its
-    # own text, so each builder's image has its own content tag.
-    dockerfile = render(spec, pins, settings, buildkit=chosen.buildkit)
-    tag = content_tag(spec, dockerfile, base.image_id)
-    found = find_existing(engine, spec, tag, say) if opts.reuse else None
+    with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="mlbuild-secrets-") as secrets:  # fmt: skip
+        context = Path(tmp)
+        # The content tag covers the Dockerfile (BuildKit's variant has its own text, so each
+        # builder's image has its own tag) and the context's files: mlbuild's helpers, the
+        # recipe's files, the lock, the wheels (builder.contextdigest).
+        dockerfile = write_context(spec, context, recipe.folder, settings, pins,
+                                   Path(secrets) if chosen.buildkit else None)  # fmt: skip
+        tag = content_tag(spec, dockerfile, base.image_id, context_digest(context))
+        # build avoidance: the same spec, Dockerfile, context and base were built before
+        found = find_existing(engine, spec, tag, say) if opts.reuse else None
+        if not found:
+            on_stage("building")
+        image_id = found or _build_image(engine, recipe, Path(recipe_path), spec, base, tag, settings, opts,
+                                         lock, chosen, context, Path(secrets), say, on_line)  # fmt: skip
+    up_to_date = found is not None
     report = None
-    if found:  # build avoidance: the same spec, Dockerfile and base were built before
-        image_id, up_to_date = found, True
-    else:
-        on_stage("building")
-        image_id, dockerfile = _build_image(engine, recipe, Path(recipe_path), spec, base, tag, settings, opts,
-                                            lock, chosen, say, on_line)  # fmt: skip
-        up_to_date = False
-        if opts.run_smoke:
-            on_stage("smoke")
-            report = _smoke(engine, image_id, spec, opts, smoke_engine, say)
+    if not up_to_date and opts.run_smoke:
+        on_stage("smoke")
+        report = _smoke(engine, image_id, spec, opts, smoke_engine, say)
     on_stage("tagging")
     tags = tag_image(engine, image_id, spec, tag, opts.extra_tags)  # an up-to-date image's readable tags may move
     if up_to_date:
@@ -243,41 +248,38 @@ def _build_image(
     opts: BuildOptions,
     lock: Lock | None,
     chosen: BuilderChoice,
+    context: Path,
+    secrets: Path,
     say: Say,
     on_line: LineSink | None,
-) -> tuple[str, str]:
-    """The build itself (and, from a lock, the normalisation); returns the new image's ID and
-    the Dockerfile it was built from."""
-    pins = lock.pins() if lock else None
-    with tempfile.TemporaryDirectory(prefix="mlbuild-context-") as tmp, \
-            tempfile.TemporaryDirectory(prefix="mlbuild-secrets-") as secrets:  # fmt: skip
-        context = Path(tmp)
-        # Inline cache lets a pushed image seed a later --cache-from; not for locked builds:
-        # normalisation rewrites every layer, so the cache would name layers the image lacks.
-        kit = buildkit.run_for(chosen, Path(secrets), cache_from=opts.cache_from, inline_cache=lock is None)
-        dockerfile = write_context(spec, context, recipe.folder, settings, pins, Path(secrets) if kit else None)
-        say(f"building {spec.repository}:{tag}")
-        labels = {**oci_labels(recipe, base, tag), BUILDER_LABEL: chosen.builder}
-        try:
-            image_id = engine.build(
-                context,
-                labels=lock.labels(labels) if lock else labels,
-                buildargs=settings.build_args(),
-                on_line=on_line,
-                network=opts.network,
-                nocache=opts.nocache,
-                kit=kit,
-                platform=None if spec.platform == DEFAULT_PLATFORM.name else spec.platform,
-            )
-        except BuildError as exc:
-            if NO_SPACE in " ".join([exc.message, *exc.details]).lower():
-                raise _disk_full(exc) from None
-            if lock:
-                raise explain_build_failure(exc, lock) from None
-            raise
+) -> str:
+    """The build itself from the written `context` (and, from a lock, the normalisation);
+    returns the new image's ID."""
+    # Inline cache lets a pushed image seed a later --cache-from; not for locked builds:
+    # normalisation rewrites every layer, so the cache would name layers the image lacks.
+    kit = buildkit.run_for(chosen, secrets, cache_from=opts.cache_from, inline_cache=lock is None)
+    say(f"building {spec.repository}:{tag}")
+    labels = {**oci_labels(recipe, base, tag), BUILDER_LABEL: chosen.builder}
+    try:
+        image_id = engine.build(
+            context,
+            labels=lock.labels(labels) if lock else labels,
+            buildargs=settings.build_args(),
+            on_line=on_line,
+            network=opts.network,
+            nocache=opts.nocache,
+            kit=kit,
+            platform=None if spec.platform == DEFAULT_PLATFORM.name else spec.platform,
+        )
+    except BuildError as exc:
+        if NO_SPACE in " ".join([exc.message, *exc.details]).lower():
+            raise _disk_full(exc) from None
+        if lock:
+            raise explain_build_failure(exc, lock) from None
+        raise
     if lock:  # identical bytes from the same lock (builder.normalize)
         image_id = normalize_locked(engine, image_id, lock, base.image_id, recipe_path, say)
-    return image_id, dockerfile
+    return image_id
 
 
 def choose_builder(engine: Engine, opts: BuildOptions, settings: BuildSettings) -> BuilderChoice:
@@ -346,10 +348,11 @@ def check_host_gpus(spec: ResolvedSpec, host: HostGpus) -> None:
         )
 
 
-def content_tag(spec: ResolvedSpec, dockerfile: str, base_id: str) -> str:
-    """The immutable tag: the same resolved spec, Dockerfile and base give the same tag."""
+def content_tag(spec: ResolvedSpec, dockerfile: str, base_id: str, context: str) -> str:
+    """The immutable tag: the same resolved spec, Dockerfile, base and context (its digest)
+    give the same tag."""
     h = hashlib.sha256()
-    for part in (spec.to_json(), dockerfile, base_id):
+    for part in (spec.to_json(), dockerfile, base_id, context):
         h.update(part.encode() + b"\0")
     return "spec-" + h.hexdigest()[:16]
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import jinja2
 
 from builder import layersplit
+from builder.contextdigest import BUILD_SETTINGS
 from builder.labels import LOCK_LABEL, OCI_DESCRIPTION, OCI_TITLE, OCI_VERSION, SPEC_LABEL
 from builder.lock import Pins
 from builder.matrix import load_matrix
@@ -536,9 +537,9 @@ def write_context(
         if _has_pins(pins.project):
             (ml / "locked-project.txt").write_text(pins.project)
         (ml / "lock.json").write_text(pins.lock_json)
-    settings.write_build_settings(folder / "build-settings", secrets)
+    settings.write_build_settings(folder / BUILD_SETTINGS, secrets)
     if any(UV_REQUIREMENTS in line for line in plan(spec, pins, settings).installer_setup):
-        _write_uv_requirements(spec, settings, folder / "build-settings" / "uv-pin.txt")
+        _write_uv_requirements(spec, settings, folder / BUILD_SETTINGS / "uv-pin.txt")
     for i, (src, _dest) in enumerate(spec.files):
         source = (recipe_folder / src).resolve()
         target = folder / context_name(i, src)
@@ -733,7 +734,7 @@ def resolver_context(spec: ResolvedSpec, folder: Path, settings: BuildSettings, 
     setup = Path(__file__).resolve().parent / "imagesetup.py"
     (ml / "imagesetup.py").write_text(setup.read_text())
     (ml / "collect.py").write_text(RESOLVER_COLLECT)
-    settings.write_build_settings(folder / "build-settings", secrets)
+    settings.write_build_settings(folder / BUILD_SETTINGS, secrets)
     return dockerfile
 
 

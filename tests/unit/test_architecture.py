@@ -26,6 +26,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "builder.engine_api", "builder.progress", "builder.cleanup", "builder.platforms", "builder.platformdata",
         "builder.versionsets", "builder.projectfiles", "builder.pyproject_deps", "builder.requirements_txt",
         "builder.uvlock", "builder.projectinput", "builder.recipe_mapping", "builder.hostcache",
+        "builder.contextdigest",
     ),
     # decisions from the model, still pure: the resolved spec, the Dockerfile, plans, manifests
     "decide": ("builder.projectmerge", "builder.resolve", "builder.render", "builder.variants", "builder.k8s"),

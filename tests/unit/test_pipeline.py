@@ -5,6 +5,7 @@ pushed and recorded, and which base a build starts from."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,37 @@ def test_other_content_gets_another_tag_and_rebuild_builds(engine: FakeEngine, r
     recipe.write_text(RECIPE.replace("pandas==2.2.3", "pandas==2.2.2"))
     changed, _, _ = run(engine, recipe)
     assert len(engine.builds) == 3 and changed.content_tag != first.content_tag
+
+
+def test_a_changed_file_of_the_context_is_built_again(
+    engine: FakeEngine, recipe: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dockerfile names a recipe's files, not their bytes: an edited one (or a newer
+    mlbuild helper) must not find the older image "up to date"."""
+    (recipe.parent / "app").mkdir()
+    (recipe.parent / "app" / "serve.py").write_text("print('v1')\n")
+    recipe.write_text(RECIPE + "files:\n  - {src: app, dest: /srv/app}\n")
+    first, _, _ = run(engine, recipe)
+    assert run(engine, recipe)[0].up_to_date
+    (recipe.parent / "app" / "serve.py").write_text("print('v2')\n")
+    edited, _, _ = run(engine, recipe)
+    assert not edited.up_to_date and edited.content_tag != first.content_tag and len(engine.builds) == 2
+    monkeypatch.setattr(sys.modules["builder.render"], "probe_source", lambda: "# a newer probe\n")
+    newer, _, _ = run(engine, recipe)
+    assert not newer.up_to_date and newer.content_tag not in (first.content_tag, edited.content_tag)
+
+
+def test_the_sites_build_settings_do_not_change_the_content_tag(engine: FakeEngine, recipe: Path) -> None:
+    """Another CA bundle or index is how this site reaches packages, not what the image holds:
+    a teammate behind another proxy finds the same image up to date."""
+    results = []
+    for site in ("one", "two"):
+        ca = recipe.parent / f"{site}-ca.crt"
+        ca.write_text(f"-----BEGIN CERTIFICATE-----\n{site}\n-----END CERTIFICATE-----\n")
+        settings = BuildSettings(ca_bundle=ca, index_url=f"https://{site}.example/simple")
+        results.append(build(recipe, engine=engine, settings=settings, options=BuildOptions()))
+    assert results[1].up_to_date and results[1].content_tag == results[0].content_tag
+    assert len(engine.builds) == 1
 
 
 # -- publish ---------------------------------------------------------------------------------

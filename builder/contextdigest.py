@@ -1,0 +1,64 @@
+"""The digest of a build context: what an image is built from besides its Dockerfile.
+
+The content tag (build avoidance, and a teammate's pull by that tag) must change whenever a
+build would put other bytes in: mlbuild's own helpers (probe.py, layersplit.py, imagesetup.py),
+the recipe's `files:`, the lock's pins, the wheelhouse's wheels. The Dockerfile's text names
+none of their contents, so an edited file, or a newer mlbuild, found the older image "up to
+date". The folder of the site's build settings is left out: the CA bundle and the index
+(pip.conf, uv.toml) are how this site reaches packages, not what the image holds, and the uv pin
+there follows the matrix, which the spec names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from builder import hostcache
+
+BUILD_SETTINGS = "build-settings"  # the builder stage's site settings, copied into that stage only
+_REMEMBER_FROM = 16 << 20  # wheels: a no-op build should not read a framework's GBs again
+
+
+def context_digest(folder: Path, skip: tuple[str, ...] = (BUILD_SETTINGS,)) -> str:
+    """sha256 over every entry's relative path, kind, executable bit and content, in name order."""
+    h = hashlib.sha256()
+    for path in sorted(_entries(folder, skip)):
+        rel = path.relative_to(folder).as_posix()
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            entry = f"link {rel} {os.readlink(path)}"
+        elif stat.S_ISDIR(st.st_mode):
+            entry = f"dir {rel}"
+        else:
+            entry = f"file {rel} {'x' if st.st_mode & 0o111 else '-'} {file_sha256(path, st.st_size)}"
+        h.update(entry.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
+
+
+def _entries(folder: Path, skip: tuple[str, ...]) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        if here == folder:
+            dirs[:] = [d for d in dirs if d not in skip]
+            files = [f for f in files if f not in skip]
+        found += [here / d for d in dirs] + [here / f for f in files]
+    return found
+
+
+def file_sha256(path: Path, size: int) -> str:
+    """The file's sha256; a large one's is remembered by its identity (inode, size, time), so
+    the wheels hard-linked from a wheelhouse are read once, not on every no-op build."""
+    entry = hostcache.key("sha256", hostcache.file_identity(str(path))) if size >= _REMEMBER_FROM else None
+    if entry and isinstance(known := hostcache.get("sha256", entry), str):
+        return known
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    if entry:
+        hostcache.put("sha256", entry, h.hexdigest())
+    return h.hexdigest()

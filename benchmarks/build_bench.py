@@ -238,15 +238,15 @@ def bench_recipe(src: Path, run: Run, folder: Path, change: str | None = None, s
 
 def rendered_context(recipe: Path, base: str, folder: Path) -> Any:
     """The build context mlbuild would use for `recipe` on `base`: for plain `docker build`."""
+    from builder.pipeline import write_build_context
     from builder.recipe import load_recipe
-    from builder.render import write_context
     from builder.resolve import load_and_resolve
     from builder.settings import load_settings
 
     _, spec = load_and_resolve(recipe, base)
     spec = dataclasses.replace(spec, base_image=base)
     folder.mkdir(parents=True, exist_ok=True)
-    write_context(spec, folder, load_recipe(recipe).folder, load_settings())
+    write_build_context(spec, folder, load_recipe(recipe).folder, load_settings())
     return spec
 
 

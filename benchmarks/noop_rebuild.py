@@ -48,8 +48,8 @@ def main() -> None:
     print("preparing: mlbuild build (not counted)", file=sys.stderr)
     timed([*build, "-q"], 1)
 
+    from builder.pipeline import write_build_context
     from builder.recipe import load_recipe
-    from builder.render import write_context
     from builder.resolve import load_and_resolve
     from builder.settings import load_settings
 
@@ -57,7 +57,7 @@ def main() -> None:
     _, spec = load_and_resolve(args.recipe, args.base_image)
     spec = dataclasses.replace(spec, base_image=args.base_image)
     with tempfile.TemporaryDirectory(prefix="mlbuild-bench-") as tmp:
-        write_context(spec, Path(tmp), recipe.folder, load_settings())
+        write_build_context(spec, Path(tmp), recipe.folder, load_settings())
         docker_build = ["docker", "build", "-q", tmp]
         timed(docker_build, 1)  # warm the cache for exactly this context
         start_s = timed([*mlbuild, "--version"], args.runs)

@@ -7,15 +7,15 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_atomic(path: Path, text: str | bytes, mode: int = 0o644) -> None:
     """Write beside `path`, then rename over it: readers see the old file or the new one.
 
     `mode` is set explicitly (a temporary file starts as 0600): 0600 for files with secrets."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -149,17 +149,24 @@ class CudaBase:
 
 
 @dataclass(frozen=True)
-class UvPin:
-    """uv from PyPI, one version, the sha256 of its wheel for each machine architecture."""
+class ToolPin:
+    """A build tool from PyPI (uv, pip): one version, the sha256 of its wheel for each machine
+    architecture (`any` for a pure-Python wheel)."""
 
+    name: str
     version: str
-    sha256: tuple[tuple[str, str], ...]  # (x86_64 | aarch64, hex digest)
+    sha256: tuple[tuple[str, str], ...]  # (x86_64 | aarch64 | any, hex digest)
 
     @property
     def requirement(self) -> str:
-        """One hash-checked requirement line: pip picks the wheel of the stage's machine."""
+        """One hash-checked requirement line: pip picks the wheel of the machine."""
         hashes = " ".join(f"--hash=sha256:{digest}" for _, digest in self.sha256)
-        return f"uv=={self.version} {hashes}"
+        return f"{self.name}=={self.version} {hashes}"
+
+    def digest_for(self, machine: str) -> str | None:
+        """The wheel's sha256 for `machine` (x86_64, aarch64), or the pure-Python wheel's."""
+        found = dict(self.sha256)
+        return found.get(machine) or found.get("any")
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,8 @@ class Matrix:
     cuda_bases: dict[str, CudaBase] = field(default_factory=dict)
     os_python: dict[str, str] = field(default_factory=dict)  # OS -> the python3 it ships
     uv_image: str = ""  # where standalone Pythons come from on CUDA bases
-    uv: UvPin | None = None  # the uv wheel the builder stage installs with (bases.yaml tools.uv)
+    uv: ToolPin | None = None  # the uv the builder stage installs with (bases.yaml tools.uv)
+    pip: ToolPin | None = None  # the pip of the image's venv (bases.yaml tools.pip)
     version: str = "unknown"  # a digest of the data files: recorded in every image
 
     def framework(self, name: str) -> FrameworkData:
@@ -269,22 +277,23 @@ def load_matrix(folder: str | None = None) -> Matrix:
         },
         os_python={str(k): str(v) for k, v in (bases_doc.get("os_python") or {}).items()},
         uv_image=str((bases_doc.get("tools") or {}).get("uv_image") or ""),
-        uv=_uv_pin((bases_doc.get("tools") or {}).get("uv")),
+        uv=_tool_pin("uv", (bases_doc.get("tools") or {}).get("uv")),
+        pip=_tool_pin("pip", (bases_doc.get("tools") or {}).get("pip")),
         version=digest.hexdigest()[:12],
     )
     check_matrix(matrix)
     return matrix
 
 
-def _uv_pin(doc: Any) -> UvPin | None:
+def _tool_pin(name: str, doc: Any) -> ToolPin | None:
     if not doc:
         return None
     hashes = tuple(sorted((str(arch), str(digest)) for arch, digest in (doc.get("sha256") or {}).items()))
     if not hashes or any(not re.fullmatch(r"[0-9a-f]{64}", digest) for _, digest in hashes):
-        raise MatrixDataError("bases.yaml tools.uv: sha256 needs a 64-hex digest per architecture")
+        raise MatrixDataError(f"bases.yaml tools.{name}: sha256 needs a 64-hex digest per architecture")
     if not re.fullmatch(r"\d+(\.\d+)*", str(doc.get("version") or "")):
-        raise MatrixDataError("bases.yaml tools.uv: version must be a release such as 0.13.9")
-    return UvPin(version=str(doc["version"]), sha256=hashes)
+        raise MatrixDataError(f"bases.yaml tools.{name}: version must be a release such as 0.13.9")
+    return ToolPin(name=name, version=str(doc["version"]), sha256=hashes)
 
 
 def _opt_str(value: Any) -> str | None:

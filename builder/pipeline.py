@@ -36,18 +36,19 @@ from builder.labels import (
     OCI_REVISION,
     OCI_SOURCE,
 )
-from builder.lock import Lock, explain_build_failure, read_lock
+from builder.lock import Lock, Pins, explain_build_failure, read_lock
 from builder.normalize import normalize_locked
 from builder.platforms import DEFAULT_PLATFORM, platform_named
 from builder.publish import Published, publish, require_smoke
 from builder.pull import pull_if_present
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.refs import split_tag
-from builder.render import write_context
+from builder.render import needs_tools, write_context
 from builder.resolve import resolve, resolve_platforms
 from builder.settings import BUILDERS, BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
 from builder.spec import ResolvedSpec
+from builder.toolwheels import fetch_tools
 from builder.wheelhouse import missing
 
 Say = Callable[[str], None]
@@ -184,8 +185,8 @@ def build(
         # The content tag covers the Dockerfile (BuildKit's variant has its own text, so each
         # builder's image has its own tag) and the context's files: mlbuild's helpers, the
         # recipe's files, the lock, the wheels (builder.contextdigest).
-        dockerfile = write_context(spec, context, recipe.folder, settings, pins,
-                                   Path(secrets) if chosen.buildkit else None)  # fmt: skip
+        dockerfile = write_build_context(spec, context, recipe.folder, settings, pins,
+                                         Path(secrets) if chosen.buildkit else None, say)  # fmt: skip
         tag = content_tag(spec, dockerfile, base.image_id, context_digest(context))
         # build avoidance: the same spec, Dockerfile, context and base were built before
         found = find_existing(engine, spec, tag, say) if opts.reuse else None
@@ -280,6 +281,21 @@ def _build_image(
     if lock:  # identical bytes from the same lock (builder.normalize)
         image_id = normalize_locked(engine, image_id, lock, base.image_id, recipe_path, say)
     return image_id
+
+
+def write_build_context(
+    spec: ResolvedSpec,
+    folder: Path,
+    recipe_folder: Path,
+    settings: BuildSettings,
+    pins: Pins | None = None,
+    secrets: Path | None = None,
+    say: Say = lambda _: None,
+) -> str:
+    """builder.render.write_context with the uv and pip the builder stage runs, fetched once
+    per machine where it needs them (builder.toolwheels): a context `docker build` can build."""
+    tools = fetch_tools(spec, settings, say) if needs_tools(spec, settings) else ()
+    return write_context(spec, folder, recipe_folder, settings, pins, secrets, tools)
 
 
 def choose_builder(engine: Engine, opts: BuildOptions, settings: BuildSettings) -> BuilderChoice:

@@ -73,6 +73,7 @@ class DevelStage:
 
     image: str  # an image with nvcc
     apt: str  # the distro Python and its headers; "" for a standalone Python
+    venv_command: str  # a venv with pip (ensurepip): this stage makes wheels with pip
     framework_files: str  # the framework step, as the unlocked builder stage has it
     install_framework: str
     tools: str  # what extensions build with, installed into the venv
@@ -157,10 +158,13 @@ def plan(
     install = install_argv(spec, settings)
     distro = spec.python_from == "distro"
     apt_runtime = ([f"python{spec.python}"] if distro else []) + list(spec.system_packages)
-    builder_apt = ""
-    if distro:
-        builder_apt = _apt([f"python{spec.python}", f"python{spec.python}-venv", "ca-certificates"])
     runtime_apt = _apt([*sorted(set(apt_runtime)), "ca-certificates"]) if apt_runtime else ""
+    # ensurepip only for pip as the installer; uv brings pip's wheel (builder.toolwheels). Then
+    # the builder's apt step is the image's own, letter for letter: one step, run once.
+    ensurepip = needs_pip(spec) and installer(spec, settings) == "pip"
+    builder_apt = runtime_apt if distro else ""
+    if distro and ensurepip:
+        builder_apt = _apt([f"python{spec.python}", f"python{spec.python}-venv", "ca-certificates"])
     create_user = ""
     if spec.uid != 0:
         dirs = [f"/home/{spec.user}"] + ([spec.workdir] if spec.workdir else [])
@@ -196,7 +200,7 @@ def plan(
         mlbuild_version=spec.mlbuild_version,
         base_image=spec.base_image,
         venv=VENV,
-        venv_command=_venv_command(spec),
+        venv_command=_venv_command(spec, with_pip=ensurepip),
         base_pth_command=_base_pth(spec),
         builder_apt=builder_apt,
         runtime_apt=runtime_apt,
@@ -227,7 +231,7 @@ def plan(
                                *pinned_names(spec)]),
         constraints_env=f"PIP_CONSTRAINT={IMAGE_CONSTRAINTS} UV_CONSTRAINT={IMAGE_CONSTRAINTS}",
     )  # fmt: skip
-    p = _shapes(p, spec, settings)
+    p = _shapes(p, spec, settings, locked=pins is not None)
     p = _locked(p, spec, pins, settings) if pins else p
     p = _linking(p, spec)
     return _buildkit(p, spec) if buildkit else p
@@ -278,6 +282,8 @@ def _buildkit(p: Plan, spec: ResolvedSpec) -> Plan:
         )
         for stage in APT_STAGES
     }
+    if p.builder_apt == p.runtime_apt:  # one step of both stages: one cache, and no wait
+        apt_mounts["builder"] = apt_mounts["runtime"]
     devel = dataclasses.replace(p.devel, apt=_cached_apt(p.devel.apt)) if p.devel else None
     return dataclasses.replace(p, builder_apt=_cached_apt(p.builder_apt), runtime_apt=_cached_apt(p.runtime_apt),
                                devel=devel, buildkit=True, pip_cache="", apt_mounts=apt_mounts,
@@ -286,27 +292,40 @@ def _buildkit(p: Plan, spec: ResolvedSpec) -> Plan:
 
 
 def _cached_uv(line: str) -> str:
-    """uv's setup on BuildKit: uv keeps its cache (a cache mount, in no layer), and pip fetches
-    uv with the site's pip.conf, a secret there."""
+    """uv's setup on BuildKit: uv keeps its cache (a cache mount, in no layer), with the site's
+    uv.toml, a secret there."""
     if line.startswith("ENV "):
         return line.replace("UV_NO_CACHE=1", "UV_CACHE_DIR=/root/.cache/uv")
     return line.replace("RUN ", "RUN " + PYTHON_CACHE_MOUNTS, 1)
 
 
-UV_TARGET = "/tmp/mlbuild-uv"  # where pip puts uv in the builder stage (never copied on)
-UV_REQUIREMENTS = "/tmp/mlbuild-build/uv-pin.txt"
+TOOLS = "/tmp/mlbuild-build/tools"  # uv and pip's wheel (builder.toolwheels), in the builder stage only
+TOOLS_FOLDER = "tools"  # their folder in the context's build settings
 
 
 def installer(spec: ResolvedSpec, settings: BuildSettings) -> str:
     """uv unless the recipe or the site config says pip. An --offline build whose wheelhouse
-    lacks the pinned uv wheel keeps pip: nothing could fetch uv there."""
+    lacks the pinned uv or pip wheel keeps pip: nothing could fetch them there."""
     chosen = spec.installer or settings.installer or "uv"
     if chosen == "uv" and spec.python_from != "standalone" and settings.offline:
-        pin = load_matrix().uv
+        m = load_matrix()
         house = settings.wheelhouse
-        if not (pin and house and _wheelhouse_has(house, [f"uv=={pin.version}"], spec.python)):
+        pins = [f"{pin.name}=={pin.version}" for pin in (m.uv, m.pip) if pin]
+        if not (house and len(pins) == 2 and _wheelhouse_has(house, pins, spec.python)):
             return "pip"
     return chosen
+
+
+def needs_tools(spec: ResolvedSpec, settings: BuildSettings) -> bool:
+    """Whether the builder stage runs the uv and pip that mlbuild brings (TOOLS)."""
+    return needs_pip(spec) and installer(spec, settings) == "uv" and spec.python_from != "standalone"
+
+
+def pip_wheel_name() -> str:
+    pin = load_matrix().pip
+    if pin is None:
+        raise ValueError("builder/data/bases.yaml has no tools.pip pin")
+    return f"pip-{pin.version}-py3-none-any.whl"
 
 
 def install_argv(spec: ResolvedSpec, settings: BuildSettings, *, locked: bool = False) -> list[str]:
@@ -314,13 +333,14 @@ def install_argv(spec: ResolvedSpec, settings: BuildSettings, *, locked: bool = 
     bytecode as pip does by default; locked builds compile once, later, in a fixed order."""
     if installer(spec, settings) == "pip":
         return [f"{VENV}/bin/pip", "install", *(["--no-compile"] if locked else [])]
-    uv = UV if spec.python_from == "standalone" else f"{UV_TARGET}/bin/uv"
+    uv = UV if spec.python_from == "standalone" else f"{TOOLS}/uv"
     return [uv, "pip", "install", "--python", f"{VENV}/bin/python", *([] if locked else ["--compile-bytecode"])]
 
 
-def _installer_setup(spec: ResolvedSpec, settings: BuildSettings) -> tuple[str, ...]:
-    """uv's settings (this stage's ENV only) and, where no uv image provides it, uv itself:
-    pip installs the pinned wheel, checked against its hashes, outside the venv."""
+def _installer_setup(spec: ResolvedSpec, settings: BuildSettings, *, locked: bool = False) -> tuple[str, ...]:
+    """uv's settings (this stage's ENV only) and the venv's pip: uv installs the pinned wheel
+    that mlbuild checked against its hash (builder.toolwheels), as ensurepip would have (a
+    locked build compiles it later, with the rest)."""
     if installer(spec, settings) != "uv" or not needs_pip(spec):
         return ()
     env = "UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml UV_NO_CACHE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never"
@@ -328,15 +348,16 @@ def _installer_setup(spec: ResolvedSpec, settings: BuildSettings) -> tuple[str, 
         env += " SSL_CERT_FILE=/tmp/mlbuild-build/ca.crt"
     lines = [f"ENV {env}"]
     if spec.python_from != "standalone":
-        lines.append("RUN " + exec_form([f"{VENV}/bin/pip", "install", "--no-deps", "--require-hashes", "--no-compile",
-                                         "--target", UV_TARGET, "-r", UV_REQUIREMENTS]))  # fmt: skip
+        seed = [f"{TOOLS}/uv", "pip", "install", "--python", f"{VENV}/bin/python", "--no-index", "--no-deps",
+                *([] if locked else ["--compile-bytecode"]), f"{TOOLS}/{pip_wheel_name()}"]  # fmt: skip
+        lines.append("RUN " + exec_form(seed))
     return tuple(lines)
 
 
-def _venv_command(spec: ResolvedSpec) -> str:
+def _venv_command(spec: ResolvedSpec, *, with_pip: bool) -> str:
     if spec.python_from == "standalone":
         return exec_form([UV, "venv", *(["--seed"] if needs_pip(spec) else []), "--python", spec.python, VENV])
-    return exec_form([spec.python_bin, "-m", "venv", *([] if needs_pip(spec) else ["--without-pip"]), VENV])
+    return exec_form([spec.python_bin, "-m", "venv", *([] if with_pip else ["--without-pip"]), VENV])
 
 
 UV = "/usr/local/bin/uv"
@@ -360,7 +381,7 @@ def _python_setup(spec: ResolvedSpec, settings: BuildSettings) -> tuple[str, ...
     )
 
 
-def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings) -> Plan:
+def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings, *, locked: bool = False) -> Plan:
     """What the image's shape and the site's wheelhouse add to the two basic stages."""
     setup = _python_setup(spec, settings)
     devel = _devel(p, spec) if spec.shape == "devel" and spec.devel_image else None
@@ -370,7 +391,7 @@ def _shapes(p: Plan, spec: ResolvedSpec, settings: BuildSettings) -> Plan:
         python_setup=setup,
         wheelhouse_copy=f"COPY wheelhouse/ {WHEELHOUSE}/" if settings.wheelhouse else "",
         devel=devel,
-        installer_setup=_installer_setup(spec, settings),
+        installer_setup=_installer_setup(spec, settings, locked=locked),
         install_built=exec_form(
             [*install_argv(spec, settings), "--find-links", "/tmp/wheels", "-c", "/tmp/mlbuild/constraints.txt",
              "-r", BUILD_PACKAGES]
@@ -384,6 +405,7 @@ def _devel(p: Plan, spec: ResolvedSpec) -> DevelStage:
     distro = spec.python_from == "distro"
     return DevelStage(
         image=spec.devel_image or "",
+        venv_command=_venv_command(spec, with_pip=True),
         apt=_apt([f"python{spec.python}", f"python{spec.python}-venv", f"python{spec.python}-dev",
                   "ca-certificates"]) if distro else "",
         framework_files=p.framework_files,
@@ -514,9 +536,12 @@ def write_context(
     settings: BuildSettings,
     pins: Pins | None = None,
     secrets: Path | None = None,
+    tools: tuple[Path, ...] = (),
 ) -> str:
     """Fill `folder` with exactly what the build needs; returns the Dockerfile text.
-    `secrets`: a folder outside the context for BuildKit's secrets (the BuildKit variant)."""
+    `secrets`: a folder outside the context for BuildKit's secrets (the BuildKit variant).
+    `tools`: uv and pip's wheel where needs_tools (builder.toolwheels fetches them; without
+    them the context can be read, not built)."""
     dockerfile = render(spec, pins, settings, buildkit=secrets is not None)
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
@@ -538,8 +563,8 @@ def write_context(
             (ml / "locked-project.txt").write_text(pins.project)
         (ml / "lock.json").write_text(pins.lock_json)
     settings.write_build_settings(folder / BUILD_SETTINGS, secrets)
-    if any(UV_REQUIREMENTS in line for line in plan(spec, pins, settings).installer_setup):
-        _write_uv_requirements(spec, settings, folder / BUILD_SETTINGS / "uv-pin.txt")
+    for tool in tools:
+        _link_or_copy(tool, folder / BUILD_SETTINGS / TOOLS_FOLDER / tool.name)
     for i, (src, _dest) in enumerate(spec.files):
         source = (recipe_folder / src).resolve()
         target = folder / context_name(i, src)
@@ -597,15 +622,6 @@ def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -
         (ml / "constraints-project.txt").write_text("\n".join(_project_constraints(spec)) + "\n")
 
 
-def _write_uv_requirements(spec: ResolvedSpec, settings: BuildSettings, target: Path) -> None:
-    pin = load_matrix().uv
-    if pin is None:
-        raise ValueError("builder/data/bases.yaml has no tools.uv pin: uv cannot be installed")
-    links = ["--no-index"] if settings.offline else []
-    links += [f"--find-links {WHEELHOUSE}"] if settings.wheelhouse else []
-    target.write_text("\n".join([*links, pin.requirement]) + "\n")
-
-
 def _wheelhouse_has(folder: Path, requirements: list[str], python: str) -> bool:
     from builder.wheelhouse import missing
 
@@ -619,10 +635,16 @@ def _copy_wheels(spec: ResolvedSpec, settings: BuildSettings, target: Path) -> N
     target.mkdir()
     assert settings.wheelhouse
     for wheel in usable(settings.wheelhouse, spec.python):
-        try:
-            os.link(wheel, target / wheel.name)
-        except OSError:
-            shutil.copyfile(wheel, target / wheel.name)
+        _link_or_copy(wheel, target / wheel.name)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows it (a wheel of GBs), else a copy (mode kept)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _constraints(spec: ResolvedSpec) -> list[str]:
@@ -707,7 +729,7 @@ def resolver_plan(spec: ResolvedSpec) -> ResolverPlan:
     return ResolverPlan(
         base_image=spec.base_image,
         simulate=sim,
-        venv_command=p.venv_command,
+        venv_command=_venv_command(spec, with_pip=True),  # pip resolves here
         base_pth_command=p.base_pth_command,
         report_framework=exec_form(framework) if spec.framework_requirement else "",
         report_project=exec_form(project) if spec.hashed_requirements else "",

@@ -27,8 +27,13 @@ MAY_SKIP = ("gpu", "slow")
 
 @pytest.fixture(autouse=True)
 def _own_host_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test its own builder.hostcache folder: a fake engine's image IDs repeat across tests."""
-    monkeypatch.setenv("MLBUILD_CACHE_DIR", str(tmp_path_factory.mktemp("mlbuild-cache")))
+    """Each test its own builder.hostcache folder: a fake engine's image IDs repeat across tests.
+    uv's and pip's wheels (builder.toolwheels) are shared: content-addressed, never stale."""
+    folder = tmp_path_factory.mktemp("mlbuild-cache")
+    shared = tmp_path_factory.getbasetemp() / "mlbuild-tools"
+    shared.mkdir(exist_ok=True)
+    (folder / "tools").symlink_to(shared)
+    monkeypatch.setenv("MLBUILD_CACHE_DIR", str(folder))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,20 +10,20 @@ FROM debian:bookworm-slim AS builder
 # hadolint ignore=DL3002
 USER 0
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
-RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 # Build-only settings (CA bundle, pip index): this stage only, never copied into the image.
 COPY build-settings/ /tmp/mlbuild-build/
 ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN ["/usr/bin/python3.11", "-m", "venv", "/opt/venv"]
+RUN ["/usr/bin/python3.11", "-m", "venv", "--without-pip", "/opt/venv"]
 # uv installs the environment: its settings and itself live in this stage only.
 ENV UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml UV_NO_CACHE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
-RUN ["/opt/venv/bin/pip", "install", "--no-deps", "--require-hashes", "--no-compile", "--target", "/tmp/mlbuild-uv", "-r", "/tmp/mlbuild-build/uv-pin.txt"]
+RUN ["/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-index", "--no-deps", "--compile-bytecode", "/tmp/mlbuild-build/tools/pip-25.3-py3-none-any.whl"]
 # The framework first, in its own step: extras change more often than it does.
 COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt mlbuild/layersplit.py /tmp/mlbuild/
-RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "torch", "", "--", "/tmp/mlbuild-uv/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "torch", "", "--", "/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-r", "/tmp/mlbuild/requirements-framework.txt"]
 # The recipe's packages; the constraints keep the framework build exactly as resolved.
 COPY mlbuild/requirements.txt mlbuild/constraints.txt mlbuild/layersplit.py /tmp/mlbuild/
-RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "torch", "numpy", "--", "/tmp/mlbuild-uv/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/requirements.txt"]
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "torch", "numpy", "--", "/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/requirements.txt"]
 # What a derived image's pip may not replace (the framework, its companions, its CUDA build),
 # written to /opt/mlbuild/constraints.txt; then the venv's layer slots completed: by
 # distribution, stable ones first, times and owners normalised, so that a one-package change
@@ -53,7 +53,7 @@ RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "1
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
 # pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.
 ENV PIP_CONSTRAINT=/opt/mlbuild/constraints.txt UV_CONSTRAINT=/opt/mlbuild/constraints.txt
-LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"cpu\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"exact\",\"cudnn\":null,\"devel_image\":null,\"distribution\":\"torch\",\"env\":[],\"files\":[],\"framework\":\"pytorch\",\"framework_from_base\":false,\"framework_requirement\":\"torch==2.13.0+cpu\",\"framework_version\":\"2.13.0\",\"import_name\":\"torch\",\"index_url\":\"https://download.pytorch.org/whl/cpu\",\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"fb1c01330cb8\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"pytorch-cpu\",\"packages\":[\"torch==2.13.0+cpu\",\"numpy<3\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"pytorch 2.13.0: newest release matching '2.13'\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"index: cpu builds come from https://download.pytorch.org/whl/cpu\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/pytorch-cpu\",\"requirements\":[\"numpy<3\"],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cpu\",\"workdir\":null}"
+LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"cpu\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"exact\",\"cudnn\":null,\"devel_image\":null,\"distribution\":\"torch\",\"env\":[],\"files\":[],\"framework\":\"pytorch\",\"framework_from_base\":false,\"framework_requirement\":\"torch==2.13.0+cpu\",\"framework_version\":\"2.13.0\",\"import_name\":\"torch\",\"index_url\":\"https://download.pytorch.org/whl/cpu\",\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"09e1b17a52a9\",\"min_driver\":null,\"mlbuild_version\":\"0.1.0\",\"name\":\"pytorch-cpu\",\"packages\":[\"torch==2.13.0+cpu\",\"numpy<3\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"pytorch 2.13.0: newest release matching '2.13'\",\"python 3.11: asked for in the recipe\",\"build: cpu (asked for)\",\"index: cpu builds come from https://download.pytorch.org/whl/cpu\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\"],\"repository\":\"mlbuild/pytorch-cpu\",\"requirements\":[\"numpy<3\"],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cpu\",\"workdir\":null}"
 LABEL "org.opencontainers.image.description"="pytorch 2.13.0, Python 3.11, CPU"
 LABEL "org.opencontainers.image.title"="pytorch-cpu"
 LABEL "org.opencontainers.image.version"="pytorch2.13.0-py3.11-cpu"

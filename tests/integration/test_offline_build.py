@@ -74,10 +74,11 @@ def test_sklearn_builds_offline_from_the_wheelhouse(engine: Any, bookworm_base: 
     )
     from builder.matrix import load_matrix
 
-    uv = load_matrix().uv
-    assert uv
-    # with the pinned uv wheel in the wheelhouse, uv installs offline too (uv.toml: offline)
-    wheelhouse = download(tmp_path / "wheelhouse", "scikit-learn==1.5.2", "pandas==2.2.3", f"uv=={uv.version}")
+    uv, pip = load_matrix().uv, load_matrix().pip
+    assert uv and pip
+    # with the pinned uv and pip wheels in the wheelhouse, uv installs offline too (uv.toml: offline)
+    wheelhouse = download(tmp_path / "wheelhouse", "scikit-learn==1.5.2", "pandas==2.2.3", f"uv=={uv.version}",
+                          f"pip=={pip.version}")  # fmt: skip
     done = mlbuild("build", str(recipe), "--wheelhouse", str(wheelhouse), "--offline",
                    "--base-image", bookworm_base, "--json")  # fmt: skip
     try:

@@ -34,7 +34,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "outside": (
         "builder.engine", "builder.gpu", "builder.smoke", "builder.base", "builder.normalize",
         "builder.imagediff", "builder.layers", "builder.credentials", "builder.registry",
-        "builder.lockmaker", "builder.refresh", "builder.doctor", "builder.buildkit",
+        "builder.lockmaker", "builder.refresh", "builder.doctor", "builder.buildkit", "builder.toolwheels",
     ),
     # the library's jobs: build -> smoke -> tag -> push, many at once, pull, verify
     "library": (

@@ -4,6 +4,7 @@ pipeline's choice of builder on the in-memory engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -207,8 +208,8 @@ def test_the_buildkit_variant_mounts_caches_and_the_secret_and_the_classic_one_h
     assert "--mount" not in classic and "PIP_NO_CACHE_DIR=1" in classic
     assert "# syntax" not in kit.lower() and "PIP_NO_CACHE_DIR" not in kit
     runs = [line for line in kit.splitlines() if line.startswith("RUN ")]
-    # pip installing uv, then uv's framework and packages steps
-    python_runs = [line for line in runs if "/opt/venv/bin/pip" in line or '/bin/uv", "pip"' in line]
+    # uv installing the venv's pip, then uv's framework and packages steps
+    python_runs = [line for line in runs if "/opt/venv/bin/pip" in line or '/uv", "pip"' in line]
     apt_runs = [line for line in runs if "apt-get" in line]
     assert len(python_runs) == 3 and len(apt_runs) == 2
     secrets = (f"--mount=type=secret,id={PIP_CONF_SECRET},target=/tmp/mlbuild-build/pip.conf",
@@ -218,8 +219,14 @@ def test_the_buildkit_variant_mounts_caches_and_the_secret_and_the_classic_one_h
     assert "UV_CACHE_DIR=/root/.cache/uv" in kit and "UV_NO_CACHE" not in kit  # uv keeps its cache in the mount
     assert all("target=/var/lib/apt/lists,sharing=locked" in line and "/var/lib/apt/lists/*" not in line
                for line in apt_runs)  # fmt: skip
-    # each stage its own apt caches: apt locks them, and the two stages' apt steps run side by side
-    assert [re.findall(r"id=(mlbuild-apt-[^,]+)", line) for line in apt_runs] == [
+    # one apt step of both stages, letter for letter (BuildKit runs it once), with one stage's caches
+    assert apt_runs[0] == apt_runs[1]
+    assert re.findall(r"id=(mlbuild-apt-[^,]+)", apt_runs[0]) == [
+        "mlbuild-apt-archives-bookworm-runtime", "mlbuild-apt-lists-bookworm-runtime"]
+    # where the stages' apt steps differ (pip as the installer: ensurepip's package), each has its own
+    # caches: apt locks them, and the two steps run side by side
+    pip_kit = render(dataclasses.replace(spec, installer="pip"), buildkit=True)
+    assert [re.findall(r"id=(mlbuild-apt-[^,]+)", line) for line in pip_kit.splitlines() if "apt-get" in line] == [
         ["mlbuild-apt-archives-bookworm-builder", "mlbuild-apt-lists-bookworm-builder"],
         ["mlbuild-apt-archives-bookworm-runtime", "mlbuild-apt-lists-bookworm-runtime"],
     ]

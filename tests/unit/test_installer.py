@@ -3,6 +3,7 @@ settings in uv's terms, builder stage only; `installer: pip` (recipe or site con
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from builder.errors import RecipeError, UsageError
 from builder.lock import Pins
 from builder.matrix import load_matrix
 from builder.recipe import parse_recipe
-from builder.render import UV_TARGET, render, write_context
+from builder.render import TOOLS, pip_wheel_name, render, write_context
 from builder.resolve import resolve
 from builder.settings import BuildSettings, load_settings
 from builder.spec import ResolvedSpec
@@ -42,9 +43,13 @@ def without_constraints(text: str) -> str:
 def test_default_build_installs_with_uv_in_the_builder_stage_only(tmp_path: Path) -> None:
     text = render(spec_for(SKLEARN, tmp_path))
     builder, final = text.split("\nFROM ")[-2], final_stage(text)
-    assert f'"--require-hashes", "--no-compile", "--target", "{UV_TARGET}"' in builder
-    assert f'"--", "{UV_TARGET}/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python"' in builder
-    assert '/opt/venv/bin/pip", "install", "-r"' not in builder  # no pip install step left
+    assert f'"--", "{TOOLS}/uv", "pip", "install", "--python", "/opt/venv/bin/python"' in builder
+    assert '/opt/venv/bin/pip", "install"' not in builder  # no pip install step left, not even of uv
+    # the venv without ensurepip: uv installs the pinned pip wheel that mlbuild brought
+    assert '["/usr/bin/python3.11", "-m", "venv", "--without-pip", "/opt/venv"]' in builder
+    seed = [f"{TOOLS}/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-index", "--no-deps",
+            "--compile-bytecode", f"{TOOLS}/{pip_wheel_name()}"]  # fmt: skip
+    assert "RUN " + json.dumps(seed) in builder
     final = without_constraints(final)  # UV_CONSTRAINT is for images built FROM this one
     assert "UV_" not in final and "uv" not in final.split("LABEL")[0]
 
@@ -66,8 +71,8 @@ def test_site_config_installer_pip_and_recipe_wins(tmp_path: Path) -> None:
     config.write_text("installer: pip\n")
     settings = load_settings(config_path=str(config), env={})
     assert settings.installer == "pip"
-    assert UV_TARGET not in render(spec_for(SKLEARN, tmp_path), settings=settings)
-    assert UV_TARGET in render(spec_for(SKLEARN + "installer: uv\n", tmp_path), settings=settings)
+    assert TOOLS not in render(spec_for(SKLEARN, tmp_path), settings=settings)
+    assert TOOLS in render(spec_for(SKLEARN + "installer: uv\n", tmp_path), settings=settings)
 
 
 def test_bad_installer_values_are_named(tmp_path: Path) -> None:
@@ -91,7 +96,11 @@ def test_site_settings_reach_uv_in_its_own_terms(tmp_path: Path) -> None:
     )
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    text = write_context(spec_for(SKLEARN, tmp_path), ctx, tmp_path, settings)
+    tools = tmp_path / "uv", tmp_path / pip_wheel_name()
+    for tool in tools:
+        tool.write_bytes(b"stand-in")
+    text = write_context(spec_for(SKLEARN, tmp_path), ctx, tmp_path, settings, tools=tools)
+    assert sorted(p.name for p in (ctx / "build-settings" / "tools").iterdir()) == sorted(t.name for t in tools)
     assert (ctx / "build-settings" / "uv.toml").read_text().splitlines() == [
         'index-strategy = "unsafe-best-match"',
         'index-url = "https://u:p@mirror.example/simple"',
@@ -101,22 +110,21 @@ def test_site_settings_reach_uv_in_its_own_terms(tmp_path: Path) -> None:
     builder = text.split("\nFROM ")[-2]
     assert "SSL_CERT_FILE=/tmp/mlbuild-build/ca.crt" in builder and "UV_NO_CACHE=1" in builder
     assert "u:p@" not in text  # credentials stay in the build-settings files
-    pin = (ctx / "build-settings" / "uv-pin.txt").read_text()
-    assert pin == load_matrix().uv.requirement + "\n"  # type: ignore[union-attr]
 
 
-def test_offline_with_the_uv_wheel_in_the_wheelhouse_uses_it(tmp_path: Path) -> None:
-    pin = load_matrix().uv
-    assert pin
+def test_offline_with_the_uv_and_pip_wheels_in_the_wheelhouse_uses_uv(tmp_path: Path) -> None:
+    uv, pip = load_matrix().uv, load_matrix().pip
+    assert uv and pip
     house = tmp_path / "wheels"
     house.mkdir()
-    (house / f"uv-{pin.version}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl").write_bytes(b"")
+    (house / f"uv-{uv.version}-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl").write_bytes(b"")
     settings = BuildSettings(wheelhouse=house, offline=True)
+    assert TOOLS not in render(spec_for(SKLEARN, tmp_path), settings=settings)  # pip's wheel lacking: pip
+    (house / pip_wheel_name()).write_bytes(b"")
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     text = write_context(spec_for(SKLEARN, tmp_path), ctx, tmp_path, settings)
-    assert UV_TARGET in text
-    assert (ctx / "build-settings" / "uv-pin.txt").read_text().startswith("--no-index\n--find-links /tmp/wheelhouse\n")
+    assert f"{TOOLS}/uv" in text
     assert "offline = true" in (ctx / "build-settings" / "uv.toml").read_text()
 
 
@@ -124,7 +132,9 @@ def test_offline_without_the_uv_wheel_keeps_pip(tmp_path: Path) -> None:
     house = tmp_path / "wheels"
     house.mkdir()
     text = render(spec_for(SKLEARN, tmp_path), settings=BuildSettings(wheelhouse=house, offline=True))
-    assert UV_TARGET not in text and '"/opt/venv/bin/pip", "install"' in text
+    assert TOOLS not in text and '"/opt/venv/bin/pip", "install"' in text
+    # pip is the installer here: ensurepip makes the venv's pip, from the distro's -venv package
+    assert "python3.11-venv" in text and '"-m", "venv", "/opt/venv"]' in text
 
 
 def test_locked_build_requires_hashes_with_uv(tmp_path: Path) -> None:
@@ -139,7 +149,23 @@ def test_locked_build_requires_hashes_with_uv(tmp_path: Path) -> None:
         lock_json="{}",
     )
     text = render(spec_for(SKLEARN, tmp_path), pins)
-    uv = f'"--", "{UV_TARGET}/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-deps", '
+    uv = f'"--", "{TOOLS}/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-deps", '
     uv += '"--require-hashes"'
     assert text.count(uv) == 2
     assert "--compile-bytecode" not in text  # locked builds compile once, in a fixed order, later
+
+
+def test_the_builder_stage_shares_the_images_apt_step(tmp_path: Path) -> None:
+    """uv brings pip's wheel, so the builder stage needs no ensurepip package: its first steps are
+    the image's own, letter for letter, and each builder runs them once for both stages."""
+    spec = spec_for(SKLEARN + "system_packages: [libgomp1]\n", tmp_path)
+    for buildkit in (False, True):
+        text = render(spec, buildkit=buildkit)
+        builder, final = text.split("\nFROM ")[-2], final_stage(text)
+
+        def steps_to_apt(stage: str) -> list[str]:
+            lines = [line for line in stage.splitlines()[1:] if line and not line.startswith("#")]
+            return lines[: next(i for i, line in enumerate(lines) if "apt-get" in line) + 1]
+
+        assert steps_to_apt(builder) == steps_to_apt(final)
+        assert "libgomp1" in steps_to_apt(builder)[-1] and "-venv" not in builder

@@ -107,7 +107,6 @@ def test_context_holds_only_what_the_build_needs(tmp_path: Path) -> None:
         "Dockerfile",
         "build-settings/ca.crt",
         "build-settings/pip.conf",
-        "build-settings/uv-pin.txt",
         "build-settings/uv.toml",
         "files/0/train.py",
         "mlbuild/constraints.txt",

@@ -65,8 +65,9 @@ def test_cuda_runtime_uses_nvidias_base_and_os_python_when_it_matches(tmp_path: 
     assert spec.base_image == "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
     assert spec.python_from == "distro" and spec.python_bin == "/usr/bin/python3.10"
     text = render(spec)
-    assert "apt-get install -y --no-install-recommends python3.10 python3.10-venv" in text
+    assert "apt-get install -y --no-install-recommends python3.10 ca-certificates" in text
     # no uv image and no standalone CPython: uv comes from PyPI, by hash, for installing only
+    # (mlbuild brings it: builder.toolwheels)
     assert " AS uv" not in text and "COPY --from=uv" not in text and "uv python install" not in text
     assert "/usr/local/bin/uv" not in text
 

@@ -10,17 +10,17 @@ FROM debian:bookworm-slim AS builder
 # hadolint ignore=DL3002
 USER 0
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
-RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 ca-certificates && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old
 # Build-only settings (CA bundle, pip index): this stage only, never copied into the image.
 COPY build-settings/ /tmp/mlbuild-build/
 ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN ["/usr/bin/python3.11", "-m", "venv", "/opt/venv"]
+RUN ["/usr/bin/python3.11", "-m", "venv", "--without-pip", "/opt/venv"]
 # uv installs the environment: its settings and itself live in this stage only.
 ENV UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml UV_NO_CACHE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
-RUN ["/opt/venv/bin/pip", "install", "--no-deps", "--require-hashes", "--no-compile", "--target", "/tmp/mlbuild-uv", "-r", "/tmp/mlbuild-build/uv-pin.txt"]
+RUN ["/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-index", "--no-deps", "--compile-bytecode", "/tmp/mlbuild-build/tools/pip-25.3-py3-none-any.whl"]
 # The framework first, in its own step: extras change more often than it does.
 COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt mlbuild/layersplit.py /tmp/mlbuild/
-RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "jax", "", "--", "/tmp/mlbuild-uv/bin/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-r", "/tmp/mlbuild/requirements-framework.txt"]
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "jax", "", "--", "/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-r", "/tmp/mlbuild/requirements-framework.txt"]
 # What a derived image's pip may not replace (the framework, its companions, its CUDA build),
 # written to /opt/mlbuild/constraints.txt; then the venv's layer slots completed: by
 # distribution, stable ones first, times and owners normalised, so that a one-package change
@@ -50,7 +50,7 @@ RUN ["/opt/venv/bin/python", "/opt/mlbuild/imagesetup.py", "user", "mlbuild", "1
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PYTHONUNBUFFERED=1
 # pip and uv in images built FROM this one keep to /opt/mlbuild/constraints.txt.
 ENV PIP_CONSTRAINT=/opt/mlbuild/constraints.txt UV_CONSTRAINT=/opt/mlbuild/constraints.txt
-LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"12.6\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"major\",\"cudnn\":\"9.1\",\"devel_image\":null,\"distribution\":\"jax\",\"env\":[],\"files\":[],\"framework\":\"jax\",\"framework_from_base\":false,\"framework_requirement\":\"jax[cuda12]==0.4.35\",\"framework_version\":\"0.4.35\",\"import_name\":\"jax\",\"index_url\":null,\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"fb1c01330cb8\",\"min_driver\":\"525.60.13\",\"mlbuild_version\":\"0.1.0\",\"name\":\"jax-runtime\",\"packages\":[\"jax[cuda12]==0.4.35\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"jax 0.4.35: newest release matching '0.4.35'\",\"python 3.11: asked for in the recipe\",\"build: cuda12 (asked for CUDA 12.6; CUDA 12.1, cuDNN 9.1; kernels for ?)\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\",\"driver: at least 525.60.13 (CUDA 12.x minor-version compatibility); 530.30.02 or newer runs CUDA 12.1 without it\"],\"repository\":\"mlbuild/jax-runtime\",\"requirements\":[],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cuda12\",\"workdir\":null}"
+LABEL "org.mlbuild.spec"="{\"archs\":[],\"base_image\":\"debian:bookworm-slim\",\"base_os\":\"debian-12\",\"base_site_packages\":[],\"base_suite\":\"bookworm\",\"build_packages\":[],\"companions\":[],\"cuda\":\"12.6\",\"cuda_arch_env\":\"\",\"cuda_arch_list\":\"\",\"cuda_match\":\"major\",\"cudnn\":\"9.1\",\"devel_image\":null,\"distribution\":\"jax\",\"env\":[],\"files\":[],\"framework\":\"jax\",\"framework_from_base\":false,\"framework_requirement\":\"jax[cuda12]==0.4.35\",\"framework_version\":\"0.4.35\",\"import_name\":\"jax\",\"index_url\":null,\"library_dirs\":[\"jaxlib/**\",\"tensorflow\",\"torch/lib\"],\"matrix_version\":\"09e1b17a52a9\",\"min_driver\":\"525.60.13\",\"mlbuild_version\":\"0.1.0\",\"name\":\"jax-runtime\",\"packages\":[\"jax[cuda12]==0.4.35\"],\"python\":\"3.11\",\"python_bin\":\"/usr/bin/python3.11\",\"python_from\":\"distro\",\"reasons\":[\"jax 0.4.35: newest release matching '0.4.35'\",\"python 3.11: asked for in the recipe\",\"build: cuda12 (asked for CUDA 12.6; CUDA 12.1, cuDNN 9.1; kernels for ?)\",\"base: debian:bookworm-slim (default slim base for Python 3.11)\",\"driver: at least 525.60.13 (CUDA 12.x minor-version compatibility); 530.30.02 or newer runs CUDA 12.1 without it\"],\"repository\":\"mlbuild/jax-runtime\",\"requirements\":[],\"schema\":1,\"shape\":\"runtime\",\"smoke_gpu\":\"auto\",\"smoke_run\":[],\"system_packages\":[],\"tags\":[],\"uid\":10001,\"user\":\"mlbuild\",\"uv_image\":null,\"variant\":\"cuda12\",\"workdir\":null}"
 LABEL "org.opencontainers.image.description"="jax 0.4.35, Python 3.11, CUDA 12.6, cuDNN 9.1"
 LABEL "org.opencontainers.image.title"="jax-runtime"
 LABEL "org.opencontainers.image.version"="jax0.4.35-py3.11-cuda12"

@@ -47,9 +47,12 @@ def uv_pin() -> str:
     return pin.version
 
 
-def expert_context(spec: Any, folder: Path) -> None:
+def expert_context(spec: Any, folder: Path, uv_binary: Path | None = None) -> None:
     """Two stages, uv, the same base, pins, index and CA settings (uv.toml, SSL_CERT_FILE) as
-    mlbuild's; no labels, no user, no smoke files: what an expert writes for the same image."""
+    mlbuild's; no labels, no user, no smoke files: what an expert writes for the same image.
+    uv: pip installs it in the builder stage; with `uv_binary`, the builder stage copies it in,
+    as `COPY --from=ghcr.io/astral-sh/uv:<version> /uv /bin/` does where that image can be
+    pulled (not here), and then needs no ensurepip package either."""
     from builder.settings import load_settings
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,16 +62,23 @@ def expert_context(spec: Any, folder: Path) -> None:
     cert = " SSL_CERT_FILE=/tmp/mlbuild-build/ca.crt" if settings.ca_bundle else ""
     pins = " ".join(spec.packages)
     clean = "rm -rf /var/lib/apt/lists/*"
+    if uv_binary:
+        shutil.copy2(uv_binary, folder / "uv")
+        venv_package, get_uv, uv = "", "COPY uv /usr/local/bin/uv\n", "uv"
+    else:
+        venv_package, get_uv, uv = f" {python}-venv", "", "/tmp/uv/bin/uv"
+    install = f"{uv} venv --python /usr/bin/{python} /opt/venv && {uv} pip install --python /opt/venv/bin/python {pins}"
+    if not uv_binary:
+        install = f"{python} -m venv /tmp/uv && /tmp/uv/bin/pip install -q uv=={uv_pin()} && {install}"
     (folder / "Dockerfile").write_text(
         f"FROM {spec.base_image} AS builder\n"
-        f"RUN apt-get update && apt-get install -y --no-install-recommends {python} {python}-venv "
+        f"RUN apt-get update && apt-get install -y --no-install-recommends {python}{venv_package} "
         f"ca-certificates && {clean}\n"
+        f"{get_uv}"
         "COPY build-settings/ /tmp/mlbuild-build/\n"
         "ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 "
         f"UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml UV_NO_CACHE=1 UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy{cert}\n"
-        f"RUN {python} -m venv /tmp/uv && /tmp/uv/bin/pip install -q uv=={uv_pin()} "
-        f"&& /tmp/uv/bin/uv venv --python /usr/bin/{python} /opt/venv "
-        f"&& /tmp/uv/bin/uv pip install --python /opt/venv/bin/python {pins}\n"
+        f"RUN {install}\n"
         f"FROM {spec.base_image}\n"
         f"RUN apt-get update && apt-get install -y --no-install-recommends {python} ca-certificates && {clean}\n"
         "COPY --from=builder /opt/venv /opt/venv\n"

@@ -29,6 +29,8 @@ import pytest
 import registry_server as rs
 import required_tools
 
+from builder.render import TOOLS
+
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "mlbuild/fault-probe"
 RECIPE = """\
@@ -41,10 +43,11 @@ packages: [{package}]
 smoke:
   run: ["sleep {sleep}"]
 """
-# uv's install steps (the default installer), not pip's install of uv itself
+# uv's install steps (the default installer), not its install of the venv's pip
 # (the classic builder's "Step 7/13 : RUN ...", BuildKit's "#12 [builder  7/13] RUN --mount=... [...]")
 INSTALL_STEP = re.compile(  # uv runs under layersplit.py's link wrapper (after its "--")
-    r'(Step \d+/\d+\b|\[builder +\d+/\d+\]).*RUN (--mount=\S+ )*\[.*"--", "/tmp/mlbuild-uv/bin/uv", "pip", "install"'
+    r"(Step \d+/\d+\b|\[builder +\d+/\d+\]).*RUN (--mount=\S+ )*\[.*"
+    + re.escape(f'"--", "{TOOLS}/uv", "pip", "install"')
 )
 integration = pytest.mark.integration
 

@@ -75,7 +75,7 @@ def test_no_ca_bundle_or_build_tools_in_the_final_image(sklearn_build: Any, engi
 def test_nothing_of_uv_in_the_final_image(sklearn_build: Any, engine: Any) -> None:
     """uv installed the environment (issue 14): neither uv, its cache, its settings nor its
     environment variables stay in the image, its history or its layers."""
-    assert '/bin/uv", "pip", "install"' in sklearn_build.dockerfile  # uv did install the environment
+    assert '/uv", "pip", "install"' in sklearn_build.dockerfile  # uv did install the environment
     image = engine.inspect(sklearn_build.image_id)
     # the one uv setting an image carries is on purpose: images built FROM it keep its constraints
     extend = "UV_CONSTRAINT=/opt/mlbuild/constraints.txt"
@@ -83,7 +83,7 @@ def test_nothing_of_uv_in_the_final_image(sklearn_build: Any, engine: Any) -> No
     assert not [e for e in env if e.startswith(("UV_", "SSL_CERT_FILE"))], env
     script = (
         "import os, shutil, json, glob, sys\n"
-        "print(json.dumps({'uv': shutil.which('uv'), 'target': os.path.exists('/tmp/mlbuild-uv'),"
+        "print(json.dumps({'uv': shutil.which('uv'), 'target': os.path.exists('/tmp/mlbuild-build'),"
         " 'caches': glob.glob('/root/.cache/uv') + glob.glob('/home/*/.cache/uv'),"
         " 'in_venv': glob.glob(sys.prefix + '/bin/uv*') + glob.glob(sys.prefix + '/lib/python*/site-packages/uv'),"
         " 'installer': sorted({open(p).read().strip() for p in glob.glob(sys.prefix + '/lib/python*/site-packages/"
@@ -95,6 +95,6 @@ def test_nothing_of_uv_in_the_final_image(sklearn_build: Any, engine: Any) -> No
     assert seen == {"uv": None, "target": False, "caches": [], "in_venv": []}, seen
     history = engine.history(sklearn_build.image_id)
     created = " ".join(h.get("CreatedBy") or "" for h in history).replace(extend, "")
-    assert "UV_" not in created and "mlbuild-uv" not in created and "uv.toml" not in created
+    assert "UV_" not in created and "mlbuild-build" not in created and "uv.toml" not in created
     paths = [p for _, p, _ in imagescan.layer_members(engine, sklearn_build.image_id)]
-    assert not [p for p in paths if "mlbuild-uv" in p or p.endswith(("uv.toml", "/bin/uv")) or "/.cache/uv" in p]
+    assert not [p for p in paths if "mlbuild-build" in p or p.endswith(("uv.toml", "/uv")) or "/.cache/uv" in p]

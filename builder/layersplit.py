@@ -130,6 +130,33 @@ def _metadata(path: str) -> tuple[str, str, tuple[str, ...]]:
     return normalize(msg.get("Name") or ""), str(msg.get("Version") or ""), tuple(sorted(set(requires)))
 
 
+INSTALL_TIME_FILES = ("uv_cache.json",)  # uv's, beside a wheel from a path or --find-links: holds the time
+
+
+def drop_install_times(venv: str) -> int:
+    """Remove what records when an installer ran (and its RECORD lines): two builds of the same
+    lock must give the same bytes, and pip never reads it. Returns how many files went."""
+    dropped = 0
+    for sp in site_packages(venv):
+        for entry in sorted(os.listdir(sp)):
+            info = os.path.join(sp, entry)
+            gone = [n for n in INSTALL_TIME_FILES if entry.endswith(".dist-info") and os.path.isfile(f"{info}/{n}")]
+            if not gone:
+                continue
+            for name in gone:
+                os.unlink(os.path.join(info, name))
+            record = os.path.join(info, "RECORD")
+            if os.path.isfile(record):
+                with open(record, encoding="utf-8", newline="") as fh:
+                    rows = [row for row in csv.reader(fh) if row and row[0] not in {f"{entry}/{n}" for n in gone}]
+                with open(record + ".new", "w", encoding="utf-8", newline="") as fh:
+                    csv.writer(fh, lineterminator="\n").writerows(rows)
+                os.chmod(record + ".new", os.stat(record).st_mode & 0o7777)
+                os.replace(record + ".new", record)  # a new file: an older link to RECORD is not changed
+            dropped += len(gone)
+    return dropped
+
+
 def read_dists(venv: str) -> list[Dist]:
     """Every distribution in the venv's site-packages, with the files its RECORD lists."""
     venv = os.path.realpath(venv)
@@ -273,6 +300,7 @@ def place(
     """Link every file of the venv into the slot the plan gives its distribution now, normalised.
     Returns the slots, each distribution's version, and how many files were linked and kept."""
     venv = os.path.realpath(venv)
+    drop_install_times(venv)
     dists = read_dists(venv)
     slots = plan_slots(dists, framework, recipe)
     slot_of = {n: s for s, names in slots.items() for n in names}

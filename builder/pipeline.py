@@ -43,7 +43,7 @@ from builder.publish import Published, publish, require_smoke
 from builder.pull import pull_if_present
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.refs import split_tag
-from builder.render import needs_tools, write_context
+from builder.render import needs_tools, place_tools, write_context
 from builder.resolve import resolve, resolve_platforms
 from builder.settings import BUILDERS, BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
@@ -185,12 +185,13 @@ def build(
         # The content tag covers the Dockerfile (BuildKit's variant has its own text, so each
         # builder's image has its own tag) and the context's files: mlbuild's helpers, the
         # recipe's files, the lock, the wheels (builder.contextdigest).
-        dockerfile = write_build_context(spec, context, recipe.folder, settings, pins,
-                                         Path(secrets) if chosen.buildkit else None, say)  # fmt: skip
+        dockerfile = write_context(spec, context, recipe.folder, settings, pins,
+                                   Path(secrets) if chosen.buildkit else None)  # fmt: skip
         tag = content_tag(spec, dockerfile, base.image_id, context_digest(context))
         # build avoidance: the same spec, Dockerfile, context and base were built before
         found = find_existing(engine, spec, tag, say) if opts.reuse else None
-        if not found:
+        if not found:  # only a build needs uv and pip's wheel: an up-to-date image never fetches
+            place_tools(context, fetch_tools(spec, settings, say) if needs_tools(spec, settings) else ())
             on_stage("building")
         image_id = found or _build_image(engine, recipe, Path(recipe_path), spec, base, tag, settings, opts,
                                          lock, chosen, context, Path(secrets), say, on_line)  # fmt: skip
@@ -294,8 +295,9 @@ def write_build_context(
 ) -> str:
     """builder.render.write_context with the uv and pip the builder stage runs, fetched once
     per machine where it needs them (builder.toolwheels): a context `docker build` can build."""
-    tools = fetch_tools(spec, settings, say) if needs_tools(spec, settings) else ()
-    return write_context(spec, folder, recipe_folder, settings, pins, secrets, tools)
+    dockerfile = write_context(spec, folder, recipe_folder, settings, pins, secrets)
+    place_tools(folder, fetch_tools(spec, settings, say) if needs_tools(spec, settings) else ())
+    return dockerfile
 
 
 def choose_builder(engine: Engine, opts: BuildOptions, settings: BuildSettings) -> BuilderChoice:

@@ -25,7 +25,7 @@ from builder import layersplit
 from builder.contextdigest import BUILD_SETTINGS
 from builder.labels import LOCK_LABEL, OCI_DESCRIPTION, OCI_TITLE, OCI_VERSION, SPEC_LABEL
 from builder.lock import Pins
-from builder.matrix import load_matrix
+from builder.matrix import ToolPin, load_matrix
 from builder.settings import BuildSettings
 from builder.spec import PROBE_PATH, SPEC_PATH, VENV, ResolvedSpec
 
@@ -162,8 +162,10 @@ def plan(
     # ensurepip only for pip as the installer; uv brings pip's wheel (builder.toolwheels). Then
     # the builder's apt step is the image's own, letter for letter: one step, run once.
     ensurepip = needs_pip(spec) and installer(spec, settings) == "pip"
+    # uv needs distutils on a Python before 3.10: Debian's -venv package brings it (python3-distutils)
+    old_python = tuple(int(n) for n in spec.python.split(".")) < (3, 10)
     builder_apt = runtime_apt if distro else ""
-    if distro and ensurepip:
+    if distro and (ensurepip or old_python):
         builder_apt = _apt([f"python{spec.python}", f"python{spec.python}-venv", "ca-certificates"])
     create_user = ""
     if spec.uid != 0:
@@ -322,10 +324,18 @@ def needs_tools(spec: ResolvedSpec, settings: BuildSettings) -> bool:
 
 
 def pip_wheel_name() -> str:
+    return f"pip-{_pip_pin().version}-py3-none-any.whl"
+
+
+def pip_requirement() -> str:
+    return f"pip=={_pip_pin().version}"
+
+
+def _pip_pin() -> ToolPin:
     pin = load_matrix().pip
     if pin is None:
         raise ValueError("builder/data/bases.yaml has no tools.pip pin")
-    return f"pip-{pin.version}-py3-none-any.whl"
+    return pin
 
 
 def install_argv(spec: ResolvedSpec, settings: BuildSettings, *, locked: bool = False) -> list[str]:
@@ -348,8 +358,9 @@ def _installer_setup(spec: ResolvedSpec, settings: BuildSettings, *, locked: boo
         env += " SSL_CERT_FILE=/tmp/mlbuild-build/ca.crt"
     lines = [f"ENV {env}"]
     if spec.python_from != "standalone":
+        # by name from the folder, not by path: a path would be recorded (pip freeze: "pip @ file:...")
         seed = [f"{TOOLS}/uv", "pip", "install", "--python", f"{VENV}/bin/python", "--no-index", "--no-deps",
-                *([] if locked else ["--compile-bytecode"]), f"{TOOLS}/{pip_wheel_name()}"]  # fmt: skip
+                *([] if locked else ["--compile-bytecode"]), "--find-links", TOOLS, pip_requirement()]  # fmt: skip
         lines.append("RUN " + exec_form(seed))
     return tuple(lines)
 
@@ -536,12 +547,10 @@ def write_context(
     settings: BuildSettings,
     pins: Pins | None = None,
     secrets: Path | None = None,
-    tools: tuple[Path, ...] = (),
 ) -> str:
-    """Fill `folder` with exactly what the build needs; returns the Dockerfile text.
-    `secrets`: a folder outside the context for BuildKit's secrets (the BuildKit variant).
-    `tools`: uv and pip's wheel where needs_tools (builder.toolwheels fetches them; without
-    them the context can be read, not built)."""
+    """Fill `folder` with exactly what the build needs but uv and pip's wheel, which a build
+    adds (place_tools) where needs_tools; returns the Dockerfile text.
+    `secrets`: a folder outside the context for BuildKit's secrets (the BuildKit variant)."""
     dockerfile = render(spec, pins, settings, buildkit=secrets is not None)
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
@@ -563,14 +572,19 @@ def write_context(
             (ml / "locked-project.txt").write_text(pins.project)
         (ml / "lock.json").write_text(pins.lock_json)
     settings.write_build_settings(folder / BUILD_SETTINGS, secrets)
-    for tool in tools:
-        _link_or_copy(tool, folder / BUILD_SETTINGS / TOOLS_FOLDER / tool.name)
     for i, (src, _dest) in enumerate(spec.files):
         source = (recipe_folder / src).resolve()
         target = folder / context_name(i, src)
         target.parent.mkdir(parents=True)
         _copy(source, target)
     return dockerfile
+
+
+def place_tools(folder: Path, tools: tuple[Path, ...]) -> None:
+    """uv and pip's wheel into the context's build settings (TOOLS in the builder stage): no
+    part of the content tag (builder.contextdigest), so only a build needs them fetched."""
+    for tool in tools:
+        _link_or_copy(tool, folder / BUILD_SETTINGS / TOOLS_FOLDER / tool.name)
 
 
 def layer_plan(spec: ResolvedSpec) -> dict[str, object]:

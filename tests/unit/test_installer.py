@@ -12,7 +12,7 @@ from builder.errors import RecipeError, UsageError
 from builder.lock import Pins
 from builder.matrix import load_matrix
 from builder.recipe import parse_recipe
-from builder.render import TOOLS, pip_wheel_name, render, write_context
+from builder.render import TOOLS, pip_wheel_name, place_tools, render, write_context
 from builder.resolve import resolve
 from builder.settings import BuildSettings, load_settings
 from builder.spec import ResolvedSpec
@@ -48,7 +48,7 @@ def test_default_build_installs_with_uv_in_the_builder_stage_only(tmp_path: Path
     # the venv without ensurepip: uv installs the pinned pip wheel that mlbuild brought
     assert '["/usr/bin/python3.11", "-m", "venv", "--without-pip", "/opt/venv"]' in builder
     seed = [f"{TOOLS}/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-index", "--no-deps",
-            "--compile-bytecode", f"{TOOLS}/{pip_wheel_name()}"]  # fmt: skip
+            "--compile-bytecode", "--find-links", TOOLS, f"pip=={load_matrix().pip.version}"]  # type: ignore[union-attr]
     assert "RUN " + json.dumps(seed) in builder
     final = without_constraints(final)  # UV_CONSTRAINT is for images built FROM this one
     assert "UV_" not in final and "uv" not in final.split("LABEL")[0]
@@ -99,7 +99,8 @@ def test_site_settings_reach_uv_in_its_own_terms(tmp_path: Path) -> None:
     tools = tmp_path / "uv", tmp_path / pip_wheel_name()
     for tool in tools:
         tool.write_bytes(b"stand-in")
-    text = write_context(spec_for(SKLEARN, tmp_path), ctx, tmp_path, settings, tools=tools)
+    text = write_context(spec_for(SKLEARN, tmp_path), ctx, tmp_path, settings)
+    place_tools(ctx, tools)
     assert sorted(p.name for p in (ctx / "build-settings" / "tools").iterdir()) == sorted(t.name for t in tools)
     assert (ctx / "build-settings" / "uv.toml").read_text().splitlines() == [
         'index-strategy = "unsafe-best-match"',
@@ -169,3 +170,12 @@ def test_the_builder_stage_shares_the_images_apt_step(tmp_path: Path) -> None:
 
         assert steps_to_apt(builder) == steps_to_apt(final)
         assert "libgomp1" in steps_to_apt(builder)[-1] and "-venv" not in builder
+
+
+def test_a_python_before_3_10_keeps_its_venv_package_in_the_builder_stage(tmp_path: Path) -> None:
+    """uv reads a Python before 3.10 only with distutils (Debian's python3-distutils, which the
+    -venv package brings): measured on bullseye's 3.9, uv refused the venv without it."""
+    text = render(spec_for(SKLEARN.replace("'3.11'", "'3.9'").replace("'1.5'", "'1.6'"), tmp_path))
+    builder = text.split("\nFROM ")[-2]
+    assert "--no-install-recommends python3.9 python3.9-venv ca-certificates" in builder
+    assert "--without-pip" in builder and f"{TOOLS}/uv" in builder  # still uv, still its pip wheel

@@ -268,3 +268,22 @@ def test_link_runs_the_install_command_first_and_links_only_when_it_passed(tmp_p
     assert ls.main([*args, "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"]) == 0
     assert marker.exists() and list((out / ls.FRAMEWORK_SLOT).rglob("sklearn"))
     assert ls.main(["link", str(venv)]) == 2  # no "--": a usage error
+
+
+def test_the_time_an_installer_ran_is_not_shipped(tmp_path: Path) -> None:
+    """uv leaves uv_cache.json (the install's time) beside a wheel it took from a path or a
+    --find-links folder (the venv's pip, a wheelhouse): gone, with its RECORD line, so two builds
+    of one lock give the same bytes."""
+    digests = []
+    for run, when in (("a", 1796236146), ("b", 1796239999)):
+        venv = make_venv(tmp_path / run)
+        info = venv / "lib" / "python3.11" / "site-packages" / "joblib-1.4.2.dist-info"
+        (info / "uv_cache.json").write_text(f'{{"timestamp":{{"secs_since_epoch":{when}}}}}')
+        record = (info / "RECORD").read_text()
+        (info / "RECORD").write_text(record + "joblib-1.4.2.dist-info/uv_cache.json,sha256=y,42\n")
+        out = tmp_path / run / "layers"
+        ls.split(str(venv), str(out), {"scikit-learn"}, {"pandas"}, epoch=1234567)
+        assert not (info / "uv_cache.json").exists() and "uv_cache.json" not in (info / "RECORD").read_text()
+        assert (info / "RECORD").read_text().splitlines() == record.splitlines()
+        digests.append({s: tree_digest(out / s, venv.resolve().parent) for s in ls.SLOTS})
+    assert digests[0] == digests[1]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fakes import FakeEngine, FakeRegistry, passing_probe
 
-from builder import base, publish, records
+from builder import base, pipeline, publish, records
 from builder.errors import EngineError, ResolveError, SmokeFailed, UsageError
 from builder.labels import BASE_SUITE_LABEL, CONTENT_LABEL, SPEC_LABEL
 from builder.pipeline import BuildOptions, build
@@ -132,6 +132,20 @@ def test_other_content_gets_another_tag_and_rebuild_builds(engine: FakeEngine, r
     recipe.write_text(RECIPE.replace("pandas==2.2.3", "pandas==2.2.2"))
     changed, _, _ = run(engine, recipe)
     assert len(engine.builds) == 3 and changed.content_tag != first.content_tag
+
+
+def test_only_a_build_fetches_uv_and_pip(engine: FakeEngine, recipe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An up-to-date image needs no installer: a machine that cannot reach the index (or a
+    teammate who only builds what a registry has) still finds it."""
+    fetched: list[str] = []
+    stand_in = pipeline.fetch_tools  # tests/unit/conftest.py's
+    monkeypatch.setattr(pipeline, "fetch_tools", lambda spec, settings, say: fetched.append(spec.name)
+                        or stand_in(spec, settings, say))  # fmt: skip
+    run(engine, recipe)
+    assert fetched == ["demo"] and '"/tmp/mlbuild-build/tools/uv", "pip", "install"' in engine.builds[-1]
+    assert run(engine, recipe)[0].up_to_date and fetched == ["demo"]
+    run(engine, recipe, reuse=False)
+    assert fetched == ["demo", "demo"]
 
 
 def test_a_changed_file_of_the_context_is_built_again(

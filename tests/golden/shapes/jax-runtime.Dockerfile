@@ -17,7 +17,7 @@ ENV PIP_CONFIG_FILE=/tmp/mlbuild-build/pip.conf PIP_NO_CACHE_DIR=1 PIP_DISABLE_P
 RUN ["/usr/bin/python3.11", "-m", "venv", "--without-pip", "/opt/venv"]
 # uv installs the environment: its settings and itself live in this stage only.
 ENV UV_CONFIG_FILE=/tmp/mlbuild-build/uv.toml UV_NO_CACHE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
-RUN ["/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-index", "--no-deps", "--compile-bytecode", "/tmp/mlbuild-build/tools/pip-25.3-py3-none-any.whl"]
+RUN ["/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--no-index", "--no-deps", "--compile-bytecode", "--find-links", "/tmp/mlbuild-build/tools", "pip==25.3"]
 # The framework first, in its own step: extras change more often than it does.
 COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt mlbuild/layersplit.py /tmp/mlbuild/
 RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "jax", "", "--", "/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-r", "/tmp/mlbuild/requirements-framework.txt"]

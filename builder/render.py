@@ -82,6 +82,22 @@ class DevelStage:
 
 
 @dataclass(frozen=True)
+class PackageStep:
+    """One install step of the recipe's packages: the files it copies in, its command, and the
+    names its cache key holds (what layersplit's link may place in the recipe's slots)."""
+
+    files: str
+    command: str
+    names: tuple[str, ...] = ()
+
+
+# The recipe's packages install in the order listed, one step each for the first ones, so that
+# a package added at the end (the everyday change) installs only itself: the steps before it,
+# pandas' 1,400 files of bytecode among them, stay cached. The last step takes the rest.
+MAX_PACKAGE_STEPS = 6
+
+
+@dataclass(frozen=True)
 class Plan:
     """What the template places: every line already quoted and checked."""
 
@@ -96,14 +112,13 @@ class Plan:
     runtime_apt: str
     create_user: str
     install_framework: str
-    install_packages: str
+    package_steps: tuple[PackageStep, ...]
     copy_files: tuple[str, ...]
     env_lines: tuple[str, ...]
     label_lines: tuple[str, ...]
     workdir: str
     uid: int
     framework_files: str = "mlbuild/requirements-framework.txt mlbuild/constraints.txt"
-    packages_files: str = "mlbuild/requirements.txt mlbuild/constraints.txt"
     install_project: str = ""  # the requirements: file's hashed pins (a uv.lock ...), by hash
     project_files: str = ""
     builder_env: str = ""
@@ -182,6 +197,7 @@ def plan(
         )
     c = "/tmp/mlbuild/constraints.txt"
     project_c = ["-c", PROJECT_CONSTRAINTS] if has_project_constraints(spec) else []
+    step_constraints = "mlbuild/constraints.txt" + (f" {PROJECT_CONSTRAINTS_FILE}" if project_c else "")
     owner = f"--chown={spec.uid}:0 " if spec.uid else ""
     copy_files = tuple(
         f"COPY {owner}{json.dumps([context_name(i, src), dest])}" for i, (src, dest) in enumerate(spec.files)
@@ -210,18 +226,18 @@ def plan(
         install_framework=exec_form([*install, "-r", "/tmp/mlbuild/requirements-framework.txt"])
         if spec.framework_requirement
         else "",
-        install_packages=exec_form([*install, "-c", c, *project_c, "-r", "/tmp/mlbuild/requirements.txt"])
-        if spec.requirements
-        else "",
-        packages_files="mlbuild/requirements.txt mlbuild/constraints.txt"
-        + (" mlbuild/constraints-project.txt" if project_c else ""),
+        package_steps=tuple(
+            PackageStep(f"mlbuild/{name} {step_constraints}", exec_form([*install, "-c", c, *project_c, "-r",
+                        f"/tmp/mlbuild/{name}"]), tuple(_names(reqs)))
+            for name, reqs in package_requirement_files(spec)
+        ),
         install_project=exec_form(
             [*install, "--require-hashes", "-c", c, *project_c, "-r", "/tmp/mlbuild/requirements-project.txt"]
         )
         if spec.hashed_requirements
         else "",
         project_files="mlbuild/requirements-project.txt mlbuild/constraints.txt"
-        + (" mlbuild/constraints-project.txt" if project_c else ""),
+        + (f" {PROJECT_CONSTRAINTS_FILE}" if project_c else ""),
         copy_files=copy_files,
         env_lines=env_lines,
         label_lines=label_lines,
@@ -247,6 +263,7 @@ def _linking(p: Plan, spec: ResolvedSpec) -> Plan:
     framework = ",".join(_framework_names(spec))
     project = ",".join(_names(pin for pin, _ in spec.hashed_requirements))
     recipe = ",".join(_recipe_names(spec))
+    others = [pin for pin, _ in spec.hashed_requirements] + list(spec.build_packages)
 
     def link(command: str, named: str) -> str:
         if not command:
@@ -261,12 +278,14 @@ def _linking(p: Plan, spec: ResolvedSpec) -> Plan:
         p,
         install_framework=link(p.install_framework, ""),
         install_project=link(p.install_project, project),
-        install_packages=link(p.install_packages, recipe),
+        package_steps=tuple(
+            PackageStep(with_splitter(step.files), link(step.command, ",".join(_names([*step.names, *others]))))
+            for step in p.package_steps
+        ),
         install_built=link(p.install_built, recipe),
         compile_command=link(p.compile_command, recipe),
         framework_files=with_splitter(p.framework_files),
         project_files=with_splitter(p.project_files),
-        packages_files=with_splitter(p.packages_files),
     )
 
 
@@ -373,6 +392,7 @@ def _venv_command(spec: ResolvedSpec, *, with_pip: bool) -> str:
 
 UV = "/usr/local/bin/uv"
 PROJECT_CONSTRAINTS = "/tmp/mlbuild/constraints-project.txt"
+PROJECT_CONSTRAINTS_FILE = "mlbuild/constraints-project.txt"
 STANDALONE = "/opt/python"
 WHEELHOUSE = "/tmp/wheelhouse"
 BUILD_PACKAGES = "/tmp/mlbuild/build-packages.txt"
@@ -452,10 +472,12 @@ def _locked(p: Plan, spec: ResolvedSpec, pins: Pins, settings: BuildSettings) ->
         builder_apt=_locked_apt(p.builder_apt, pins.builder_apt),
         runtime_apt=_locked_apt(p.runtime_apt, pins.runtime_apt),
         install_framework=exec_form([*pip, f"{tmp}/locked-framework.txt"]) if framework else "",
-        install_packages=exec_form([*pip, f"{tmp}/locked-packages.txt"]) if has_packages else "",
+        package_steps=(
+            PackageStep("mlbuild/locked-packages.txt", exec_form([*pip, f"{tmp}/locked-packages.txt"]),
+                        tuple(_names(spec.requirements))),
+        ) if has_packages else (),
         install_project=exec_form([*pip, f"{tmp}/locked-project.txt"]) if has_project else "",
         framework_files="mlbuild/locked-framework.txt",
-        packages_files="mlbuild/locked-packages.txt",
         project_files="mlbuild/locked-project.txt",
         builder_env=f"ENV SOURCE_DATE_EPOCH={pins.epoch}",
         epoch_arg=f"ARG SOURCE_DATE_EPOCH={pins.epoch}",
@@ -611,6 +633,15 @@ def _recipe_names(spec: ResolvedSpec) -> list[str]:
     return _names([*spec.requirements, *(pin for pin, _ in spec.hashed_requirements), *spec.build_packages])
 
 
+def package_requirement_files(spec: ResolvedSpec) -> list[tuple[str, list[str]]]:
+    """Each package step's requirements file: the packages listed up to its own (so a step
+    never loses an earlier pin: uv finds those installed and adds only the new), one more each,
+    the last step all the rest (MAX_PACKAGE_STEPS)."""
+    reqs = list(spec.requirements)
+    ends = [*range(1, min(len(reqs), MAX_PACKAGE_STEPS)), len(reqs)] if reqs else []
+    return [(f"requirements-{i}.txt", reqs[:end]) for i, end in enumerate(ends, 1)]
+
+
 def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -> None:
     """The pip steps' files. A wheelhouse adds --find-links (and --no-index offline); the
     framework's variant index is used only when the wheelhouse does not carry the framework."""
@@ -628,7 +659,9 @@ def _write_requirements(spec: ResolvedSpec, ml: Path, settings: BuildSettings) -
     (ml / "requirements-framework.txt").write_text("\n".join(links + pinned) + "\n")
     (ml / "constraints.txt").write_text("\n".join(_constraints(spec)) + "\n")
     others = [line for line in links if not line.startswith("--index-url")]
-    (ml / "requirements.txt").write_text("\n".join(others + list(spec.requirements)) + "\n")
+    (ml / "requirements.txt").write_text("\n".join(others + list(spec.requirements)) + "\n")  # the lock's resolver
+    for name, reqs in package_requirement_files(spec):
+        (ml / name).write_text("\n".join(others + reqs) + "\n")
     if spec.hashed_requirements:
         hashed = [" ".join([pin, *(f"--hash={h}" for h in hashes.split())]) for pin, hashes in spec.hashed_requirements]
         (ml / "requirements-project.txt").write_text("\n".join(others + hashed) + "\n")

@@ -21,9 +21,10 @@ RUN ["/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin
 # The framework first, in its own step: extras change more often than it does.
 COPY mlbuild/requirements-framework.txt mlbuild/constraints.txt mlbuild/layersplit.py /tmp/mlbuild/
 RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "scikit-learn", "", "--", "/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-r", "/tmp/mlbuild/requirements-framework.txt"]
-# The recipe's packages; the constraints keep the framework build exactly as resolved.
-COPY mlbuild/requirements.txt mlbuild/constraints.txt mlbuild/layersplit.py /tmp/mlbuild/
-RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "scikit-learn", "pandas", "--", "/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/requirements.txt"]
+# The recipe's packages, in the order listed; the constraints keep the framework build exactly as
+# resolved. One step each for the first ones: a package added at the end installs only itself.
+COPY mlbuild/requirements-1.txt mlbuild/constraints.txt mlbuild/layersplit.py /tmp/mlbuild/
+RUN ["/opt/venv/bin/python", "/tmp/mlbuild/layersplit.py", "link", "/opt/venv", "/opt/mlbuild-layers", "scikit-learn", "pandas", "--", "/tmp/mlbuild-build/tools/uv", "pip", "install", "--python", "/opt/venv/bin/python", "--compile-bytecode", "-c", "/tmp/mlbuild/constraints.txt", "-r", "/tmp/mlbuild/requirements-1.txt"]
 # What a derived image's pip may not replace (the framework, its companions, its CUDA build),
 # written to /opt/mlbuild/constraints.txt; then the venv's layer slots completed: by
 # distribution, stable ones first, times and owners normalised, so that a one-package change

@@ -96,7 +96,7 @@ def test_constraints_file_limits_versions_and_installs_nothing(tmp_path: Path) -
     ctx.mkdir()
     dockerfile = write_context(spec, ctx, tmp_path, BuildSettings())
     assert (ctx / "mlbuild" / "constraints-project.txt").read_text() == "numpy==1.26.4\n"
-    assert '"-c", "/tmp/mlbuild/constraints-project.txt", "-r", "/tmp/mlbuild/requirements.txt"' in dockerfile
+    assert '"-c", "/tmp/mlbuild/constraints-project.txt", "-r", "/tmp/mlbuild/requirements-1.txt"' in dockerfile
 
 
 def test_hashed_requirements_get_their_own_step_by_hash(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_hashed_requirements_get_their_own_step_by_hash(tmp_path: Path) -> None:
         f"tabulate==0.9.0 --hash=sha256:{h1} --hash=sha256:{h2}\n"
     )
     project = dockerfile.index('requirements-project.txt"]')
-    assert dockerfile.index('requirements-framework.txt"]') < project < dockerfile.index('requirements.txt"]')
+    assert dockerfile.index('requirements-framework.txt"]') < project < dockerfile.index('requirements-1.txt"]')
     assert '"--require-hashes", "-c", "/tmp/mlbuild/constraints.txt"' in dockerfile
     # the packages step may not move a hashed pin
     assert (ctx / "mlbuild" / "constraints-project.txt").read_text() == "tabulate==0.9.0\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,36 @@ def test_context_holds_only_what_the_build_needs(tmp_path: Path) -> None:
     assert "cert = /tmp/mlbuild-build/ca.crt" in (ctx / "build-settings/pip.conf").read_text()
     assert "u:p" not in (ctx / "Dockerfile").read_text()
     assert (ctx / "mlbuild/constraints.txt").read_text() == "scikit-learn==" + spec.framework_version + "\n"
+
+
+def _packages_recipe(folder: Path, packages: list[str]) -> tuple[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = folder / "r.yaml"
+    recipe.write_text(f"name: steps\nframework: sklearn\nframework_version: '1.5'\npackages: {packages}\n")
+    _, spec = load_and_resolve(recipe)
+    ctx = folder / "ctx"
+    ctx.mkdir()
+    return write_context(spec, ctx, folder, BuildSettings()), ctx
+
+
+def test_a_package_added_at_the_end_is_one_more_step_after_the_same_steps(tmp_path: Path) -> None:
+    """The everyday change: the steps (and files) before the new package are the same bytes, so
+    every builder finds them cached; each step's file holds the packages listed up to its own."""
+    before, ctx_before = _packages_recipe(tmp_path / "a", ["pandas==2.2.3", "rich"])
+    after, ctx_after = _packages_recipe(tmp_path / "b", ["pandas==2.2.3", "rich", "tabulate==0.9.0"])
+    steps_before = [line for line in before.splitlines() if "requirements-" in line and "framework" not in line]
+    steps_after = [line for line in after.splitlines() if "requirements-" in line and "framework" not in line]
+    assert steps_after[: len(steps_before)] == steps_before and len(steps_after) == len(steps_before) + 2
+    for i in (1, 2):
+        name = f"mlbuild/requirements-{i}.txt"
+        assert (ctx_before / name).read_bytes() == (ctx_after / name).read_bytes()
+    assert (ctx_after / "mlbuild/requirements-3.txt").read_text() == "pandas==2.2.3\nrich\ntabulate==0.9.0\n"
+
+
+def test_the_last_package_step_takes_the_rest(tmp_path: Path) -> None:
+    from builder.render import MAX_PACKAGE_STEPS
+
+    names = [f"pkg{i}" for i in range(MAX_PACKAGE_STEPS + 3)]
+    text, ctx = _packages_recipe(tmp_path, names)
+    assert len(re.findall(r'"-r", "/tmp/mlbuild/requirements-\d+\.txt"', text)) == MAX_PACKAGE_STEPS
+    assert (ctx / f"mlbuild/requirements-{MAX_PACKAGE_STEPS}.txt").read_text().split() == names

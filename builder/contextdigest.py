@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from builder import hostcache
@@ -22,12 +23,22 @@ BUILD_SETTINGS = "build-settings"  # the builder stage's site settings, copied i
 _REMEMBER_FROM = 16 << 20  # wheels: a no-op build should not read a framework's GBs again
 
 
-def context_digest(folder: Path, skip: tuple[str, ...] = (BUILD_SETTINGS,)) -> str:
-    """sha256 over every entry's relative path, kind, executable bit and content, in name order."""
+def context_digest(
+    folder: Path, skip: tuple[str, ...] = (BUILD_SETTINGS,), sources: Sequence[tuple[str, Path]] = ()
+) -> str:
+    """sha256 over every entry's relative path, kind, executable bit and content, in name order.
+    `sources`: (relative path, file or folder) that the build will place there but the folder
+    does not hold yet (the recipe's files, the wheels): read where they are, through symlinks
+    as a copy does, so that an up-to-date build copies nothing, and a large file's digest is
+    remembered by its identity."""
     h = hashlib.sha256()
-    for path in sorted(_entries(folder, skip)):
-        rel = path.relative_to(folder).as_posix()
-        st = path.lstat()
+    entries = [(rel, path, False) for rel, path in _entries(folder, folder, skip)]
+    for rel, source in sources:
+        entries.append((rel, source, True))
+        if source.is_dir():
+            entries += [(f"{rel}/{r}", p, True) for r, p in _entries(source, source, follow=True)]
+    for rel, path, follow in sorted(entries):
+        st = path.stat() if follow else path.lstat()
         if stat.S_ISLNK(st.st_mode):
             entry = f"link {rel} {os.readlink(path)}"
         elif stat.S_ISDIR(st.st_mode):
@@ -38,14 +49,15 @@ def context_digest(folder: Path, skip: tuple[str, ...] = (BUILD_SETTINGS,)) -> s
     return h.hexdigest()
 
 
-def _entries(folder: Path, skip: tuple[str, ...]) -> list[Path]:
+def _entries(folder: Path, top: Path, skip: tuple[str, ...] = (), follow: bool = False) -> list[tuple[str, Path]]:
+    """(path relative to `top`, path) of everything under `folder`; `skip`: names left out at its top."""
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, followlinks=follow):
         here = Path(root)
         if here == folder:
             dirs[:] = [d for d in dirs if d not in skip]
             files = [f for f in files if f not in skip]
-        found += [here / d for d in dirs] + [here / f for f in files]
+        found += [(p.relative_to(top).as_posix(), p) for p in [*(here / d for d in dirs), *(here / f for f in files)]]
     return found
 
 

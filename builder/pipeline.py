@@ -43,7 +43,7 @@ from builder.publish import Published, publish, require_smoke
 from builder.pull import pull_if_present
 from builder.recipe import Recipe, check_image_ref, load_recipe
 from builder.refs import split_tag
-from builder.render import needs_tools, place_tools, write_context
+from builder.render import context_sources, needs_tools, place_sources, place_tools, write_context
 from builder.resolve import resolve, resolve_platforms
 from builder.settings import BUILDERS, BuildSettings, redact
 from builder.smoke import SmokeReport, detect_host, refuse_required_on_cpu, smoke_on
@@ -186,11 +186,13 @@ def build(
         # builder's image has its own tag) and the context's files: mlbuild's helpers, the
         # recipe's files, the lock, the wheels (builder.contextdigest).
         dockerfile = write_context(spec, context, recipe.folder, settings, pins,
-                                   Path(secrets) if chosen.buildkit else None)  # fmt: skip
-        tag = content_tag(spec, dockerfile, base.image_id, context_digest(context))
+                                   Path(secrets) if chosen.buildkit else None, inputs=False)  # fmt: skip
+        sources = context_sources(spec, recipe.folder, settings)
+        tag = content_tag(spec, dockerfile, base.image_id, context_digest(context, sources=sources))
         # build avoidance: the same spec, Dockerfile, context and base were built before
         found = find_existing(engine, spec, tag, say) if opts.reuse else None
-        if not found:  # only a build needs uv and pip's wheel: an up-to-date image never fetches
+        if not found:  # only a build copies the files and wheels in, and needs uv and pip's wheel
+            place_sources(context, sources)
             place_tools(context, fetch_tools(spec, settings, say) if needs_tools(spec, settings) else ())
             on_stage("building")
         image_id = found or _build_image(engine, recipe, Path(recipe_path), spec, base, tag, settings, opts,

@@ -395,6 +395,7 @@ PROJECT_CONSTRAINTS = "/tmp/mlbuild/constraints-project.txt"
 PROJECT_CONSTRAINTS_FILE = "mlbuild/constraints-project.txt"
 STANDALONE = "/opt/python"
 WHEELHOUSE = "/tmp/wheelhouse"
+WHEELHOUSE_DIR = "wheelhouse"  # in the context
 BUILD_PACKAGES = "/tmp/mlbuild/build-packages.txt"
 
 
@@ -569,10 +570,13 @@ def write_context(
     settings: BuildSettings,
     pins: Pins | None = None,
     secrets: Path | None = None,
+    inputs: bool = True,
 ) -> str:
     """Fill `folder` with exactly what the build needs but uv and pip's wheel, which a build
     adds (place_tools) where needs_tools; returns the Dockerfile text.
-    `secrets`: a folder outside the context for BuildKit's secrets (the BuildKit variant)."""
+    `secrets`: a folder outside the context for BuildKit's secrets (the BuildKit variant).
+    `inputs`: False leaves out the recipe's files and the wheels (context_sources), which the
+    build then places (place_sources): an up-to-date image needs no copy of them."""
     dockerfile = render(spec, pins, settings, buildkit=secrets is not None)
     (folder / "Dockerfile").write_text(dockerfile)
     ml = folder / "mlbuild"
@@ -581,7 +585,7 @@ def write_context(
     if spec.build_packages:
         (ml / "build-packages.txt").write_text("\n".join(spec.build_packages) + "\n")
     if settings.wheelhouse:
-        _copy_wheels(spec, settings, folder / "wheelhouse")
+        (folder / WHEELHOUSE_DIR).mkdir()  # COPY needs it, even without a usable wheel
     (ml / "probe.py").write_text(probe_source())
     (ml / "spec.json").write_text(spec.to_json() + "\n")
     (ml / "imagesetup.py").write_text((Path(__file__).resolve().parent / "imagesetup.py").read_text())
@@ -594,12 +598,31 @@ def write_context(
             (ml / "locked-project.txt").write_text(pins.project)
         (ml / "lock.json").write_text(pins.lock_json)
     settings.write_build_settings(folder / BUILD_SETTINGS, secrets)
-    for i, (src, _dest) in enumerate(spec.files):
-        source = (recipe_folder / src).resolve()
-        target = folder / context_name(i, src)
-        target.parent.mkdir(parents=True)
-        _copy(source, target)
+    if inputs:
+        place_sources(folder, context_sources(spec, recipe_folder, settings))
     return dockerfile
+
+
+def context_sources(spec: ResolvedSpec, recipe_folder: Path, settings: BuildSettings) -> list[tuple[str, Path]]:
+    """(where in the context, source) of the recipe's files and of the wheels the build can use."""
+    from builder.wheelhouse import usable
+
+    found = [(context_name(i, src), (recipe_folder / src).resolve()) for i, (src, _dest) in enumerate(spec.files)]
+    if settings.wheelhouse:
+        found += [(f"{WHEELHOUSE_DIR}/{w.name}", w) for w in usable(settings.wheelhouse, spec.python)]
+    return found
+
+
+def place_sources(folder: Path, sources: list[tuple[str, Path]]) -> None:
+    """The recipe's files copied (their own modes dropped, as always), the wheels hard-linked
+    where the file system allows it (a wheel of GBs)."""
+    for rel, source in sources:
+        target = folder / rel
+        if rel.startswith(f"{WHEELHOUSE_DIR}/"):
+            _link_or_copy(source, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy(source, target)
 
 
 def place_tools(folder: Path, tools: tuple[Path, ...]) -> None:
@@ -673,16 +696,6 @@ def _wheelhouse_has(folder: Path, requirements: list[str], python: str) -> bool:
     from builder.wheelhouse import missing
 
     return bool(requirements) and not missing(requirements, folder, python, deps=False)
-
-
-def _copy_wheels(spec: ResolvedSpec, settings: BuildSettings, target: Path) -> None:
-    """Only the wheels the build can use go into the context (hard links where possible)."""
-    from builder.wheelhouse import usable
-
-    target.mkdir()
-    assert settings.wheelhouse
-    for wheel in usable(settings.wheelhouse, spec.python):
-        _link_or_copy(wheel, target / wheel.name)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

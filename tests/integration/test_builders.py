@@ -105,6 +105,6 @@ def test_a_failing_step_is_reported_the_same_by_both_builders(
     error = done.stderr[found.start() :]
     assert "Traceback" not in done.stderr
     first = error.splitlines()[0]
-    assert first.startswith("error: build failed at ") and "requirements.txt" in first, first  # the step, named
+    assert first.startswith("error: build failed at ") and "requirements-1.txt" in first, first  # the step, named
     assert "mlbuild-no-such-package" in error.split("\n", 1)[1]  # the installer's own last lines name it
     assert "hint: the lines above are the failing step's last output" in error

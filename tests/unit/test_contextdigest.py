@@ -72,3 +72,23 @@ def test_a_large_files_digest_is_remembered_by_its_identity(tmp_path: Path, monk
     small.write_bytes(b"abc")
     contextdigest.file_sha256(small, 3)
     assert hostcache.get("sha256", hostcache.key("sha256", hostcache.file_identity(str(small)))) is None
+
+
+def test_sources_are_read_where_they_are_through_symlinks(tmp_path: Path) -> None:
+    """The recipe's files and the wheels, not yet in the folder: their bytes count, as the
+    copy the build makes would hold them (a copy follows symlinks)."""
+    folder = make(tmp_path / "ctx")
+    app = tmp_path / "app"
+    (app / "conf").mkdir(parents=True)
+    (tmp_path / "real.yaml").write_text("a: 1\n")
+    (app / "conf" / "settings.yaml").symlink_to(tmp_path / "real.yaml")
+    (app / "main.py").write_text("print(1)\n")
+    sources = [("files/0/app", app)]
+    before = context_digest(folder, sources=sources)
+    assert before != context_digest(folder) and before == context_digest(folder, sources=sources)
+    (tmp_path / "real.yaml").write_text("a: 2\n")  # the link's target changed: the copy would differ
+    after_link = context_digest(folder, sources=sources)
+    assert after_link != before
+    (app / "main.py").write_text("print(2)\n")
+    assert context_digest(folder, sources=sources) != after_link
+    assert context_digest(folder, sources=[("files/1/app", app)]) != context_digest(folder, sources=sources)

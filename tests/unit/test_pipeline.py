@@ -134,18 +134,28 @@ def test_other_content_gets_another_tag_and_rebuild_builds(engine: FakeEngine, r
     assert len(engine.builds) == 3 and changed.content_tag != first.content_tag
 
 
-def test_only_a_build_fetches_uv_and_pip(engine: FakeEngine, recipe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An up-to-date image needs no installer: a machine that cannot reach the index (or a
-    teammate who only builds what a registry has) still finds it."""
+def test_only_a_build_fetches_uv_and_pip_and_copies_the_files(
+    engine: FakeEngine, recipe: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An up-to-date image needs no installer (a machine that cannot reach the index still
+    finds it) and no copy of the recipe's files (model weights of GBs): their digest is read
+    where they are."""
     fetched: list[str] = []
     stand_in = pipeline.fetch_tools  # tests/unit/conftest.py's
     monkeypatch.setattr(pipeline, "fetch_tools", lambda spec, settings, say: fetched.append(spec.name)
                         or stand_in(spec, settings, say))  # fmt: skip
+    placed: list[list[str]] = []
+    place = pipeline.place_sources
+    monkeypatch.setattr(pipeline, "place_sources", lambda folder, sources: placed.append([r for r, _ in sources])
+                        or place(folder, sources))  # fmt: skip
+    (recipe.parent / "serve.py").write_text("print('serve')\n")
+    recipe.write_text(RECIPE + "files:\n  - {src: serve.py, dest: /srv/serve.py}\n")
     run(engine, recipe)
     assert fetched == ["demo"] and '"/tmp/mlbuild-build/tools/uv", "pip", "install"' in engine.builds[-1]
-    assert run(engine, recipe)[0].up_to_date and fetched == ["demo"]
+    assert placed == [["files/0/serve.py"]]  # the recipe's file, copied in for the build
+    assert run(engine, recipe)[0].up_to_date and fetched == ["demo"] and len(placed) == 1  # nothing copied
     run(engine, recipe, reuse=False)
-    assert fetched == ["demo", "demo"]
+    assert fetched == ["demo", "demo"] and len(placed) == 2
 
 
 def test_a_changed_file_of_the_context_is_built_again(

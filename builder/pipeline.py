@@ -36,7 +36,7 @@ from builder.labels import (
     OCI_REVISION,
     OCI_SOURCE,
 )
-from builder.lock import Lock, Pins, explain_build_failure, read_lock
+from builder.lock import Lock, explain_build_failure, read_lock
 from builder.normalize import normalize_locked
 from builder.platforms import DEFAULT_PLATFORM, platform_named
 from builder.publish import Published, publish, require_smoke
@@ -192,8 +192,7 @@ def build(
         # build avoidance: the same spec, Dockerfile, context and base were built before
         found = find_existing(engine, spec, tag, say) if opts.reuse else None
         if not found:  # only a build copies the files and wheels in, and needs uv and pip's wheel
-            place_sources(context, sources)
-            place_tools(context, fetch_tools(spec, settings, say) if needs_tools(spec, settings) else ())
+            complete_context(spec, context, sources, settings, say)
             on_stage("building")
         image_id = found or _build_image(engine, recipe, Path(recipe_path), spec, base, tag, settings, opts,
                                          lock, chosen, context, Path(secrets), say, on_line)  # fmt: skip
@@ -286,19 +285,21 @@ def _build_image(
     return image_id
 
 
-def write_build_context(
-    spec: ResolvedSpec,
-    folder: Path,
-    recipe_folder: Path,
-    settings: BuildSettings,
-    pins: Pins | None = None,
-    secrets: Path | None = None,
-    say: Say = lambda _: None,
-) -> str:
-    """builder.render.write_context with the uv and pip the builder stage runs, fetched once
-    per machine where it needs them (builder.toolwheels): a context `docker build` can build."""
-    dockerfile = write_context(spec, folder, recipe_folder, settings, pins, secrets)
+def complete_context(
+    spec: ResolvedSpec, folder: Path, sources: list[tuple[str, Path]], settings: BuildSettings, say: Say
+) -> None:
+    """What write_context(inputs=False) leaves for a build: the recipe's files and the wheels
+    (`sources`), and the uv and pip the builder stage runs where it needs them, fetched once
+    per machine (builder.toolwheels)."""
+    place_sources(folder, sources)
     place_tools(folder, fetch_tools(spec, settings, say) if needs_tools(spec, settings) else ())
+
+
+def write_build_context(spec: ResolvedSpec, folder: Path, recipe_folder: Path, settings: BuildSettings) -> str:
+    """A whole context `docker build` can build (the benchmarks' plain builds); returns the
+    Dockerfile text."""
+    dockerfile = write_context(spec, folder, recipe_folder, settings, inputs=False)
+    complete_context(spec, folder, context_sources(spec, recipe_folder, settings), settings, lambda _: None)
     return dockerfile
 
 

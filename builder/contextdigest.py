@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from builder import hostcache
+from builder.fileio import sha256_of
 
 BUILD_SETTINGS = "build-settings"  # the builder stage's site settings, copied into that stage only
 _REMEMBER_FROM = 16 << 20  # wheels: a no-op build should not read a framework's GBs again
@@ -67,10 +68,7 @@ def file_sha256(path: Path, size: int) -> str:
     entry = hostcache.key("sha256", hostcache.file_identity(str(path))) if size >= _REMEMBER_FROM else None
     if entry and isinstance(known := hostcache.get("sha256", entry), str):
         return known
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+    digest = sha256_of(path)
     if entry:
-        hostcache.put("sha256", entry, h.hexdigest())
-    return h.hexdigest()
+        hostcache.put("sha256", entry, digest)
+    return digest

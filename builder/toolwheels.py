@@ -25,7 +25,7 @@ from pathlib import Path
 
 from builder import hostcache
 from builder.errors import BuildError, UsageError
-from builder.fileio import write_atomic
+from builder.fileio import sha256_of, write_atomic
 from builder.matrix import ToolPin, load_matrix
 from builder.platforms import platform_named
 from builder.settings import BuildSettings, redact
@@ -81,14 +81,6 @@ def uv_binary(wheel_path: Path, pin: ToolPin) -> Path:
             data = z.read(f"uv-{pin.version}.data/scripts/uv")
         write_atomic(target, data, mode=0o755)
     return target
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _from_wheelhouse(pin: ToolPin, digest: str, wheelhouse: Path | None) -> Path | None:

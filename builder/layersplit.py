@@ -138,9 +138,9 @@ def drop_install_times(venv: str) -> int:
     lock must give the same bytes, and pip never reads it. Returns how many files went."""
     dropped = 0
     for sp in site_packages(venv):
-        for entry in sorted(os.listdir(sp)):
+        for entry in sorted(e for e in os.listdir(sp) if e.endswith(".dist-info")):
             info = os.path.join(sp, entry)
-            gone = [n for n in INSTALL_TIME_FILES if entry.endswith(".dist-info") and os.path.isfile(f"{info}/{n}")]
+            gone = [n for n in INSTALL_TIME_FILES if os.path.isfile(os.path.join(info, n))]
             if not gone:
                 continue
             for name in gone:
